@@ -1,0 +1,5 @@
+"""``python -m multistore`` = the ``multistore`` command."""
+
+from .cli import main
+
+main()

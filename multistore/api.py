@@ -1,0 +1,222 @@
+"""``MultiSourceDataStore``: the notebook/Python face of multistore.
+
+Mirrors xcube-multistore's API (``generate``, ``display_config``,
+``stores.storage.open_data``) and adds ``plan``, ``status`` and real results:
+``generate`` returns a ``RunReport`` with one result per dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+import yaml
+
+from .config import Config, config_schema, load_config, redact
+from .cube import build_cube
+from .display import live_display
+from .generate import Generator, RunReport
+from .grid import TargetGrid
+from .plan import CubePlan, Plan, build_plan
+from .scheduler import dask_runner
+from .scrub import Scrubber, ScrubbingFilter
+from .status import StatusBoard
+from .stores.pool import StorePool
+from .writer import CubeState, StorageTarget, cube_state, read_marker
+
+
+@dataclass(frozen=True)
+class CubeSummary:
+    """What ``plan`` knows about a cube before any pixel is fetched."""
+
+    identifier: str
+    output: str
+    grid: str
+    sources: tuple[str, ...]
+    dims: Mapping[str, int]
+    variables: Mapping[str, str]  # name -> dtype
+    chunks: Mapping[str, int]
+    n_chunks: int
+    raw_bytes: int  # uncompressed: an upper bound of the size on disk
+    requests: str = ""  # for stores that plan their own requests (e.g. earthengine)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CubeStatus:
+    identifier: str
+    output: str
+    state: CubeState
+    fingerprint: str
+    completed: str | None = None
+
+
+class MultiSourceDataStore:
+    """Build the cubes of one config: ``MultiSourceDataStore("config.yml").generate()``."""
+
+    def __init__(self, config: Config | str | os.PathLike | Mapping[str, Any]):
+        self.config: Config = config if isinstance(config, Config) else load_config(config)
+        self.stores = StorePool(self.config.data_stores, self.config.base_dir)
+        self._scrub = Scrubber(self.config.secret_values)
+
+    # -- planning ----------------------------------------------------------------------
+
+    def plan(self, datasets: Iterable[str] | None = None) -> Plan:
+        return build_plan(self.config, datasets)
+
+    def describe_plan(self, datasets: Iterable[str] | None = None) -> list[CubeSummary]:
+        """Open every source lazily (metadata only) and measure the cubes to be written."""
+        plan = self.plan(datasets)
+        grids: dict[str, TargetGrid | None] = {}
+        summaries = []
+        for cube in plan.cubes:
+            sources = tuple(f"{s.store}:{s.data_id}" for s in cube.dataset.sources)
+            try:
+                grid = self._planned_grid(cube, grids)
+                grids[cube.identifier] = grid
+                ds = build_cube(cube, self.config, self.stores, grid)
+                if grid is None:
+                    grids[cube.identifier] = _native_grid(ds)
+                summaries.append(_summarise(cube, grid, sources, ds, self._requests(cube)))
+            except Exception as e:
+                grids.setdefault(cube.identifier, None)
+                summaries.append(
+                    CubeSummary(cube.identifier, cube.output, "?", sources, {}, {}, {}, 0, 0,
+                                error=self._scrub(f"{type(e).__name__}: {e}"))
+                )
+        return summaries
+
+    def _planned_grid(self, cube: CubePlan, grids: dict[str, TargetGrid | None]) -> TargetGrid | None:
+        if cube.grid is not None or cube.grid_from is None:
+            return cube.grid
+        grid = grids.get(cube.grid_from)
+        if grid is None:
+            raise ValueError(f"the grid of {cube.grid_from!r} is unknown (it failed to plan)")
+        return grid
+
+    def _requests(self, cube: CubePlan) -> str:
+        parts = []
+        for source in cube.dataset.sources:
+            store = self.stores[source.store]
+            if hasattr(store, "plan_requests"):
+                req = store.plan_requests(source.data_id, **source.open_params)
+                parts.append(f"{source.identifier}: {req}")
+        return "; ".join(parts)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def generate(
+        self,
+        datasets: Iterable[str] | None = None,
+        *,
+        force: bool = False,
+        display: str | None = None,
+    ) -> RunReport:
+        """Build the selected cubes (all by default); complete, unchanged cubes are skipped."""
+        plan = self.plan(datasets)
+        board = StatusBoard(plan.identifiers)
+        mode = display or self.config.general.display
+        with (
+            self._scrubbed_logs(),
+            live_display(board, mode, title=self._title()),
+            dask_runner(self.config.general.dask) as runner,
+        ):
+            report = Generator(self.config, self.stores, board, runner, force=force).run(plan)
+        return report
+
+    def status(self) -> list[CubeStatus]:
+        """Which cubes in ``storage`` are complete, stale (config changed), incomplete or missing."""
+        rows = []
+        for cube in self.plan().cubes:
+            target = StorageTarget(self.stores.storage, cube.output)
+            marker = read_marker(target) or {}
+            rows.append(
+                CubeStatus(cube.identifier, target.path, cube_state(target, cube.fingerprint),
+                           cube.fingerprint, marker.get("completed"))
+            )
+        return rows
+
+    def open_cube(self, identifier: str) -> xr.Dataset:
+        dataset = self.config.dataset(identifier)
+        if dataset is None:
+            raise KeyError(f"no dataset {identifier!r}")
+        return self.stores.storage.open_data(dataset.file_name)
+
+    # -- exploring -----------------------------------------------------------------------
+
+    def config_yaml(self) -> str:
+        return yaml.safe_dump(redact(dict(self.config.raw), self.config.secret_values), sort_keys=False)
+
+    def display_config(self) -> None:
+        """Show the config with secrets redacted (a table per section in notebooks)."""
+        text = self.config_yaml()
+        try:
+            from IPython.display import Markdown, display
+
+            from .display import in_notebook
+
+            if in_notebook():
+                display(Markdown(f"```yaml\n{text}\n```"))
+                return
+        except ImportError:
+            pass
+        print(text)
+
+    @staticmethod
+    def get_config_schema() -> dict[str, Any]:
+        return config_schema()
+
+    def _title(self) -> str:
+        return f"multistore: {self.config.path.name}" if self.config.path else "multistore"
+
+    @contextmanager
+    def _scrubbed_logs(self) -> Iterator[None]:
+        names = ["multistore"] + [n for n in logging.root.manager.loggerDict if n.startswith("multistore.")]
+        filt = ScrubbingFilter(self._scrub)
+        loggers = [logging.getLogger(n) for n in names]
+        for lg in loggers:
+            lg.addFilter(filt)
+        try:
+            yield
+        finally:
+            for lg in loggers:
+                lg.removeFilter(filt)
+
+
+def _native_grid(ds: xr.Dataset) -> TargetGrid | None:
+    try:
+        return TargetGrid.from_dataset(ds)
+    except Exception:
+        return None
+
+
+def _summarise(cube: CubePlan, grid: TargetGrid | None, sources: tuple[str, ...], ds: xr.Dataset,
+               requests: str) -> CubeSummary:
+    chunks = {str(d): int(c[0]) for d, c in ds.chunks.items()} if ds.chunks else {}
+    n_chunks = 0
+    for var in ds.data_vars.values():
+        if var.chunks:
+            count = 1
+            for c in var.chunks:
+                count *= len(c)
+            n_chunks += count
+    return CubeSummary(
+        identifier=cube.identifier,
+        output=cube.output,
+        grid=grid.describe() if grid else "native grid of the source",
+        sources=sources,
+        dims={str(k): int(v) for k, v in ds.sizes.items()},
+        variables={str(n): str(v.dtype) for n, v in ds.data_vars.items()},
+        chunks=chunks,
+        n_chunks=n_chunks,
+        raw_bytes=int(sum(v.nbytes for v in ds.data_vars.values())),
+        requests=requests,
+    )
+
+

@@ -1,0 +1,7 @@
+"""The ``multistore`` command line: one module per command, registered on one click group."""
+
+from __future__ import annotations
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,48 @@
+"""Options and error handling shared by the commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import Config, load_config
+from ..errors import ConfigError
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+config_argument = click.argument(
+    "config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path)
+)
+
+
+def report_config_error(error: ConfigError) -> None:
+    source = f" in {error.source}" if error.source else ""
+    click.echo(f"error: {len(error.problems)} problem(s){source}:", err=True)
+    for problem in error.problems:
+        click.echo(f"  {problem}", err=True)
+
+
+def load_or_exit(path: Path) -> Config:
+    """Load a config; on any problem print each with its location and exit with code 2."""
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        report_config_error(e)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def setup_logging(verbose: int, json_logs: bool = False) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = '{"level": "%(levelname)s", "logger": "%(name)s", "message": %(message)r}' if json_logs else "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("multistore").setLevel(level)
+    for noisy in ("werkzeug", "botocore", "urllib3", "distributed"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..api import MultiSourceDataStore
+from .common import EXIT_BAD_INPUT, config_argument, load_or_exit
+
+
+@click.command()
+@config_argument
+@click.argument("store")
+@click.argument("data_id", required=False)
+def describe(config_path: Path, store: str, data_id: str | None) -> None:
+    """List the data ids of STORE, or describe DATA_ID in it."""
+    msds = MultiSourceDataStore(load_or_exit(config_path))
+    if store not in msds.stores:
+        click.echo(f"error: no data store {store!r} (defined: {', '.join(msds.stores)})", err=True)
+        raise SystemExit(EXIT_BAD_INPUT)
+    data_store = msds.stores[store]
+    if data_id is None:
+        for ident in data_store.get_data_ids():
+            click.echo(ident)
+        return
+    descriptor = data_store.describe_data(data_id)
+    click.echo(json.dumps(descriptor.to_dict(), indent=2, default=str))

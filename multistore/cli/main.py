@@ -1,0 +1,31 @@
+"""The click group; commands live in their own modules."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .demo import demo
+from .describe import describe
+from .generate import generate
+from .plan import plan
+from .schema import schema
+from .status import status
+from .validate import validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="multistore")
+def main() -> None:
+    """Build analysis-ready datacubes from many sources, driven by one YAML config."""
+
+
+for command in (validate, plan, generate, status, schema, describe, demo):
+    main.add_command(command)
+
+try:  # the STAC commands need the stac store's optional pieces
+    from .stac import stac
+except ImportError:  # pragma: no cover
+    pass
+else:
+    main.add_command(stac)

@@ -1,0 +1,490 @@
+"""Checks the JSON Schema cannot express: references, uniqueness, CRSs, files, frequencies.
+
+Each check runs only on parts that passed the schema (``Checker.clean``), so a
+broken part yields one problem, not a cascade. Nothing here imports or runs
+user code: hooks are inspected with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import Problem
+from .locations import Location, render_location
+from .model import STORAGE_STORE
+from .resolve import find_module_file, module_path_candidates
+from .validate import validate_against
+
+MAX_PIXELS_PER_AXIS = 2**31
+
+# xcube-multistore's dask_scheduler names -> multistore's dask.scheduler names
+DASK_SCHEDULER_ALIASES = {
+    "threads": "threads",
+    "processes": "processes",
+    "single-threaded": "synchronous",
+    "sync": "synchronous",
+    "synchronous": "synchronous",
+    "distributed": "distributed",
+}
+
+
+@dataclass
+class Checker:
+    data: Mapping[str, Any]
+    base_dir: Path
+    schema_error_paths: set[Location]
+    problems: list[tuple[Location, Problem]] = field(default_factory=list)
+
+    def clean(self, path: Location) -> bool:
+        """True if the schema found nothing wrong at or below ``path``."""
+        n = len(path)
+        return not any(p[:n] == path for p in self.schema_error_paths)
+
+    def add(self, path: Location, message: str) -> None:
+        self.problems.append((path, Problem(render_location(path), message)))
+
+    def items(self, section: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        entries = self.data.get(section)
+        if isinstance(entries, list):
+            for i, entry in enumerate(entries):
+                if isinstance(entry, Mapping):
+                    yield i, entry
+
+
+def cross_check(
+    data: Any, base_dir: Path, schema_error_paths: Iterable[Location]
+) -> list[tuple[Location, Problem]]:
+    """Every semantic problem of a config whose structure was schema-checked."""
+    if not isinstance(data, Mapping):
+        return []
+    checker = Checker(data, base_dir, set(schema_error_paths))
+    stores = _check_stores(checker)
+    grid_ids = _check_grid_mappings(checker)
+    _check_datasets(checker, stores, grid_ids)
+    _check_preloads(checker, stores)
+    _check_general(checker)
+    return checker.problems
+
+
+# -- identifiers -------------------------------------------------------------------
+
+
+def _identifiers(
+    checker: Checker, entries: Iterable[tuple[Location, Mapping[str, Any]]], what: str
+) -> list[str]:
+    """Identifiers in order; duplicates reported at the later occurrence."""
+    first: dict[str, Location] = {}
+    for path, entry in entries:
+        identifier = entry.get("identifier")
+        if not isinstance(identifier, str):
+            continue
+        if identifier in first:
+            checker.add(
+                (*path, "identifier"),
+                f"duplicate {what} identifier {identifier!r} (also {render_location(first[identifier])})",
+            )
+        else:
+            first[identifier] = path
+    return list(first)
+
+
+# -- data stores -----------------------------------------------------------------------
+
+
+def _check_stores(checker: Checker) -> list[str]:
+    entries = [(("data_stores", i), s) for i, s in checker.items("data_stores")]
+    identifiers = _identifiers(checker, entries, "store")
+    if isinstance(checker.data.get("data_stores"), list) and STORAGE_STORE not in identifiers:
+        checker.add(
+            ("data_stores",),
+            f"a store with identifier {STORAGE_STORE!r} is required: the cubes are written into it",
+        )
+    known = _known_store_ids()
+    for path, store in entries:
+        store_id = store.get("store_id")
+        if not isinstance(store_id, str) or not checker.clean((*path, "store_id")):
+            continue
+        if known is not None and store_id not in known:
+            checker.add(
+                (*path, "store_id"),
+                f"unknown store_id {store_id!r} (available: {', '.join(sorted(known))})",
+            )
+            continue
+        params = store.get("store_params", {})
+        if checker.clean((*path, "store_params")) and isinstance(params, Mapping):
+            checker.problems.extend(
+                _store_params_problems(store_id, params, (*path, "store_params"))
+            )
+        if store.get("identifier") == STORAGE_STORE:
+            writable = _is_writable(store_id)
+            if writable is False:
+                checker.add(
+                    (*path, "store_id"),
+                    f"store_id {store_id!r} cannot write data, but the {STORAGE_STORE!r} store "
+                    "receives the generated cubes",
+                )
+    return identifiers
+
+
+def _known_store_ids() -> set[str] | None:
+    """Store ids registered with xcube (built-ins and plugins); None if xcube fails."""
+    try:
+        from xcube.core.store import find_data_store_extensions
+
+        return {ext.name for ext in find_data_store_extensions()}
+    except Exception:  # a broken xcube plugin must not hide the config's own problems
+        return None
+
+
+def _store_params_problems(
+    store_id: str, params: Mapping[str, Any], prefix: Location
+) -> list[tuple[Location, Problem]]:
+    try:
+        from xcube.core.store import get_data_store_params_schema
+
+        schema = get_data_store_params_schema(store_id).to_dict()
+    except Exception:  # store class cannot be loaded: it will fail later with its own error
+        return []
+    return validate_against(schema, params, prefix)
+
+
+def _is_writable(store_id: str) -> bool | None:
+    try:
+        from xcube.core.store import MutableDataStore, get_data_store_class
+
+        return issubclass(get_data_store_class(store_id), MutableDataStore)
+    except Exception:
+        return None
+
+
+# -- grid mappings ---------------------------------------------------------------------
+
+
+def _check_grid_mappings(checker: Checker) -> list[str]:
+    entries = [(("grid_mappings", i), g) for i, g in checker.items("grid_mappings")]
+    identifiers = _identifiers(checker, entries, "grid mapping")
+    for path, gm in entries:
+        crs = _check_crs(checker, path, gm.get("crs", "EPSG:4326"))
+        bbox = gm.get("bbox")
+        if not checker.clean((*path, "bbox")) or not isinstance(bbox, list | tuple):
+            continue
+        west, south, east, north = (float(v) for v in bbox)
+        if not all(math.isfinite(v) for v in (west, south, east, north)):
+            checker.add((*path, "bbox"), "bbox values must be finite numbers")
+            continue
+        if west >= east:
+            checker.add((*path, "bbox"), f"west ({west:g}) must be less than east ({east:g})")
+        if south >= north:
+            checker.add((*path, "bbox"), f"south ({south:g}) must be less than north ({north:g})")
+        if crs is not None and crs.is_geographic:
+            if south < -90 or north > 90:
+                checker.add(
+                    (*path, "bbox"), "latitudes must lie within -90..90 for a geographic CRS"
+                )
+            if east - west > 360:
+                checker.add((*path, "bbox"), "the bbox spans more than 360 degrees of longitude")
+        res = gm.get("spatial_res")
+        if west < east and south < north and checker.clean((*path, "spatial_res")):
+            _check_size(checker, path, (east - west, north - south), res, crs)
+    return identifiers
+
+
+def _check_crs(checker: Checker, path: Location, crs: Any):
+    if not checker.clean((*path, "crs")) or not isinstance(crs, str | int):
+        return None
+    import pyproj
+
+    try:
+        return pyproj.CRS.from_user_input(f"EPSG:{crs}" if isinstance(crs, int) else crs)
+    except pyproj.exceptions.CRSError as e:
+        checker.add((*path, "crs"), f"not a valid CRS: {_first_line(e)}")
+        return None
+
+
+def _check_size(
+    checker: Checker, path: Location, extent: tuple[float, float], res: Any, crs
+) -> None:
+    res_xy = (res, res) if isinstance(res, int | float) else tuple(res)
+    units = ""
+    if crs is not None and crs.axis_info:
+        units = f" {crs.axis_info[0].unit_name}"
+    for axis, size, r in zip("xy", extent, res_xy, strict=True):
+        pixels = size / float(r)
+        if pixels > MAX_PIXELS_PER_AXIS:
+            checker.add(
+                (*path, "spatial_res"),
+                f"the grid would be {pixels:.3g} pixels along {axis} (more than 2^31): "
+                f"spatial_res is in the CRS units{units}",
+            )
+        elif pixels < 1:
+            checker.add(
+                (*path, "spatial_res"),
+                f"spatial_res {float(r):g} along {axis} is larger than the bbox ({size:g}{units}): "
+                "spatial_res is in the CRS units",
+            )
+
+
+# -- datasets ----------------------------------------------------------------------------
+
+
+def _check_datasets(checker: Checker, stores: list[str], grid_ids: list[str]) -> None:
+    entries = [(("datasets", i), d) for i, d in checker.items("datasets")]
+    dataset_ids = _identifiers(checker, entries, "dataset")
+    depends_on: dict[str, tuple[Location, str]] = {}
+    for path, ds in entries:
+        variables = ds.get("variables")
+        if isinstance(variables, list):
+            var_entries = [
+                ((*path, "variables", j), v)
+                for j, v in enumerate(variables)
+                if isinstance(v, Mapping)
+            ]
+            _identifiers(checker, var_entries, "variable")
+            sources = var_entries
+        else:
+            sources = [(path, ds)]
+        for src_path, src in sources:
+            _check_store_ref(checker, (*src_path, "store"), src.get("store"), stores)
+            _check_source_params(checker, src_path, src)
+        if isinstance(variables, list):
+            _check_hook(checker, (*path, "custom_processing"), ds.get("custom_processing"))
+        grid = ds.get("grid_mapping")
+        identifier = ds.get("identifier")
+        if not isinstance(grid, str) or not checker.clean((*path, "grid_mapping")):
+            continue
+        if grid in grid_ids:
+            continue
+        if grid == identifier:
+            checker.add((*path, "grid_mapping"), f"dataset {grid!r} cannot use its own grid")
+        elif grid in dataset_ids:
+            if isinstance(identifier, str):
+                depends_on.setdefault(identifier, ((*path, "grid_mapping"), grid))
+        else:
+            others = [d for d in dataset_ids if d != identifier]
+            hint = f"defined: {', '.join(grid_ids) or 'no grid_mappings'}"
+            if others:
+                hint += f"; or a dataset: {', '.join(others)}"
+            checker.add((*path, "grid_mapping"), f"{grid!r} is not defined ({hint})")
+    _check_cycles(checker, dataset_ids, depends_on)
+
+
+def _check_store_ref(checker: Checker, path: Location, store: Any, stores: list[str]) -> None:
+    if isinstance(store, str) and checker.clean(path) and store not in stores:
+        checker.add(path, f"{store!r} is not defined (defined: {', '.join(stores) or 'none'})")
+
+
+def _check_source_params(checker: Checker, path: Location, src: Mapping[str, Any]) -> None:
+    _check_hook(checker, (*path, "custom_processing"), src.get("custom_processing"))
+    spatial = src.get("spatial_resample_params")
+    spath = (*path, "spatial_resample_params")
+    if isinstance(spatial, Mapping) and checker.clean(spath):
+        if "method" in spatial and ("interp_methods" in spatial or "agg_methods" in spatial):
+            checker.add(spath, "give either method or interp_methods/agg_methods, not both")
+        dtypes = spatial.get("dtypes")
+        named = dtypes.items() if isinstance(dtypes, Mapping) else [(None, dtypes)]
+        for var, name in named:
+            if isinstance(name, str) and not _is_dtype(name):
+                where = (*spath, "dtypes") if var is None else (*spath, "dtypes", var)
+                checker.add(
+                    where, f"{name!r} is not a numpy dtype name (e.g. uint8, int16, float32)"
+                )
+    temporal = src.get("temporal_resample_params")
+    tpath = (*path, "temporal_resample_params")
+    if isinstance(temporal, Mapping) and checker.clean(tpath):
+        if "method" in temporal and "agg_methods" in temporal:
+            checker.add(tpath, "give either method or agg_methods, not both")
+        _check_frequency(checker, (*tpath, "frequency"), temporal.get("frequency"))
+        for key in ("offset", "tolerance"):
+            if isinstance(temporal.get(key), str):
+                _check_timedelta(checker, (*tpath, key), temporal[key])
+
+
+def _is_dtype(name: str) -> bool:
+    import numpy as np
+
+    try:
+        np.dtype(name)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_frequency(checker: Checker, path: Location, frequency: Any) -> None:
+    if not isinstance(frequency, str):
+        return
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        to_offset(frequency)
+    except ValueError:
+        checker.add(path, f"{frequency!r} is not a pandas frequency (e.g. 1D, 7D, MS, YS)")
+
+
+def _check_timedelta(checker: Checker, path: Location, value: str) -> None:
+    import pandas as pd
+
+    try:
+        pd.to_timedelta(value)
+    except ValueError:
+        checker.add(path, f"{value!r} is not a time span (e.g. 12h, 1D)")
+
+
+def _check_hook(checker: Checker, path: Location, hook: Any) -> None:
+    if not isinstance(hook, Mapping) or not checker.clean(path):
+        return
+    module_path, function_name = hook["module_path"], hook["function_name"]
+    file = find_module_file(module_path, checker.base_dir)
+    if file is None:
+        tried = ", ".join(str(p) for p in module_path_candidates(module_path, checker.base_dir))
+        checker.add((*path, "module_path"), f"module file not found (looked for {tried})")
+        return
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (SyntaxError, ValueError) as e:
+        line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+        checker.add((*path, "module_path"), f"cannot parse {file}: {_first_line(e)}{line}")
+        return
+    except OSError as e:
+        checker.add((*path, "module_path"), f"cannot read {file}: {e.strerror or e}")
+        return
+    names, star_import = _top_level_names(tree.body)
+    if function_name not in names and not star_import:
+        functions = sorted(
+            n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        )
+        hint = f" (functions: {', '.join(functions)})" if functions else ""
+        checker.add((*path, "function_name"), f"{function_name!r} is not defined in {file}{hint}")
+
+
+def _top_level_names(body: list[ast.stmt]) -> tuple[set[str], bool]:
+    """Names a module defines at import time, including inside top-level if/try/with blocks."""
+    names: set[str] = set()
+    star = False
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                names |= _target_names(target)
+        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+            names |= _target_names(node.target)
+        elif isinstance(node, ast.Import):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            star = star or any(a.name == "*" for a in node.names)
+            names |= {a.asname or a.name for a in node.names if a.name != "*"}
+        else:
+            for block in _sub_blocks(node):
+                sub_names, sub_star = _top_level_names(block)
+                names |= sub_names
+                star = star or sub_star
+    return names, star
+
+
+def _sub_blocks(node: ast.stmt) -> list[list[ast.stmt]]:
+    if isinstance(node, ast.If | ast.For | ast.While):
+        return [node.body, node.orelse]
+    if isinstance(node, ast.With):
+        return [node.body]
+    if isinstance(node, ast.Try):
+        return [node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)]
+    return []
+
+
+def _target_names(target: ast.expr) -> set[str]:
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, ast.Tuple | ast.List):
+        return set().union(*(_target_names(t) for t in target.elts))
+    return set()
+
+
+def _check_cycles(
+    checker: Checker, order: list[str], depends_on: dict[str, tuple[Location, str]]
+) -> None:
+    """Report each grid_mapping cycle once, at its first dataset in config order."""
+    reported: set[frozenset[str]] = set()
+    for start in order:
+        chain = [start]
+        while chain[-1] in depends_on:
+            nxt = depends_on[chain[-1]][1]
+            if nxt in chain:
+                cycle = chain[chain.index(nxt) :]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    first = min(cycle, key=order.index)
+                    i = cycle.index(first)
+                    ring = [*cycle[i:], *cycle[:i], first]
+                    checker.add(
+                        depends_on[first][0],
+                        f"grid_mapping cycle: {' -> '.join(ring)} (a dataset can use the grid of "
+                        "another dataset only if that one does not depend on it)",
+                    )
+                break
+            chain.append(nxt)
+
+
+# -- preload / general ---------------------------------------------------------------------------
+
+
+def _check_preloads(checker: Checker, stores: list[str]) -> None:
+    for i, preload in checker.items("preload_datasets"):
+        _check_store_ref(checker, ("preload_datasets", i, "store"), preload.get("store"), stores)
+
+
+def _check_general(checker: Checker) -> None:
+    general = checker.data.get("general")
+    if not isinstance(general, Mapping) or not checker.clean(("general",)):
+        return
+    dask = general.get("dask", {})
+    legacy = general.get("dask_scheduler")
+    if (
+        legacy is not None
+        and "scheduler" in dask
+        and DASK_SCHEDULER_ALIASES[legacy] != dask["scheduler"]
+    ):
+        checker.add(
+            ("general", "dask_scheduler"),
+            f"{legacy!r} contradicts general.dask.scheduler {dask['scheduler']!r}; "
+            "remove dask_scheduler",
+        )
+    scheduler = effective_scheduler(general)
+    if "address" in dask and "n_workers" in dask:
+        checker.add(
+            ("general", "dask"),
+            "give either address (a running scheduler) or n_workers (a local cluster), not both",
+        )
+    distributed_only = [k for k in ("address", "n_workers", "threads_per_worker") if k in dask]
+    if scheduler != "distributed" and distributed_only:
+        checker.add(
+            ("general", "dask", distributed_only[0]),
+            f"only applies to the distributed scheduler (scheduler is {scheduler!r})",
+        )
+    if scheduler == "distributed" and "num_workers" in dask:
+        checker.add(
+            ("general", "dask", "num_workers"),
+            "does not apply to the distributed scheduler: use n_workers/threads_per_worker",
+        )
+    retries = general.get("retries", {})
+    if retries.get("max_backoff_s", math.inf) < retries.get("backoff_s", 0):
+        checker.add(("general", "retries", "max_backoff_s"), "must be >= backoff_s")
+
+
+def effective_scheduler(general: Mapping[str, Any]) -> str:
+    """dask.scheduler, else the legacy dask_scheduler, else distributed if an address is given."""
+    dask = general.get("dask", {})
+    return (
+        dask.get("scheduler")
+        or DASK_SCHEDULER_ALIASES.get(general.get("dask_scheduler"))
+        or ("distributed" if "address" in dask else "threads")
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

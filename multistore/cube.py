@@ -1,0 +1,189 @@
+"""Assemble one cube lazily: open sources → hooks → time → regrid → merge → chunk → attrs.
+
+Nothing here computes pixels; the result is a dask-backed dataset that the
+writer streams tile by tile (and that ``multistore plan`` only measures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import xarray as xr
+from xcube.core.store import DataStore
+
+from . import __version__
+from .config.model import Config, RetryConfig, SourceConfig
+from .errors import ProcessingError, SourceOpenError
+from .grid import TargetGrid, xy_names
+from .hooks import apply_hook
+from .plan import CubePlan
+from .regrid import regrid_dataset
+from .retry import with_retries
+from .stores.pool import StorePool
+from .temporal import resample_in_time
+
+log = logging.getLogger(__name__)
+
+# Encoding keys that describe the source's storage layout and must not leak into the cube.
+_LAYOUT_ENCODING = (
+    "chunks", "preferred_chunks", "compressor", "compressors", "filters", "serializer",
+    "zlib", "complevel", "shuffle", "contiguous", "chunksizes", "fletcher32", "source",
+    "original_shape", "szip_coding", "szip_pixels_per_block", "blosc_shuffle", "endian",
+    "write_empty_chunks", "zarr_format", "coordinates", "grid_mapping",
+)
+
+StepCallback = Callable[[str], None]
+
+
+def accepts_target_grid(store: DataStore, data_id: str) -> bool:
+    """Stores that can read straight onto a grid say so with a ``target_grid`` open param."""
+    try:
+        schema = store.get_open_data_params_schema(data_id)
+    except Exception:
+        return False
+    return "target_grid" in (getattr(schema, "properties", None) or {})
+
+
+def open_source(
+    source: SourceConfig, stores: StorePool, retries: RetryConfig, grid: TargetGrid | None
+) -> xr.Dataset:
+    """Open one source through its xcube data store and run its hook."""
+    store = stores[source.store]
+    params = dict(source.open_params)
+    if grid is not None and "target_grid" not in params and accepts_target_grid(store, source.data_id):
+        params["target_grid"] = grid.to_dict()
+
+    def _open() -> Any:
+        return store.open_data(source.data_id, **params)
+
+    try:
+        data = with_retries(_open, retries, f"opening {source.store}:{source.data_id}")
+    except Exception as e:
+        raise SourceOpenError(
+            f"{source.location or source.identifier}: cannot open {source.data_id!r} "
+            f"from store {source.store!r}: {type(e).__name__}: {e}"
+        ) from e
+    if hasattr(data, "base_dataset"):  # xcube MultiLevelDataset
+        data = data.base_dataset
+    if isinstance(data, xr.DataArray):
+        data = data.to_dataset(name=source.identifier)
+    if not isinstance(data, xr.Dataset):
+        raise SourceOpenError(
+            f"{source.location}: store {source.store!r} returned {type(data).__name__} for "
+            f"{source.data_id!r}, expected a dataset"
+        )
+    return apply_hook(source.custom_processing, data)
+
+
+def build_cube(
+    plan: CubePlan,
+    config: Config,
+    stores: StorePool,
+    grid: TargetGrid | None,
+    step: StepCallback = lambda _: None,
+) -> xr.Dataset:
+    """The lazy cube of ``plan`` on ``grid`` (None: keep the source's own grid)."""
+    ds_cfg = plan.dataset
+    parts = []
+    for source in ds_cfg.sources:
+        step("opening")
+        data = open_source(source, stores, config.general.retries, grid)
+        step("processing")
+        tparams = source.temporal_resample_params
+        if tparams and tparams.get("stage", "before") == "before":
+            data = resample_in_time(data, tparams)
+        if grid is not None:
+            step("regridding")
+            data = regrid_dataset(data, grid, source.spatial_resample_params)
+        if tparams and tparams.get("stage") == "after":
+            data = resample_in_time(data, tparams)
+        parts.append(_name_variables(data, source, ds_cfg.multi))
+    step("processing")
+    if len(parts) == 1:
+        cube = parts[0]
+    else:
+        merge_params = {"join": "exact", "combine_attrs": "drop_conflicts", **ds_cfg.xr_merge_params}
+        try:
+            cube = xr.merge(parts, **merge_params)
+        except ValueError as e:
+            raise ProcessingError(
+                f"merging the variables of {ds_cfg.identifier!r} failed ({e}); "
+                "set xr_merge_params (e.g. join: outer) if their coordinates differ"
+            ) from e
+    cube = apply_hook(ds_cfg.custom_processing, cube)
+    cube = _chunk(cube, grid, ds_cfg.chunksize)
+    return _annotate(cube, plan, config)
+
+
+def _name_variables(ds: xr.Dataset, source: SourceConfig, multi: bool) -> xr.Dataset:
+    """xcube-multistore's naming: one variable → the variable identifier; several → prefixed."""
+    if not multi:
+        return _tag(ds, source, list(ds.data_vars))
+    spatial = [n for n in ds.data_vars if _has_xy(ds[n])]
+    if len(spatial) == 1:
+        ds = ds.rename({spatial[0]: source.identifier})
+        names = [source.identifier]
+    else:
+        mapping = {n: f"{source.identifier}_{n}" for n in spatial}
+        ds = ds.rename(mapping)
+        names = list(mapping.values())
+    ds = ds.drop_vars([n for n in ds.data_vars if n not in names])
+    return _tag(ds, source, names)
+
+
+def _tag(ds: xr.Dataset, source: SourceConfig, names: list[str]) -> xr.Dataset:
+    for name in names:
+        ds[name].attrs["multistore_source"] = f"{source.store}:{source.data_id}"
+    return ds
+
+
+def _has_xy(da: xr.DataArray) -> bool:
+    try:
+        x, y = xy_names(da)
+    except Exception:
+        return False
+    return x in da.dims and y in da.dims
+
+
+def _chunk(ds: xr.Dataset, grid: TargetGrid | None, chunksize: dict) -> xr.Dataset:
+    try:
+        x, y = xy_names(ds)
+    except Exception:
+        x = y = None
+    chunks: dict[str, int] = {}
+    for dim in ds.dims:
+        if dim in chunksize:
+            chunks[dim] = int(chunksize[dim])
+        elif dim == x:
+            chunks[dim] = grid.tile_size[0] if grid else 1024
+        elif dim == y:
+            chunks[dim] = grid.tile_size[1] if grid else 1024
+        else:
+            chunks[dim] = 1
+    ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
+    for var in ds.variables.values():
+        for key in _LAYOUT_ENCODING:
+            var.encoding.pop(key, None)
+    return ds
+
+
+def _annotate(ds: xr.Dataset, plan: CubePlan, config: Config) -> xr.Dataset:
+    sources = {
+        name: ds[name].attrs.get("multistore_source")
+        for name in ds.data_vars
+        if "multistore_source" in ds[name].attrs
+    }
+    ds.attrs.update(
+        {
+            "multistore_version": __version__,
+            "multistore_dataset": plan.identifier,
+            "multistore_config_fingerprint": plan.fingerprint,
+            "multistore_sources": json.dumps(sources, sort_keys=True),
+        }
+    )
+    if config.path is not None:
+        ds.attrs["multistore_config"] = config.path.name
+    return ds

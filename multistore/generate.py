@@ -1,0 +1,181 @@
+"""Execute a plan: preload, then build cube after cube, each failing alone.
+
+Cubes of one dependency level run concurrently (``general.max_parallel_datasets``
+orchestrating threads); their pixel work all goes through the one dask runner.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import xarray as xr
+
+from .config.model import Config, PreloadConfig
+from .cube import build_cube
+from .errors import DatasetError
+from .grid import TargetGrid
+from .plan import CubePlan, Plan
+from .quicklook import write_quicklook
+from .scheduler import DaskRunner
+from .scrub import Scrubber
+from .status import DatasetResult, Status, StatusBoard
+from .stores.pool import StorePool
+from .writer import CubeState, StorageTarget, cube_state, write_netcdf, write_zarr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The outcome of ``generate``: one result per dataset (and per preload job)."""
+
+    results: tuple[DatasetResult, ...]
+
+    @property
+    def datasets(self) -> tuple[DatasetResult, ...]:
+        return tuple(r for r in self.results if r.kind == "dataset")
+
+    @property
+    def failed(self) -> tuple[DatasetResult, ...]:
+        return tuple(r for r in self.results if r.status is Status.FAILED)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def __getitem__(self, identifier: str) -> DatasetResult:
+        return next(r for r in self.results if r.identifier == identifier)
+
+
+def preload_label(preload: PreloadConfig) -> str:
+    return f"preload {preload.store}: {', '.join(preload.data_ids)}"
+
+
+class Generator:
+    def __init__(
+        self,
+        config: Config,
+        stores: StorePool,
+        board: StatusBoard,
+        runner: DaskRunner,
+        force: bool = False,
+    ):
+        self.config = config
+        self.stores = stores
+        self.board = board
+        self.runner = runner
+        self.force = force
+        self._scrub = Scrubber(config.secret_values)
+
+    # -- preload ---------------------------------------------------------------------
+
+    def preload(self) -> None:
+        for preload in self.config.preload_datasets:
+            label = preload_label(preload)
+            self.board.update(label, status=Status.PRELOADING, kind="preload")
+            try:
+                self._preload_one(preload, label)
+            except Exception as e:
+                self._fail(label, e)
+            else:
+                self.board.update(label, status=Status.COMPLETED, message="preloaded")
+
+    def _preload_one(self, preload: PreloadConfig, label: str) -> None:
+        store = self.stores[preload.store]
+        if not hasattr(store, "preload_data"):
+            raise DatasetError(f"store {preload.store!r} cannot preload data")
+        params = dict(preload.preload_params)
+        accepted = inspect.signature(store.preload_data).parameters
+        if "progress" in accepted:
+
+            def progress(event) -> None:
+                total = getattr(event, "bytes_total", None)
+                done = getattr(event, "bytes_done", None)
+                share = done / total if total and done is not None else None
+                phase = getattr(event, "phase", "")
+                message = f"{phase} {getattr(event, 'data_id', '')}".strip()
+                self.board.update(label, progress=share, message=message)
+
+            params["progress"] = progress
+        if "force" in accepted and self.config.general.force_preload:
+            params.setdefault("force", True)
+        store.preload_data(*preload.data_ids, **params)
+
+    # -- cubes -----------------------------------------------------------------------
+
+    def run(self, plan: Plan) -> RunReport:
+        for cube in plan.cubes:
+            self.board.add(cube.identifier)
+        self.preload()
+        workers = max(1, self.config.general.max_parallel_datasets)
+        with ThreadPoolExecutor(workers, thread_name_prefix="multistore-cube") as pool:
+            for level in plan.levels:
+                list(pool.map(self._run_one, [plan.cube(i) for i in level]))
+        return RunReport(tuple(self.board.results()))
+
+    def _run_one(self, cube: CubePlan) -> None:
+        ident = cube.identifier
+        for dep in cube.depends_on:
+            if self.board.get(dep).status is Status.FAILED:
+                self.board.update(ident, status=Status.FAILED, message=f"grid source {dep!r} failed")
+                return
+        try:
+            target = StorageTarget(self.stores.storage, cube.output)
+            state = cube_state(target, cube.fingerprint)
+            if state is CubeState.COMPLETE and not self.force:
+                self.board.update(
+                    ident, status=Status.SKIPPED, output=target.path,
+                    message=f"complete for this config ({cube.fingerprint})",
+                )
+                return
+            grid = cube.grid or self._borrowed_grid(cube)
+            ds = build_cube(
+                cube, self.config, self.stores, grid,
+                step=lambda s: self.board.update(ident, status=Status(s)),
+            )
+            self.board.update(ident, status=Status.WRITING, progress=0.0, output=target.path,
+                              message=_describe(ds))
+            self._write(cube, ds, target)
+            if self.config.general.quicklook:
+                write_quicklook(target, self.runner.compute)
+        except Exception as e:
+            self._fail(ident, e)
+            return
+        self.board.update(ident, status=Status.COMPLETED, progress=None, message=_describe(ds))
+
+    def _borrowed_grid(self, cube: CubePlan) -> TargetGrid | None:
+        if cube.grid_from is None:
+            return None
+        source = StorageTarget(self.stores.storage, self.config.dataset(cube.grid_from).file_name)
+        ds = xr.open_zarr(source.fs.get_mapper(source.path), consolidated=None)
+        return TargetGrid.from_dataset(ds)
+
+    def _write(self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget) -> None:
+        def compute(obj):
+            return self.runner.compute(
+                obj, progress=lambda p: self.board.update(cube.identifier, progress=p)
+            )
+
+        if cube.dataset.format_id == "netcdf":
+            write_netcdf(ds, target, cube.fingerprint, compute)
+        else:
+            write_zarr(ds, target, cube.fingerprint, compute, self.config.general.zarr_format)
+
+    def _fail(self, ident: str, error: BaseException) -> None:
+        log.debug("%s failed", ident, exc_info=error)
+        message = str(error) if isinstance(error, DatasetError) else f"{type(error).__name__}: {error}"
+        message = self._scrub(" ".join(message.split()))
+        self.board.update(ident, status=Status.FAILED, message=message, error=error)
+
+
+def _describe(ds: xr.Dataset) -> str:
+    dims = "x".join(f"{ds.sizes[d]}" for d in ds.dims)
+    mb = sum(v.nbytes for v in ds.data_vars.values()) / 1e6
+    return f"{len(ds.data_vars)} var(s), {dims} ({', '.join(map(str, ds.dims))}), {mb:.1f} MB raw"

@@ -1,0 +1,157 @@
+"""Turn a config into an ordered, inspectable build plan (no pixels are read here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config.model import Config, DatasetConfig
+from .errors import ConfigError, Problem
+from .grid import TargetGrid
+
+# Bump when the bytes multistore writes for an unchanged config change.
+OUTPUT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CubePlan:
+    """One cube to build: what, where, on which grid, after which other cubes."""
+
+    dataset: DatasetConfig
+    output: str  # path inside the storage store
+    fingerprint: str
+    grid: TargetGrid | None  # from a grid_mappings entry; None = native or borrowed grid
+    grid_from: str | None  # identifier of the dataset whose cube defines the grid
+    depends_on: tuple[str, ...]
+
+    @property
+    def identifier(self) -> str:
+        return self.dataset.identifier
+
+
+@dataclass(frozen=True)
+class Plan:
+    cubes: tuple[CubePlan, ...]  # in build order
+    levels: tuple[tuple[str, ...], ...]  # cubes in one level do not depend on each other
+
+    def cube(self, identifier: str) -> CubePlan:
+        return next(c for c in self.cubes if c.identifier == identifier)
+
+    @property
+    def identifiers(self) -> tuple[str, ...]:
+        return tuple(c.identifier for c in self.cubes)
+
+
+def build_plan(config: Config, datasets: Iterable[str] | None = None) -> Plan:
+    """Order the selected datasets (plus the cubes whose grids they borrow) by dependency."""
+    known = {d.identifier: d for d in config.datasets}
+    selected = list(datasets) if datasets else list(known)
+    unknown = [d for d in selected if d not in known]
+    if unknown:
+        raise ConfigError(
+            [Problem("--dataset", f"{d!r} is not defined (defined: {', '.join(known)})") for d in unknown]
+        )
+    deps = {d.identifier: _grid_dependency(config, d) for d in config.datasets}
+    wanted: list[str] = []
+    stack = list(selected)
+    while stack:
+        ident = stack.pop()
+        if ident not in wanted:
+            wanted.append(ident)
+            stack.extend(deps[ident])
+    levels = _levels({i: deps[i] for i in wanted}, order=list(known))
+    fingerprints: dict[str, str] = {}
+    cubes: list[CubePlan] = []
+    for level in levels:
+        for ident in level:
+            ds = known[ident]
+            gm = config.grid_mapping(ds.grid_mapping) if ds.grid_mapping else None
+            grid = (
+                TargetGrid.from_bbox(gm.bbox, gm.crs, gm.spatial_res, gm.tile_size) if gm else None
+            )
+            fingerprints[ident] = fingerprint(config, ds, grid, [fingerprints[d] for d in deps[ident]])
+            cubes.append(
+                CubePlan(
+                    dataset=ds,
+                    output=ds.file_name,
+                    fingerprint=fingerprints[ident],
+                    grid=grid,
+                    grid_from=deps[ident][0] if deps[ident] else None,
+                    depends_on=deps[ident],
+                )
+            )
+    return Plan(cubes=tuple(cubes), levels=tuple(tuple(level) for level in levels))
+
+
+def fingerprint(
+    config: Config, dataset: DatasetConfig, grid: TargetGrid | None, dep_fingerprints: list[str]
+) -> str:
+    """A hash of everything that determines a cube's bytes: sources, stores, grid, hooks.
+
+    Secrets are masked before hashing, so rotating a key does not rebuild cubes.
+    """
+    stores = {s.store for s in dataset.sources}
+    payload = {
+        "format": OUTPUT_FORMAT_VERSION,
+        "dataset": _plain(dataclasses.asdict(dataset)),
+        "stores": {
+            s.identifier: {"store_id": s.store_id, "params": _plain(s.store_params)}
+            for s in config.data_stores
+            if s.identifier in stores
+        },
+        "grid": grid.to_dict() if grid else None,
+        "depends_on": dep_fingerprints,
+        "hooks": {str(p): _file_hash(p) for p in _hook_paths(dataset)},
+        "zarr_format": config.general.zarr_format,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    for secret in config.secret_values:
+        text = text.replace(secret, "***")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _grid_dependency(config: Config, ds: DatasetConfig) -> tuple[str, ...]:
+    if ds.grid_mapping and config.grid_mapping(ds.grid_mapping) is None:
+        return (ds.grid_mapping,)
+    return ()
+
+
+def _levels(deps: Mapping[str, tuple[str, ...]], order: list[str]) -> list[list[str]]:
+    remaining = dict(deps)
+    done: set[str] = set()
+    levels: list[list[str]] = []
+    while remaining:
+        ready = [i for i in order if i in remaining and set(remaining[i]) <= done]
+        if not ready:
+            cycle = " -> ".join(sorted(remaining))
+            raise ConfigError([Problem("datasets", f"grid_mapping dependencies form a cycle: {cycle}")])
+        levels.append(ready)
+        done.update(ready)
+        for i in ready:
+            del remaining[i]
+    return levels
+
+
+def _hook_paths(ds: DatasetConfig) -> list[Path]:
+    hooks = [s.custom_processing for s in ds.sources] + [ds.custom_processing]
+    return sorted({h.module_path for h in hooks if h is not None})
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj

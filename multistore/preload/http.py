@@ -1,0 +1,117 @@
+"""HTTP sessions that retry politely: backoff with jitter, ``Retry-After``, client-side rate limit.
+
+Status retries (429, 5xx) and connection retries are urllib3's ``Retry``;
+this module adds a sliding-window request limit (services such as Zenodo
+allow guests 60 requests per minute) and turns "gave up" into clear errors.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+_TOO_MANY = re.compile(r"too many (\d+) error responses")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. ``max_retries`` applies to statuses, connections and broken bodies."""
+
+    max_retries: int = 6
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    checksum_attempts: int = 3  # full downloads tried before a checksum mismatch is final
+
+    def backoff(self, failures: int) -> float:
+        """Exponential backoff for the ``failures``-th consecutive failure (no jitter)."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** max(0, failures - 1))
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests in any 60 s window, shared by all threads of a session."""
+
+    def __init__(self, per_minute: int | None, window_s: float = 60.0):
+        self._per_minute = per_minute
+        self._window_s = window_s
+        self._sent: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self._per_minute:
+            return
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._sent and now - self._sent[0] >= self._window_s:
+                    self._sent.popleft()
+                if len(self._sent) < self._per_minute:
+                    self._sent.append(now)
+                    return
+                wait = self._window_s - (now - self._sent[0])
+            time.sleep(max(wait, 0.01))
+
+
+class _LimitedAdapter(HTTPAdapter):
+    def __init__(self, limiter: RateLimiter, **kwargs):
+        self._limiter = limiter
+        super().__init__(**kwargs)
+
+    def send(self, request, *args, **kwargs):
+        self._limiter.acquire()
+        return super().send(request, *args, **kwargs)
+
+
+def new_session(
+    policy: RetryPolicy,
+    *,
+    requests_per_minute: int | None = None,
+    headers: dict[str, str] | None = None,
+    pool_size: int = 10,
+) -> requests.Session:
+    """A session for GET/HEAD with retries; ``headers`` (e.g. auth) are sent on every request."""
+    retry = Retry(
+        total=policy.max_retries,
+        connect=policy.max_retries,
+        read=policy.max_retries,
+        status=policy.max_retries,
+        other=0,
+        backoff_factor=policy.backoff_s,
+        backoff_max=policy.max_backoff_s,
+        backoff_jitter=policy.backoff_s / 2,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True,
+        raise_on_status=True,
+    )
+    adapter = _LimitedAdapter(
+        RateLimiter(requests_per_minute),
+        max_retries=retry,
+        pool_connections=pool_size,
+        pool_maxsize=pool_size,
+    )
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if headers:
+        session.headers.update(headers)
+    return session
+
+
+def describe_retry_error(error: requests.exceptions.RetryError, policy: RetryPolicy) -> str:
+    """'rate-limited (HTTP 429) after 6 retries' rather than urllib3's long repr."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    # urllib3 keeps the last status only in this message ("too many 429 error responses").
+    match = _TOO_MANY.search(str(reason or error))
+    if match is None:
+        return f"gave up after {policy.max_retries} retries"
+    status = int(match.group(1))
+    what = "rate-limited (HTTP 429)" if status == 429 else f"HTTP {status}"
+    return f"{what} after {policy.max_retries} retries"

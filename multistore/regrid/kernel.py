@@ -1,0 +1,151 @@
+"""The per-tile warp task: assemble a source window from its chunks, warp it with GDAL.
+
+These functions run inside dask tasks. They get plain numpy blocks and frozen
+specs, so they work on every scheduler (threads, processes, distributed).
+GDAL's warper releases the GIL, so thread workers run in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+
+@dataclass(frozen=True, eq=False)
+class Piece:
+    """One source chunk's contribution to a window."""
+
+    row_chunk: int
+    col_chunk: int
+    src: tuple[slice, slice]  # inside the chunk
+    dst: tuple[slice, slice]  # inside the window
+
+
+@dataclass(frozen=True, eq=False)
+class TileTask:
+    """Geometry of one output tile, shared by every plane of a variable."""
+
+    window_shape: tuple[int, int]
+    pieces: tuple[Piece, ...]
+    gaps: bool  # some window columns are not covered by the source (masked)
+    src_crs_wkt: str
+    src_transform: Affine | None  # affine sources
+    geoloc: np.ndarray | None  # curvilinear sources: (2, h, w) lon/lat of the window
+    dst_crs_wkt: str
+    dst_transform: Affine
+    dst_shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    """How one variable is warped and stored."""
+
+    resampling: Resampling
+    src_dtype: np.dtype
+    work_dtype: np.dtype  # dtype handed to GDAL
+    out_dtype: np.dtype
+    src_nodata: float | int | None  # in the source's in-memory values
+    work_nodata: float | int | None  # in work dtype, handed to GDAL as src_nodata
+    work_fill: float | int  # GDAL's dst_nodata
+    out_fill: float | int  # value written where there is no data
+
+
+@dataclass(frozen=True)
+class Plane:
+    """Index into the non-spatial dims of a source block (wrapped so dask leaves it alone)."""
+
+    index: tuple[int, ...]
+
+
+def fill_block(shape: tuple[int, ...], spec: VarSpec) -> np.ndarray:
+    return np.full(shape, spec.out_fill, dtype=spec.out_dtype)
+
+
+def warp_block(tile: TileTask, spec: VarSpec, plane: Plane, *blocks: np.ndarray) -> np.ndarray:
+    """Warp one plane of one tile; returns an array with leading size-1 plane dims."""
+    window = _assemble(tile, spec, plane, blocks)
+    dst = np.empty(tile.dst_shape, dtype=spec.work_dtype)
+    kwargs = {}
+    if tile.geoloc is not None:
+        kwargs["src_geoloc_array"] = tile.geoloc
+    else:
+        kwargs["src_transform"] = tile.src_transform
+    reproject(
+        window,
+        dst,
+        src_crs=_crs(tile.src_crs_wkt),
+        src_nodata=spec.work_nodata,
+        dst_crs=_crs(tile.dst_crs_wkt),
+        dst_transform=tile.dst_transform,
+        dst_nodata=spec.work_fill,
+        resampling=spec.resampling,
+        num_threads=1,
+        init_dest_nodata=True,
+        **kwargs,
+    )
+    out = _to_out_dtype(dst, spec)
+    return out.reshape((1,) * len(plane.index) + out.shape)
+
+
+def _assemble(tile: TileTask, spec: VarSpec, plane: Plane, blocks: tuple[np.ndarray, ...]):
+    window = np.empty(tile.window_shape, dtype=spec.work_dtype)
+    covered = np.zeros(tile.window_shape, dtype=bool) if tile.gaps else None
+    for block, piece in zip(blocks, tile.pieces, strict=True):
+        window[piece.dst] = np.asarray(block[plane.index + piece.src])
+        if covered is not None:
+            covered[piece.dst] = True
+    if spec.src_nodata is not None and spec.work_nodata is not None:
+        src_nan = isinstance(spec.src_nodata, float) and math.isnan(spec.src_nodata)
+        work_nan = isinstance(spec.work_nodata, float) and math.isnan(spec.work_nodata)
+        if work_nan and not src_nan:
+            # Integer nodata of a source widened to float becomes NaN.
+            window[_equal(window, spec.src_nodata)] = np.nan
+        elif not work_nan and np.issubdtype(spec.work_dtype, np.floating):
+            # GDAL takes one nodata value: NaN pixels of a float source with another nodata.
+            window[np.isnan(window)] = spec.work_nodata
+    if covered is not None and not covered.all():
+        if spec.work_nodata is not None:
+            window[~covered] = spec.work_nodata
+        else:
+            return np.ma.masked_array(window, mask=~covered)
+    return window
+
+
+def _equal(a: np.ndarray, value: float | int) -> np.ndarray:
+    return a == np.asarray(value).astype(a.dtype)
+
+
+def _to_out_dtype(dst: np.ndarray, spec: VarSpec) -> np.ndarray:
+    if dst.dtype == spec.out_dtype:
+        return dst
+    if spec.out_dtype == np.bool_:
+        return dst.astype(bool)
+    if np.issubdtype(spec.out_dtype, np.integer):
+        if np.issubdtype(dst.dtype, np.floating):
+            missing = ~np.isfinite(dst)
+            if isinstance(spec.work_fill, float) and not math.isnan(spec.work_fill):
+                missing |= dst == spec.work_fill
+            info = np.iinfo(spec.out_dtype)
+            out = np.clip(np.rint(np.where(missing, 0, dst)), info.min, info.max)
+        else:
+            missing = dst == spec.work_fill
+            out = dst
+        out = out.astype(spec.out_dtype)
+        out[missing] = spec.out_fill
+        return out
+    out = dst.astype(spec.out_dtype)
+    if not np.issubdtype(dst.dtype, np.floating):
+        out[dst == spec.work_fill] = spec.out_fill
+    return out
+
+
+@lru_cache(maxsize=64)
+def _crs(wkt: str) -> CRS:
+    return CRS.from_wkt(wkt)

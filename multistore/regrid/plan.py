@@ -1,0 +1,256 @@
+"""Planning: which source pixel window each target tile needs.
+
+Done once at graph-build time, vectorised over all tiles, so that each dask
+task later reads only its window (plus a margin) and never the whole source.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pyproj
+from affine import Affine
+
+from ..grid import TargetGrid
+from .source import SourceGrid
+
+# Lattice points per tile edge used to trace tile footprints in the source CRS.
+_SUBDIVISIONS_FEW_TILES = 16
+_SUBDIVISIONS_MANY_TILES = 8
+_MANY_TILES = 2000
+
+
+@dataclass(frozen=True)
+class Footprints:
+    """Per-tile source pixel extents (float, NaN where a tile sees no source).
+
+    Arrays have shape (tile rows, tile cols). Rows/cols are in the source's
+    normal form (north-up, west-to-east); for geographic sources, cols are
+    unwrapped around ``center_lon`` so a tile's footprint is contiguous.
+    """
+
+    row_min: np.ndarray
+    row_max: np.ndarray
+    col_min: np.ndarray
+    col_max: np.ndarray
+    center_lon: np.ndarray | None  # geographic sources: longitude GDAL wraps around
+
+    def scale(self, target: TargetGrid) -> np.ndarray:
+        """Source pixels per target pixel, per tile (NaN for empty tiles)."""
+        rows, cols = target.chunks
+        tile_h = np.asarray(rows, dtype="float64")[:, None]
+        tile_w = np.asarray(cols, dtype="float64")[None, :]
+        sy = (self.row_max - self.row_min) / tile_h
+        sx = (self.col_max - self.col_min) / tile_w
+        return np.maximum(sx, sy)
+
+
+@dataclass(frozen=True)
+class SourceWindow:
+    """The source pixels one target tile needs: rows [r0, r1), cols [c0, c1).
+
+    ``c0``/``c1`` may lie outside ``[0, width)`` for periodic (global
+    geographic) sources; they are read modulo the period.
+    """
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    center_lon: float | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.r1 - self.r0, self.c1 - self.c0
+
+
+def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
+    """Trace every target tile's outline and interior in source pixel space."""
+    if grid.is_curvilinear:
+        return _curvilinear_footprints(grid, target)
+    rows, cols = target.chunks
+    m = _SUBDIVISIONS_FEW_TILES if len(rows) * len(cols) <= _MANY_TILES else _SUBDIVISIONS_MANY_TILES
+    px = _lattice(cols, m)  # target pixel positions along x, (ntx*m + 1,)
+    py = _lattice(rows, m)
+    t = target.transform
+    xx, yy = np.meshgrid(t.c + px * t.a, t.f + py * t.e)
+    transformer = pyproj.Transformer.from_crs(target.crs, grid.crs, always_xy=True)
+    sx, sy = transformer.transform(xx, yy, errcheck=False)
+    sx = np.where(np.isfinite(sx) & np.isfinite(sy), sx, np.nan)
+    sy = np.where(np.isfinite(sx), sy, np.nan)
+    # Gather each tile's (m+1)x(m+1) points: shape (nty, ntx, m+1, m+1).
+    iy = np.arange(len(rows))[:, None] * m + np.arange(m + 1)[None, :]
+    ix = np.arange(len(cols))[:, None] * m + np.arange(m + 1)[None, :]
+    tx = sx[iy[:, None, :, None], ix[None, :, None, :]]
+    ty = sy[iy[:, None, :, None], ix[None, :, None, :]]
+    center_lon = None
+    if grid.crs.is_geographic:
+        center_lon = _tile_center_lon(tx, grid)
+        c = center_lon[:, :, None, None]
+        tx = c + np.mod(tx - c + 180.0, 360.0) - 180.0
+    col = (tx - grid.transform.c) / grid.transform.a
+    row = (ty - grid.transform.f) / grid.transform.e
+    with np.errstate(invalid="ignore"), _quiet_nan():
+        return Footprints(
+            row_min=np.nanmin(row, axis=(2, 3)),
+            row_max=np.nanmax(row, axis=(2, 3)),
+            col_min=np.nanmin(col, axis=(2, 3)),
+            col_max=np.nanmax(col, axis=(2, 3)),
+            center_lon=center_lon,
+        )
+
+
+def windows(
+    fp: Footprints, grid: SourceGrid, target: TargetGrid, radius: int, scale_margin: bool
+) -> list[list[SourceWindow | None]]:
+    """Source windows per tile with a margin of ``radius`` kernel pixels.
+
+    With ``scale_margin`` (resampling kernels that widen when the target is
+    coarser, and aggregating methods) the margin grows with the number of
+    source pixels under one target pixel.
+    """
+    scale = np.nan_to_num(fp.scale(target), nan=1.0)
+    margin = np.ceil(radius * (np.maximum(scale, 1.0) if scale_margin else 1.0)) + 1
+    period = grid.period
+    out: list[list[SourceWindow | None]] = []
+    for i in range(fp.row_min.shape[0]):
+        line: list[SourceWindow | None] = []
+        for j in range(fp.row_min.shape[1]):
+            rmin, rmax = fp.row_min[i, j], fp.row_max[i, j]
+            if not (np.isfinite(rmin) and np.isfinite(rmax)):
+                line.append(None)
+                continue
+            mg = int(margin[i, j])
+            r0 = max(0, math.floor(rmin) - mg)
+            r1 = min(grid.height, math.ceil(rmax) + mg)
+            c0 = math.floor(fp.col_min[i, j]) - mg
+            c1 = math.ceil(fp.col_max[i, j]) + mg
+            if period is None or grid.is_curvilinear:
+                c0, c1 = max(0, c0), min(grid.width, c1)
+            elif not _touches_periodic(c0, c1, grid.width, period):
+                c1 = c0
+            if r1 <= r0 or c1 <= c0:
+                line.append(None)
+                continue
+            center = None if fp.center_lon is None else float(fp.center_lon[i, j])
+            line.append(SourceWindow(r0, r1, c0, c1, center))
+        out.append(line)
+    return out
+
+
+def window_transform(grid: SourceGrid, w: SourceWindow) -> Affine:
+    return grid.transform * Affine.translation(w.c0, w.r0)
+
+
+def column_runs(w: SourceWindow, width: int, period: int | None) -> list[tuple[int, int, int]]:
+    """Contiguous pieces of a window's columns: (window col, source col, length).
+
+    Columns of a periodic source are taken modulo ``period``; columns that
+    fall into the part of the period the source does not cover are absent
+    (the caller masks them).
+    """
+    if period is None:
+        return [(0, w.c0, w.c1 - w.c0)]
+    runs = []
+    c = w.c0
+    while c < w.c1:
+        s = c % period
+        if s < width:
+            n = min(width - s, w.c1 - c)
+            runs.append((c - w.c0, s, n))
+        else:
+            n = min(period - s, w.c1 - c)
+        c += n
+    return runs
+
+
+# -- internals -----------------------------------------------------------------------
+
+
+def _lattice(sizes: tuple[int, ...], m: int) -> np.ndarray:
+    edges = np.concatenate([[0], np.cumsum(sizes)]).astype("float64")
+    steps = np.arange(m) / m
+    inner = edges[:-1, None] + np.diff(edges)[:, None] * steps[None, :]
+    return np.concatenate([inner.ravel(), edges[-1:]])
+
+
+def _tile_center_lon(tx: np.ndarray, grid: SourceGrid) -> np.ndarray:
+    """Per tile, the longitude to wrap around, shifted by whole turns towards the source."""
+    m = tx.shape[2] - 1
+    center = tx[:, :, m // 2, m // 2]
+    # Fall back to any valid point of the tile when its centre does not transform.
+    with _quiet_nan():
+        fallback = np.nanmedian(tx, axis=(2, 3))
+    center = np.where(np.isfinite(center), center, fallback)
+    west, _, east, _ = grid.bounds()
+    source_center = (west + east) / 2.0
+    return center + 360.0 * np.round((source_center - center) / 360.0)
+
+
+def _touches_periodic(c0: int, c1: int, width: int, period: int) -> bool:
+    if c1 - c0 >= period:
+        return True
+    s0 = c0 % period
+    return s0 < width or (s0 + (c1 - c0)) > period
+
+
+def _curvilinear_footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
+    """Which source pixels fall into each tile (source cells spread over every tile they touch)."""
+    transformer = pyproj.Transformer.from_crs(grid.crs, target.crs, always_xy=True)
+    x, y = transformer.transform(grid.lon, grid.lat, errcheck=False)
+    inv = ~target.transform
+    col = inv.a * x + inv.b * y + inv.c
+    row = inv.d * x + inv.e * y + inv.f
+    tw, th = target.tile_size
+    nty, ntx = len(target.chunks[0]), len(target.chunks[1])
+    # Cells between 4 neighbouring pixel centres, with their extent in tile units.
+    corners_c = np.stack([col[:-1, :-1], col[1:, :-1], col[:-1, 1:], col[1:, 1:]])
+    corners_r = np.stack([row[:-1, :-1], row[1:, :-1], row[:-1, 1:], row[1:, 1:]])
+    with np.errstate(invalid="ignore"):
+        c_lo, c_hi = corners_c.min(axis=0), corners_c.max(axis=0)
+        r_lo, r_hi = corners_r.min(axis=0), corners_r.max(axis=0)
+        ok = np.isfinite(c_lo) & np.isfinite(c_hi) & np.isfinite(r_lo) & np.isfinite(r_hi)
+        # A cell spanning half the target is a seam (e.g. the antimeridian), not real extent.
+        ok &= (c_hi - c_lo) < target.width / 2 + 2
+        ok &= (r_hi - r_lo) < target.height / 2 + 2
+        ok &= (c_hi >= 0) & (c_lo < target.width) & (r_hi >= 0) & (r_lo < target.height)
+    ii, jj = np.nonzero(ok)
+    tx0 = np.clip(np.floor(c_lo[ok] / tw), 0, ntx - 1).astype(int)
+    tx1 = np.clip(np.floor(c_hi[ok] / tw), 0, ntx - 1).astype(int)
+    ty0 = np.clip(np.floor(r_lo[ok] / th), 0, nty - 1).astype(int)
+    ty1 = np.clip(np.floor(r_hi[ok] / th), 0, nty - 1).astype(int)
+    shape = (nty, ntx)
+    row_min = np.full(shape, np.inf)
+    row_max = np.full(shape, -np.inf)
+    col_min = np.full(shape, np.inf)
+    col_max = np.full(shape, -np.inf)
+    span_x = tx1 - tx0 + 1
+    span_y = ty1 - ty0 + 1
+    # Expand every cell to each tile it touches (almost always exactly one).
+    reps = span_x * span_y
+    cell = np.repeat(np.arange(ii.size), reps)
+    k = np.arange(cell.size) - np.repeat(np.cumsum(reps) - reps, reps)
+    t_y = ty0[cell] + k // span_x[cell]
+    t_x = tx0[cell] + k % span_x[cell]
+    flat = t_y * ntx + t_x
+    np.minimum.at(row_min.ravel(), flat, ii[cell].astype("float64"))
+    np.maximum.at(row_max.ravel(), flat, ii[cell].astype("float64") + 1)
+    np.minimum.at(col_min.ravel(), flat, jj[cell].astype("float64"))
+    np.maximum.at(col_max.ravel(), flat, jj[cell].astype("float64") + 1)
+    empty = ~np.isfinite(row_min)
+    for a in (row_min, row_max, col_min, col_max):
+        a[empty] = np.nan
+    return Footprints(row_min, row_max, col_min, col_max, center_lon=None)
+
+
+@contextmanager
+def _quiet_nan() -> Iterator[None]:
+    """Silence numpy's all-NaN slice warnings (empty tiles are expected)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield

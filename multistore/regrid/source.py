@@ -1,0 +1,260 @@
+"""Understand a source's grid: which dims are x/y, its CRS, affine or curvilinear.
+
+Sources come from many openers (rioxarray via xcube's GeoTIFF opener, CF
+NetCDF, xcube cubes, Zarr). Everything downstream works on one normal form:
+a north-up, west-to-east pixel grid (flips are applied lazily) or, for
+curvilinear sources, 2-D longitude/latitude arrays used as GDAL geolocation
+arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyproj
+import xarray as xr
+from affine import Affine
+
+from ..errors import SourceGridError
+from ..grid import TargetGrid, crs_of, xy_names
+
+# Irregularity tolerated in 1-D coordinates, as a fraction of one pixel
+# (float32 coordinates in NetCDF files are only this precise).
+_REGULAR_TOLERANCE = 0.01
+
+_X_STANDARD_NAMES = frozenset({"projection_x_coordinate", "longitude", "grid_longitude"})
+_Y_STANDARD_NAMES = frozenset({"projection_y_coordinate", "latitude", "grid_latitude"})
+_LON_NAMES = ("lon", "longitude", "Lon", "Longitude", "LON", "LONGITUDE", "nav_lon", "xlong")
+_LAT_NAMES = ("lat", "latitude", "Lat", "Latitude", "LAT", "LATITUDE", "nav_lat", "xlat")
+_KM_UNITS = frozenset({"km", "kilometre", "kilometer", "kilometres", "kilometers"})
+
+
+@dataclass(frozen=True, eq=False)
+class SourceGrid:
+    """The pixel grid of a source in normal form (see module docstring)."""
+
+    crs: pyproj.CRS
+    x_dim: str
+    y_dim: str
+    width: int
+    height: int
+    transform: Affine | None = None  # affine sources: north-up, after flips
+    flip_x: bool = False
+    flip_y: bool = False
+    lon: np.ndarray | None = None  # curvilinear sources: (height, width), in ``crs``
+    lat: np.ndarray | None = None
+
+    @property
+    def is_curvilinear(self) -> bool:
+        return self.transform is None
+
+    @property
+    def period(self) -> int | None:
+        """Pixels per 360 degrees for geographic grids whose pixels tile the globe exactly.
+
+        Such grids are treated as periodic in x so that 0..360 sources serve
+        -180..180 targets and targets across the antimeridian.
+        """
+        if self.transform is None or not self.crs.is_geographic:
+            return None
+        n = 360.0 / self.transform.a
+        whole = round(n)
+        return whole if abs(n - whole) < 1e-6 * n else None
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        if self.transform is None:
+            raise SourceGridError("a curvilinear grid has no single resolution")
+        return self.transform.a, -self.transform.e
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        if self.transform is None:
+            return (
+                float(np.nanmin(self.lon)),
+                float(np.nanmin(self.lat)),
+                float(np.nanmax(self.lon)),
+                float(np.nanmax(self.lat)),
+            )
+        t = self.transform
+        return t.c, t.f + self.height * t.e, t.c + self.width * t.a, t.f
+
+    def normalise(self, da: xr.DataArray) -> xr.DataArray:
+        """``da`` with dims ``(..., y, x)`` in north-up, west-to-east order (lazy)."""
+        other = [d for d in da.dims if d not in (self.y_dim, self.x_dim)]
+        da = da.transpose(*other, self.y_dim, self.x_dim)
+        flips = {}
+        if self.flip_y:
+            flips[self.y_dim] = slice(None, None, -1)
+        if self.flip_x:
+            flips[self.x_dim] = slice(None, None, -1)
+        return da.isel(flips) if flips else da
+
+    def as_target_grid(self, tile_size: tuple[int, int]) -> TargetGrid | None:
+        """This grid as a ``TargetGrid`` (None when it cannot be one: curvilinear, flipped)."""
+        if self.transform is None or self.flip_x or self.flip_y:
+            return None
+        return TargetGrid(self.crs.to_wkt(), self.transform, self.width, self.height, tile_size)
+
+
+def detect_source_grid(ds: xr.Dataset) -> SourceGrid:
+    """Find the spatial dims, CRS and pixel geometry of ``ds``.
+
+    Raises ``SourceGridError`` naming what is missing when the source has no
+    understandable CRS or coordinates.
+    """
+    dims = _regular_dims(ds)
+    if dims is None:
+        return _curvilinear_grid(ds)
+    x_dim, y_dim = dims
+    crs = crs_of(ds)
+    if crs is None:
+        raise SourceGridError(
+            f"source has x/y dims {x_dim!r}/{y_dim!r} but no CRS: expected a CF grid-mapping "
+            "variable (e.g. 'spatial_ref' or 'crs' with crs_wkt), a 'crs' attribute or lon/lat dims"
+        )
+    x = _coord_values(ds, x_dim, crs)
+    y = _coord_values(ds, y_dim, crs)
+    res_x, flip_x = _regular_step(x, x_dim)
+    res_y, ascending_y = _regular_step(y, y_dim)
+    west = min(x[0], x[-1]) - res_x / 2
+    north = max(y[0], y[-1]) + res_y / 2
+    return SourceGrid(
+        crs=crs,
+        x_dim=x_dim,
+        y_dim=y_dim,
+        width=x.size,
+        height=y.size,
+        transform=Affine(res_x, 0.0, west, 0.0, -res_y, north),
+        flip_x=flip_x,
+        flip_y=not ascending_y,
+    )
+
+
+def spatial_variables(ds: xr.Dataset, grid: SourceGrid) -> tuple[list[str], list[str], list[str]]:
+    """Data variables split into (on both x and y, on neither, on only one of them)."""
+    both, neither, partial = [], [], []
+    for name, var in ds.data_vars.items():
+        has = (grid.x_dim in var.dims, grid.y_dim in var.dims)
+        (both if all(has) else partial if any(has) else neither).append(str(name))
+    return both, neither, partial
+
+
+def source_nodata(da: xr.DataArray) -> float | int | None:
+    """The nodata value as it appears in ``da``'s in-memory values.
+
+    Undecoded sources carry it in attrs (``_FillValue``, ``missing_value``,
+    rioxarray's ``nodata``). When xarray decoded the variable, masked pixels
+    are already NaN and ``encoding['_FillValue']`` is the on-disk value, so
+    NaN is the in-memory nodata.
+    """
+    for key in ("_FillValue", "missing_value", "nodata"):
+        value = da.attrs.get(key)
+        if value is not None:
+            value = np.asarray(value).ravel()[0].item()
+            return value
+    if np.issubdtype(da.dtype, np.floating):
+        return math.nan
+    fill = da.encoding.get("_FillValue")
+    if fill is not None and np.dtype(da.encoding.get("dtype", da.dtype)) == da.dtype:
+        return np.asarray(fill).ravel()[0].item()
+    return None
+
+
+# -- internals -----------------------------------------------------------------------
+
+
+def _regular_dims(ds: xr.Dataset) -> tuple[str, str] | None:
+    try:
+        x_dim, y_dim = xy_names(ds)
+    except SourceGridError:
+        x_dim = y_dim = None
+    if x_dim is not None and _has_1d_coord(ds, x_dim) and _has_1d_coord(ds, y_dim):
+        return x_dim, y_dim
+    # CF attributes on 1-D dimension coordinates (e.g. rlon/rlat, xc/yc).
+    x_dim = _dim_by_attrs(ds, _X_STANDARD_NAMES, "X")
+    y_dim = _dim_by_attrs(ds, _Y_STANDARD_NAMES, "Y")
+    if x_dim is not None and y_dim is not None:
+        return x_dim, y_dim
+    return None
+
+
+def _has_1d_coord(ds: xr.Dataset, dim: str) -> bool:
+    return dim in ds.coords and ds[dim].ndim == 1 and ds[dim].dims == (dim,)
+
+
+def _dim_by_attrs(ds: xr.Dataset, standard_names: frozenset[str], axis: str) -> str | None:
+    for name in ds.dims:
+        if name in ds.coords and ds[name].ndim == 1:
+            attrs = ds[name].attrs
+            if attrs.get("standard_name") in standard_names or attrs.get("axis") == axis:
+                return str(name)
+    return None
+
+
+def _coord_values(ds: xr.Dataset, dim: str, crs: pyproj.CRS) -> np.ndarray:
+    values = np.asarray(ds[dim].values, dtype="float64")
+    units = ds[dim].attrs.get("units")
+    crs_unit = crs.axis_info[0].unit_name if crs.axis_info else None
+    if isinstance(units, str) and units.strip().lower() in _KM_UNITS and crs_unit == "metre":
+        values = values * 1000.0
+    if values.size < 2:
+        raise SourceGridError(f"coordinate {dim!r} has {values.size} value(s); need at least 2")
+    if not np.all(np.isfinite(values)):
+        raise SourceGridError(f"coordinate {dim!r} contains NaN or infinite values")
+    return values
+
+
+def _regular_step(values: np.ndarray, dim: str) -> tuple[float, bool]:
+    """(positive pixel size, whether the values descend)."""
+    step = (values[-1] - values[0]) / (values.size - 1)
+    if step == 0 or np.max(np.abs(np.diff(values) - step)) > _REGULAR_TOLERANCE * abs(step):
+        raise SourceGridError(f"coordinate {dim!r} is not regularly spaced; cannot derive a grid")
+    return abs(float(step)), bool(step < 0)
+
+
+def _curvilinear_grid(ds: xr.Dataset) -> SourceGrid:
+    lon = _find_2d(ds, _LON_NAMES, "longitude")
+    lat = _find_2d(ds, _LAT_NAMES, "latitude")
+    if lon is None or lat is None:
+        raise SourceGridError(
+            f"cannot find the source's spatial coordinates among dims {list(ds.dims)}: expected "
+            "1-D x/y (or lon/lat) dimension coordinates, or 2-D longitude/latitude arrays"
+        )
+    if lon.dims != lat.dims or lon.ndim != 2:
+        raise SourceGridError(
+            f"2-D coordinates {lon.name!r}{lon.dims} and {lat.name!r}{lat.dims} do not share dims"
+        )
+    crs = crs_of(ds)
+    geo_crs = crs.geodetic_crs if crs is not None and crs.geodetic_crs is not None else None
+    geo_crs = geo_crs or pyproj.CRS.from_epsg(4326)
+    lon_values = np.asarray(lon.values, dtype="float64")
+    lat_values = np.asarray(lat.values, dtype="float64")
+    finite = np.isfinite(lon_values) & np.isfinite(lat_values)
+    if not finite.any():
+        raise SourceGridError(f"2-D coordinates {lon.name!r}/{lat.name!r} hold no finite values")
+    if np.nanmax(lon_values) > 180.0:
+        # GDAL's geolocation transformer expects longitudes in -180..180.
+        lon_values = (lon_values + 180.0) % 360.0 - 180.0
+    y_dim, x_dim = (str(d) for d in lon.dims)
+    return SourceGrid(
+        crs=geo_crs,
+        x_dim=x_dim,
+        y_dim=y_dim,
+        width=int(lon.shape[1]),
+        height=int(lon.shape[0]),
+        lon=lon_values,
+        lat=lat_values,
+    )
+
+
+def _find_2d(ds: xr.Dataset, names: tuple[str, ...], standard_name: str) -> Any:
+    for name in names:
+        if name in ds.variables and ds[name].ndim == 2:
+            return ds[name]
+    for name, var in ds.variables.items():
+        if var.ndim == 2 and var.attrs.get("standard_name") == standard_name:
+            return ds[name]
+    return None

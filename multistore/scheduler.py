@@ -1,0 +1,117 @@
+"""Run dask work on the scheduler named in ``general.dask``.
+
+One ``DaskRunner`` per run owns the executor (a shared thread pool, a process
+pool or a ``dask.distributed`` client), so several cubes computing at once
+share the same workers instead of each starting its own pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import dask
+from dask.callbacks import Callback
+
+from .config.model import DaskConfig
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float], None]
+
+
+class _TaskProgress(Callback):
+    """Reports the share of finished tasks of one compute call (local schedulers)."""
+
+    def __init__(self, report: Progress):
+        super().__init__()
+        self._report = report
+        self._total = 1
+        self._done = 0
+        self._lock = threading.Lock()
+        self._last = -1.0
+
+    def _start_state(self, dsk, state):
+        self._total = max(1, len(state["ready"]) + len(state["waiting"]) + len(state["running"]))
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        with self._lock:
+            self._done += 1
+            share = min(1.0, self._done / self._total)
+            if share - self._last >= 0.01 or share == 1.0:
+                self._last = share
+                self._report(share)
+
+
+class DaskRunner:
+    def __init__(self, config: DaskConfig):
+        self.config = config
+        self._pool: ThreadPoolExecutor | None = None
+        self._client = None
+        self._cluster = None
+
+    @property
+    def description(self) -> str:
+        c = self.config
+        if c.scheduler == "distributed":
+            if self._client is not None:
+                return f"distributed ({self._client.scheduler.address})"
+            return "distributed"
+        workers = c.num_workers or os.cpu_count()
+        return c.scheduler if c.scheduler == "synchronous" else f"{c.scheduler} ({workers} workers)"
+
+    def start(self) -> DaskRunner:
+        c = self.config
+        if c.scheduler == "threads":
+            self._pool = ThreadPoolExecutor(c.num_workers or os.cpu_count(), thread_name_prefix="multistore-dask")
+        elif c.scheduler == "distributed":
+            from distributed import Client, LocalCluster
+
+            if c.address:
+                self._client = Client(c.address, set_as_default=False)
+            else:
+                self._cluster = LocalCluster(
+                    n_workers=c.n_workers or 2,
+                    threads_per_worker=c.threads_per_worker or 1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.WARNING,
+                )
+                self._client = Client(self._cluster, set_as_default=False)
+        return self
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def compute(self, obj: Any, progress: Progress | None = None) -> Any:
+        c = self.config
+        if self._client is not None:
+            future = self._client.compute(obj)
+            return future.result()
+        kwargs: dict[str, Any] = {}
+        if progress is not None:
+            kwargs["callbacks"] = [_TaskProgress(progress)._callback]
+        if c.scheduler == "threads":
+            return dask.compute(obj, scheduler="threads", pool=self._pool, **kwargs)[0]
+        if c.scheduler == "processes":
+            return dask.compute(obj, scheduler="processes", num_workers=c.num_workers, **kwargs)[0]
+        return dask.compute(obj, scheduler="synchronous", **kwargs)[0]
+
+
+@contextmanager
+def dask_runner(config: DaskConfig) -> Iterator[DaskRunner]:
+    runner = DaskRunner(config).start()
+    try:
+        yield runner
+    finally:
+        runner.close()

@@ -1,0 +1,1 @@
+"""multistore's own xcube data stores (each registered in ``multistore.plugin``)."""

@@ -1,0 +1,175 @@
+"""Earth Engine client setup: credentials, initialisation, connection pool, request limiter.
+
+The ``ee`` client keeps its state (credentials, endpoint, HTTP session) per
+process, so this module keeps the matching per-process state: which
+configuration the client is initialised with, and the one bounded limiter
+every pixel request of the process goes through (no nested pools: dask
+threads, retries and split tiles all share it). ``SessionParams`` is small
+and picklable, so a dask worker process initialises itself lazily on its
+first request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import StoreError
+
+LOG = logging.getLogger(__name__)
+
+HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
+DEFAULT_CONCURRENCY = 16
+MAX_CONCURRENCY = 39  # Earth Engine allows 40 concurrent requests per project
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    """How to reach Earth Engine. ``credentials`` is never shown (``repr=False``)."""
+
+    project: str | None = None
+    url: str = HIGH_VOLUME_URL
+    credentials: str = field(default="persistent", repr=False)
+    max_concurrency: int = DEFAULT_CONCURRENCY
+    max_retries: int = 6
+    deadline_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise StoreError(f"earthengine: max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.max_concurrency > MAX_CONCURRENCY:
+            LOG.warning(
+                "earthengine: max_concurrency %d capped at %d (the project quota is 40 concurrent requests)",
+                self.max_concurrency,
+                MAX_CONCURRENCY,
+            )
+            object.__setattr__(self, "max_concurrency", MAX_CONCURRENCY)
+
+    @property
+    def key(self) -> str:
+        """Identifies the client configuration without holding the secret in clear."""
+        raw = json.dumps([self.project, self.url, self.credentials, self.deadline_s])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class Limiter:
+    """A counting limiter whose capacity can change; counts in-flight requests."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._in_use = 0
+        self._cond = threading.Condition()
+
+    def set_capacity(self, capacity: int) -> None:
+        with self._cond:
+            self._capacity = capacity
+            self._cond.notify_all()
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def __enter__(self) -> Limiter:
+        with self._cond:
+            while self._in_use >= self._capacity:
+                self._cond.wait()
+            self._in_use += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._cond:
+            self._in_use -= 1
+            self._cond.notify()
+
+
+class _ProcessState:
+    """The ``ee`` client's configuration in this process (the client's state is per process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: str | None = None
+        self.limiter = Limiter(DEFAULT_CONCURRENCY)
+
+
+_PROCESS = _ProcessState()
+
+
+def limiter() -> Limiter:
+    """The process-wide limiter all pixel requests go through."""
+    return _PROCESS.limiter
+
+
+def ensure_initialized(params: SessionParams) -> None:
+    """Initialise the ``ee`` client for ``params`` once per process (again if params change)."""
+    state = _PROCESS
+    if state.key == params.key:
+        state.limiter.set_capacity(params.max_concurrency)
+        return
+    with state.lock:
+        if state.key != params.key:
+            _initialize(params)
+            state.key = params.key
+        state.limiter.set_capacity(params.max_concurrency)
+
+
+def _initialize(params: SessionParams) -> None:
+    import ee
+    import requests.adapters
+    from ee import _state
+
+    credentials = resolve_credentials(params.credentials)
+    LOG.info("earthengine: initialising client for %s (project %s)", params.url, params.project)
+    try:
+        ee.Initialize(credentials=credentials, url=params.url, project=params.project)
+    except ee.EEException as e:
+        raise StoreError(f"earthengine: cannot initialise the client for {params.url}: {e}") from None
+    except OSError as e:
+        raise StoreError(f"earthengine: cannot reach {params.url}: {type(e).__name__}") from None
+    # Our fetcher owns retries (classified, counted); the client's would multiply them.
+    ee.data.setMaxRetries(0)
+    ee.data.setDeadline(params.deadline_s * 1000)
+    # urllib3's default pool keeps 10 connections: more threads would reconnect per request.
+    session = _state.get_state().requests_session
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=4, pool_maxsize=params.max_concurrency + 4, max_retries=0
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+
+
+def resolve_credentials(spec: str) -> Any:
+    """``none`` -> no auth header; ``persistent`` -> the user's stored credentials;
+    a JSON key (e.g. from ``${ENV}``) or a key file path -> service-account credentials."""
+    if spec == "none":
+        return None
+    if spec == "persistent":
+        import ee
+
+        try:
+            return ee.data.get_persistent_credentials()
+        except ee.EEException as e:
+            raise StoreError(f"earthengine: no stored credentials: {e}") from None
+    text = spec.strip()
+    if not text.startswith("{"):
+        if not os.path.isfile(text):
+            raise StoreError(
+                "earthengine: credentials must be 'persistent', 'none', a service-account key "
+                "file path or the key JSON; the given value is none of these"
+            )
+        with open(text, encoding="utf-8") as f:
+            text = f.read()
+    try:
+        info = json.loads(text)
+        from google.oauth2 import service_account
+
+        import ee
+
+        return service_account.Credentials.from_service_account_info(info, scopes=ee.oauth.SCOPES)
+    except (ValueError, KeyError, TypeError):
+        # The message names no key content: the key must not leak into logs.
+        raise StoreError("earthengine: credentials are not a valid service-account key") from None

@@ -1,0 +1,83 @@
+"""Named data stores of one config, created lazily on an instance (never shared class state)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from xcube.core.store import DataStore, get_data_store_params_schema, new_data_store
+
+from ..config.model import STORAGE_STORE, StoreConfig
+from ..errors import StoreError
+
+CACHE_FOLDER = ".multistore-cache"
+
+
+class StorePool(Mapping[str, DataStore]):
+    """``pool["storage"]`` or ``pool.storage``: the xcube data store of a config entry.
+
+    Stores that keep a cache (their params schema has ``cache_store_params``)
+    get a default cache folder next to the config, so preloaded data lives
+    with the project rather than in the working directory.
+    """
+
+    def __init__(self, configs: tuple[StoreConfig, ...], base_dir: Path):
+        self._configs = {c.identifier: c for c in configs}
+        self._base_dir = Path(base_dir)
+        self._stores: dict[str, DataStore] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, identifier: str) -> DataStore:
+        with self._lock:
+            if identifier not in self._stores:
+                if identifier not in self._configs:
+                    raise KeyError(
+                        f"no data store {identifier!r} (defined: {', '.join(self._configs)})"
+                    )
+                self._stores[identifier] = self._create(self._configs[identifier])
+            return self._stores[identifier]
+
+    def __getattr__(self, identifier: str) -> DataStore:
+        if identifier.startswith("_"):
+            raise AttributeError(identifier)
+        try:
+            return self[identifier]
+        except KeyError as e:
+            raise AttributeError(str(e)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._configs)
+
+    def __len__(self) -> int:
+        return len(self._configs)
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *self._configs]
+
+    @property
+    def storage(self) -> DataStore:
+        return self[STORAGE_STORE]
+
+    def store_params(self, cfg: StoreConfig) -> dict[str, Any]:
+        """The params a store is created with, defaults filled in."""
+        params = dict(cfg.store_params)
+        try:
+            schema = get_data_store_params_schema(cfg.store_id)
+            properties = schema.properties
+        except Exception:  # an unknown store id is reported when the store is created
+            properties = {}
+        if "cache_store_params" in properties and "cache_store_params" not in params:
+            if params.get("cache_store_id", "file") == "file":
+                root = self._base_dir / CACHE_FOLDER / cfg.identifier
+                params["cache_store_params"] = {"root": str(root)}
+        return params
+
+    def _create(self, cfg: StoreConfig) -> DataStore:
+        try:
+            return new_data_store(cfg.store_id, **self.store_params(cfg))
+        except Exception as e:
+            raise StoreError(
+                f"data store {cfg.identifier!r} ({cfg.store_id}) could not be created: {e}"
+            ) from e

@@ -1,0 +1,337 @@
+"""Item queries (bbox, time, collections, property filters) evaluated client-side.
+
+Static catalogs and item indexes cannot search themselves, so the same query
+a STAC API would answer is evaluated here. Simple comparisons
+(``eo:cloud_cover < 20``) are kept as data so the index can push them down to
+its columns; anything richer is CQL2-JSON evaluated with the ``cql2`` library.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from typing import Any
+
+import cql2
+import shapely
+import shapely.geometry
+
+from ..errors import FilterError
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "=": operator.eq,
+    "!=": operator.ne,
+}
+# STAC API "query" extension operator names
+_QUERY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "neq": "!="}
+_CQL2_OPS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "=", "!=": "<>"}
+_COMPARISON = re.compile(r"^\s*([A-Za-z_][\w:.\-]*)\s*(<=|>=|!=|<|>|=)\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``property op value``, e.g. ``eo:cloud_cover < 20``."""
+
+    prop: str
+    op: str
+    value: Any
+
+    def matches(self, properties: Mapping[str, Any]) -> bool:
+        actual = properties.get(self.prop)
+        if actual is None:
+            return False
+        try:
+            return bool(_OPS[self.op](actual, self.value))
+        except TypeError:  # e.g. a string property compared with a number
+            return False
+
+    def to_cql2(self) -> dict[str, Any]:
+        return {"op": _CQL2_OPS[self.op], "args": [{"property": self.prop}, self.value]}
+
+    def __str__(self) -> str:
+        return f"{self.prop} {self.op} {self.value!r}"
+
+
+def parse_comparison(text: str) -> Comparison:
+    """Parse ``prop op value`` (ops ``< <= > >= = !=``); values are numbers, booleans or strings."""
+    m = _COMPARISON.match(text)
+    if not m:
+        raise FilterError(
+            f"cannot parse filter {text!r}: expected 'property op value' with op one of "
+            + " ".join(_OPS)
+        )
+    prop, op, raw = m.groups()
+    return Comparison(prop, op, _parse_value(raw))
+
+
+def _parse_value(raw: str) -> Any:
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return json.loads(raw) if re.fullmatch(r"-?\d+(\.\d*)?([eE][-+]?\d+)?", raw) else raw
+    except ValueError:
+        return raw
+
+
+@dataclass(frozen=True)
+class PropertyFilter:
+    """All comparisons AND an optional CQL2-JSON expression."""
+
+    comparisons: tuple[Comparison, ...] = ()
+    cql2_json: Mapping[str, Any] | None = None
+    _expr: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.comparisons and self.cql2_json is None
+
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        props = item.get("properties") or {}
+        if not all(c.matches(props) for c in self.comparisons):
+            return False
+        return self._expr is None or bool(self._expr.matches(dict(item)))
+
+    def to_cql2(self) -> dict[str, Any] | None:
+        """One CQL2-JSON expression for STAC APIs with the filter extension."""
+        args = [c.to_cql2() for c in self.comparisons]
+        if self.cql2_json is not None:
+            args.append(dict(self.cql2_json))
+        if not args:
+            return None
+        return args[0] if len(args) == 1 else {"op": "and", "args": args}
+
+    def to_query(self) -> dict[str, Any] | None:
+        """The STAC API ``query`` extension form, if the filter is only comparisons."""
+        if self.cql2_json is not None or not self.comparisons:
+            return None
+        names = {v: k for k, v in _QUERY_OPS.items()}
+        query: dict[str, dict[str, Any]] = {}
+        for c in self.comparisons:
+            query.setdefault(c.prop, {})[names[c.op]] = c.value
+        return query
+
+
+def make_filter(query: Mapping[str, Any] | None = None, filter: Any = None) -> PropertyFilter:
+    """Normalise the ``query`` and ``filter`` open params into one ``PropertyFilter``.
+
+    ``query``: the STAC API query-extension form ``{"eo:cloud_cover": {"lt": 20}}``.
+    ``filter``: a comparison string, a list of them, or a CQL2-JSON object.
+    """
+    comparisons: list[Comparison] = []
+    for prop, conditions in (query or {}).items():
+        if not isinstance(conditions, Mapping):
+            raise FilterError(f"query for {prop!r} must be an object like {{'lt': 20}}, got {conditions!r}")
+        for name, value in conditions.items():
+            if name not in _QUERY_OPS:
+                raise FilterError(
+                    f"query operator {name!r} for {prop!r} is not supported "
+                    f"(use one of {', '.join(_QUERY_OPS)})"
+                )
+            comparisons.append(Comparison(prop, _QUERY_OPS[name], value))
+    cql2_json = None
+    if isinstance(filter, str):
+        comparisons.append(parse_comparison(filter))
+    elif isinstance(filter, Mapping):
+        cql2_json = dict(filter)
+    elif isinstance(filter, Sequence):
+        for text in filter:
+            if not isinstance(text, str):
+                raise FilterError(f"filter list entries must be strings, got {text!r}")
+            comparisons.append(parse_comparison(text))
+    elif filter is not None:
+        raise FilterError(f"filter must be a string, a list of strings or CQL2-JSON, got {filter!r}")
+    expr = None
+    if cql2_json is not None:
+        try:
+            expr = cql2.Expr(cql2_json)
+        except (cql2.ParseError, cql2.ValidationError, ValueError) as e:
+            raise FilterError(f"invalid CQL2-JSON filter {json.dumps(cql2_json)}: {e}") from e
+    return PropertyFilter(tuple(comparisons), cql2_json, expr)
+
+
+# -- time -------------------------------------------------------------------------------
+
+
+def parse_time_range(value: Any) -> tuple[datetime | None, datetime | None]:
+    """``"a/b"``, ``[a, b]`` or a single date → inclusive UTC bounds (open ends as None).
+
+    A date without a time as the end means the whole day, as in STAC API searches.
+    """
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        parts = value.split("/") if "/" in value else [value, value]
+    elif isinstance(value, Sequence) and len(value) == 2:
+        parts = list(value)
+    else:
+        raise FilterError(f"time range must be 'start/end' or [start, end], got {value!r}")
+    if len(parts) != 2:
+        raise FilterError(f"time range must be 'start/end', got {value!r}")
+    start = _parse_bound(parts[0], end=False)
+    end = _parse_bound(parts[1], end=True)
+    if start is not None and end is not None and start > end:
+        raise FilterError(f"time range {value!r} ends before it starts")
+    return start, end
+
+
+def _parse_bound(value: Any, *, end: bool) -> datetime | None:
+    if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise FilterError(f"cannot parse time {text!r}: {e}") from None
+    if end and len(text) == 10:  # a bare date: include the whole day
+        parsed = datetime.combine(parsed.date(), time.max)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_datetime(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def time_range_to_str(start: datetime | None, end: datetime | None) -> str | None:
+    """The STAC API ``datetime`` search parameter."""
+    if start is None and end is None:
+        return None
+
+    def fmt(d: datetime | None) -> str:
+        return ".." if d is None else d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    return f"{fmt(start)}/{fmt(end)}"
+
+
+# -- the whole query --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemQuery:
+    """What items to select; evaluated on item dicts (GeoJSON) client-side."""
+
+    bbox: tuple[float, float, float, float] | None = None  # lon/lat
+    start: datetime | None = None
+    end: datetime | None = None
+    collections: frozenset[str] | None = None
+    filter: PropertyFilter = field(default_factory=PropertyFilter)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        bbox: Sequence[float] | None = None,
+        time_range: Any = None,
+        collections: Iterable[str] | None = None,
+        query: Mapping[str, Any] | None = None,
+        filter: Any = None,
+    ) -> ItemQuery:
+        if bbox is not None:
+            if len(bbox) != 4:
+                raise FilterError(f"bbox must be [west, south, east, north], got {list(bbox)!r}")
+            bbox = tuple(float(v) for v in bbox)
+            if bbox[0] > bbox[2] or bbox[1] > bbox[3]:
+                raise FilterError(f"bbox {list(bbox)} has west > east or south > north")
+        start, end = parse_time_range(time_range)
+        return cls(
+            bbox=bbox,
+            start=start,
+            end=end,
+            collections=frozenset(collections) if collections is not None else None,
+            filter=make_filter(query, filter),
+        )
+
+    @property
+    def time_range_str(self) -> str | None:
+        return time_range_to_str(self.start, self.end)
+
+    def describe(self) -> str:
+        parts = []
+        if self.collections is not None:
+            parts.append(f"collections {sorted(self.collections)}")
+        if self.bbox is not None:
+            parts.append(f"bbox {list(self.bbox)}")
+        if self.start or self.end:
+            parts.append(f"time {self.time_range_str}")
+        if not self.filter.is_empty:
+            parts.append(f"filter {json.dumps(self.filter.to_cql2())}")
+        return ", ".join(parts) or "no constraints"
+
+    # -- pruning of catalogs/collections ------------------------------------------------
+
+    def may_contain(self, node: Mapping[str, Any]) -> bool:
+        """False if a collection's id or extent rules out every item below it."""
+        if node.get("type") != "Collection":
+            return True
+        if self.collections is not None and node.get("id") not in self.collections:
+            return False
+        extent = node.get("extent") or {}
+        boxes = (extent.get("spatial") or {}).get("bbox") or []
+        if self.bbox is not None and boxes and len(boxes[0]) >= 4:
+            b = boxes[0]
+            west, south, east, north = (b[0], b[1], b[3], b[4]) if len(b) == 6 else b[:4]
+            if not _boxes_overlap((west, south, east, north), self.bbox):
+                return False
+        intervals = (extent.get("temporal") or {}).get("interval") or []
+        if intervals and (self.start or self.end):
+            lo, hi = (parse_datetime(v) for v in intervals[0])
+            if self.end is not None and lo is not None and lo > self.end:
+                return False
+            if self.start is not None and hi is not None and hi < self.start:
+                return False
+        return True
+
+    # -- items --------------------------------------------------------------------------
+
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        if self.collections is not None and item.get("collection") not in self.collections:
+            return False
+        if self.bbox is not None and not self._intersects(item):
+            return False
+        if (self.start or self.end) and not self._in_time(item.get("properties") or {}):
+            return False
+        return self.filter.matches(item)
+
+    def _intersects(self, item: Mapping[str, Any]) -> bool:
+        bbox = item.get("bbox")
+        if bbox is not None and len(bbox) >= 4:
+            b = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 else tuple(bbox[:4])
+            if not _boxes_overlap(b, self.bbox):
+                return False
+        geometry = item.get("geometry")
+        if geometry is None:
+            return bbox is not None
+        return intersects_bbox(shapely.geometry.shape(geometry), self.bbox)
+
+    def _in_time(self, props: Mapping[str, Any]) -> bool:
+        lo = parse_datetime(props.get("start_datetime")) or parse_datetime(props.get("datetime"))
+        hi = parse_datetime(props.get("end_datetime")) or parse_datetime(props.get("datetime"))
+        if lo is None and hi is None:
+            return False
+        if self.end is not None and lo is not None and lo > self.end:
+            return False
+        return not (self.start is not None and hi is not None and hi < self.start)
+
+
+def intersects_bbox(geometry: shapely.Geometry, bbox: Sequence[float]) -> bool:
+    return bool(shapely.intersects(geometry, shapely.box(*bbox)))
+
+
+def _boxes_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] <= b[2] and a[2] >= b[0] and a[1] <= b[3] and a[3] >= b[1]
+

@@ -1,0 +1,938 @@
+"""An offline Earth Engine emulator that the real ``earthengine-api`` client talks to.
+
+A ``ThreadingHTTPServer`` on 127.0.0.1 speaking the Cloud API REST calls the
+client makes: the discovery document and algorithm list (both loaded from the
+fixtures shipped inside the installed ``ee`` package, never copied into this
+repository), ``value:compute`` (getInfo), ``image:computePixels`` and
+``assets/...:getPixels`` (NPY structured arrays) and asset metadata.
+
+Pixel values are a deterministic function of each image's native pixel index,
+band and image, sampled nearest-neighbour at the request's pixel centres, so
+a client's mosaics, composites and tile seams can be checked exactly with
+``Catalog.render``. Each image has a footprint and masked boxes (clouds);
+masked pixels come back as 0, as from the real API.
+
+It reproduces the real limits and failures: the request-size and grid-size
+errors, 429 above a concurrency cap, injected 429/503/400/404 replies,
+``Retry-After``, and slow replies; and it counts what happened (``stats``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+import time
+import urllib.parse
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyproj
+
+DEFAULT_BYTE_LIMIT = 50331648
+DEFAULT_MAX_DIMENSION = 32768
+TOO_MANY_REQUESTS = (
+    "Too Many Requests: Request was rejected because the request rate or concurrency "
+    "limit was exceeded."
+)
+
+Bbox = tuple[float, float, float, float]
+
+
+# -- the synthetic catalog ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticImage:
+    """One image asset: bands, date, native grid, footprint and masked boxes (lon/lat)."""
+
+    id: str
+    bands: tuple[tuple[str, str], ...]  # (name, numpy dtype)
+    time_start: str  # ISO 8601, UTC
+    crs: str
+    transform: tuple[float, float, float, float, float, float]  # native, north-up
+    dimensions: tuple[int, int]  # native width, height
+    footprint: Bbox  # lon/lat: valid inside
+    mask_boxes: tuple[Bbox, ...] = ()  # lon/lat: masked inside (clouds)
+    seed: int = 0
+    classes: tuple[int, ...] = ()  # categorical values, for land-cover-like bands
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def time_ms(self) -> int:
+        return int(pd.Timestamp(self.time_start).tz_convert("UTC").value // 1_000_000)
+
+    def band_dtype(self, name: str) -> np.dtype:
+        return np.dtype(dict(self.bands)[name])
+
+
+@dataclass(frozen=True)
+class RequestGrid:
+    """A pixel grid of a request: CRS, affine of pixel edges, size."""
+
+    crs: str  # EPSG code or WKT
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    def centres(self) -> tuple[np.ndarray, np.ndarray]:
+        a, b, c, d, e, f = self.transform
+        cols, rows = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
+        return c + cols * a + rows * b, f + cols * d + rows * e
+
+
+class Catalog:
+    """Synthetic images and collections, and the pixel function shared with tests."""
+
+    def __init__(self, images: Iterable[SyntheticImage], collections: Mapping[str, Sequence[str]]):
+        self.images: dict[str, SyntheticImage] = {img.id: img for img in images}
+        self.collections: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in collections.items()}
+        self._transformers: dict[tuple[str, str], pyproj.Transformer] = {}
+        self._lock = threading.Lock()
+
+    def _transformer(self, src: str, dst: str) -> pyproj.Transformer:
+        with self._lock:
+            key = (src, dst)
+            if key not in self._transformers:
+                self._transformers[key] = pyproj.Transformer.from_crs(
+                    pyproj.CRS.from_user_input(src), pyproj.CRS.from_user_input(dst), always_xy=True
+                )
+            return self._transformers[key]
+
+    def points(self, grid: RequestGrid, crs: str) -> tuple[np.ndarray, np.ndarray]:
+        """The grid's pixel centres in ``crs``."""
+        x, y = grid.centres()
+        if pyproj.CRS.from_user_input(grid.crs) == pyproj.CRS.from_user_input(crs):
+            return x, y
+        return self._transformer(grid.crs, crs).transform(x, y)
+
+    def footprint(self, image_id: str, grid: RequestGrid) -> np.ndarray:
+        img = self.images[image_id]
+        lon, lat = self.points(grid, "EPSG:4326")
+        return _inside(img.footprint, lon, lat)
+
+    def render(self, image_id: str, bands: Sequence[str], grid: RequestGrid) -> dict[str, np.ma.MaskedArray]:
+        """Nearest-neighbour samples of ``bands`` at the grid's pixel centres, masked where invalid."""
+        img = self.images[image_id]
+        lon, lat = self.points(grid, "EPSG:4326")
+        valid = _inside(img.footprint, lon, lat)
+        for box in img.mask_boxes:
+            valid &= ~_inside(box, lon, lat)
+        x, y = self.points(grid, img.crs)
+        a, _, c, _, e, f = img.transform
+        i = np.floor((x - c) / a).astype("int64")
+        j = np.floor((y - f) / e).astype("int64")
+        names = [name for name, _ in img.bands]
+        out = {}
+        for band in bands:
+            k = names.index(band)
+            values = _pixel_values(img, k, i, j)
+            out[band] = np.ma.MaskedArray(values, mask=~valid)
+        return out
+
+
+def _inside(box: Bbox, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    w, s, e, n = box
+    return (lon >= w) & (lon < e) & (lat >= s) & (lat < n)
+
+
+def _pixel_values(img: SyntheticImage, band_index: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    dtype = np.dtype(img.bands[band_index][1])
+    base = i * 7 + j * 13 + band_index * 101 + img.seed * 37
+    if dtype.kind == "f":
+        return (i * 0.25 + j * 0.5 + band_index * 10 + img.seed).astype(dtype)
+    if img.classes:
+        return np.asarray(img.classes, dtype=dtype)[np.mod(base, len(img.classes))]
+    if dtype.kind == "u":
+        top = min(np.iinfo(dtype).max - 5, 60000)
+        return np.mod(base, top).astype(dtype)
+    half = min(np.iinfo(dtype).max - 5, 15000)
+    return (np.mod(base, 2 * half) - half).astype(dtype)
+
+
+def default_catalog() -> Catalog:
+    """A Sentinel-2-like uint16 collection, a land cover image, a float32 collection, and
+    12-band images of several dtypes, all around lon 10, lat 45."""
+    s2_bands = tuple((b, "uint16") for b in ("B2", "B3", "B4", "B8"))
+    utm = (10.0, 0.0, 560000.0, 0.0, -10.0, 5000000.0)
+    s2 = [
+        SyntheticImage("TEST/S2LIKE/20240105A", s2_bands, "2024-01-05T10:00:00Z", "EPSG:32632", utm,
+                       (4000, 4000), (9.9, 44.9, 10.1, 45.3), ((10.02, 45.02, 10.05, 45.05),), 1,
+                       properties={"CLOUDY_PIXEL_PERCENTAGE": 10.0, "MGRS_TILE": "32TNR"}),
+        SyntheticImage("TEST/S2LIKE/20240105B", s2_bands, "2024-01-05T10:00:10Z", "EPSG:32632", utm,
+                       (4000, 4000), (10.08, 44.9, 10.3, 45.3), ((10.09, 45.0, 10.095, 45.2),), 2,
+                       properties={"CLOUDY_PIXEL_PERCENTAGE": 35.0, "MGRS_TILE": "32TNS"}),
+        SyntheticImage("TEST/S2LIKE/20240120", s2_bands, "2024-01-20T10:00:00Z", "EPSG:32632", utm,
+                       (4000, 4000), (9.9, 44.9, 10.3, 45.3), ((10.0, 45.06, 10.03, 45.09),), 3,
+                       properties={"CLOUDY_PIXEL_PERCENTAGE": 5.0, "MGRS_TILE": "32TNR"}),
+        SyntheticImage("TEST/S2LIKE/20240210", s2_bands, "2024-02-10T10:00:00Z", "EPSG:32632", utm,
+                       (4000, 4000), (9.9, 44.9, 10.3, 45.3), (), 4,
+                       properties={"CLOUDY_PIXEL_PERCENTAGE": 50.0, "MGRS_TILE": "32TNR"}),
+    ]
+    landcover = SyntheticImage(
+        "TEST/LANDCOVER", (("Map", "uint8"),), "2021-01-01T00:00:00Z", "EPSG:4326",
+        (0.0001, 0.0, 9.5, 0.0, -0.0001, 45.5), (10000, 10000), (9.5, 44.5, 10.5, 45.5),
+        ((10.10, 45.10, 10.12, 45.12),), 5, classes=(10, 20, 30, 40, 50, 60, 80, 90, 95, 100),
+    )
+    float_bands = (("temp", "float32"), ("precip", "float32"))
+    geo = (0.01, 0.0, 9.0, 0.0, -0.01, 46.0)
+    floats = [
+        SyntheticImage(f"TEST/FLOAT/{d.replace('-', '')}", float_bands, f"{d}T00:00:00Z", "EPSG:4326",
+                       geo, (200, 200), (9.0, 44.0, 11.0, 46.0), boxes, seed)
+        for d, boxes, seed in (
+            ("2024-01-10", ((10.0, 45.0, 10.05, 45.05),), 6),
+            ("2024-01-25", (), 7),
+            ("2024-02-15", ((10.1, 45.1, 10.2, 45.2),), 8),
+        )
+    ]
+    multi = [
+        SyntheticImage(f"TEST/MULTI/{dt}", tuple((f"b{k}", dt) for k in range(1, 13)),
+                       "2023-06-01T00:00:00Z", "EPSG:4326", (0.001, 0.0, 9.0, 0.0, -0.001, 46.0),
+                       (2000, 2000), (9.0, 44.0, 11.0, 46.0), (), 9 + n)
+        for n, dt in enumerate(("uint8", "int8", "uint16", "int16", "float32", "float64"))
+    ]
+    return Catalog(
+        [*s2, landcover, *floats, *multi],
+        {"TEST/S2LIKE": [i.id for i in s2], "TEST/FLOAT": [i.id for i in floats]},
+    )
+
+
+# -- expression evaluation ---------------------------------------------------------------
+
+
+class EvalError(Exception):
+    """An expression the emulator rejects (answered with HTTP 400 like the real API)."""
+
+
+class _Image:
+    properties: Mapping[str, Any]  # set by every subclass
+
+    def bands(self) -> list[tuple[str, np.dtype]]:
+        raise NotImplementedError
+
+    def render(self, cat: Catalog, grid: RequestGrid, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
+        raise NotImplementedError
+
+    def footprint(self, cat: Catalog, grid: RequestGrid) -> np.ndarray:
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "type": "Image",
+            "bands": [
+                {"id": n, "data_type": _pixel_type(dt), "crs": "EPSG:4326",
+                 "crs_transform": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]}
+                for n, dt in self.bands()
+            ],
+            "properties": dict(self.properties),
+        }
+
+
+class _Asset(_Image):
+    def __init__(self, img: SyntheticImage):
+        self.img = img
+        self.properties = {
+            **img.properties,
+            "system:time_start": img.time_ms,
+            "system:index": img.id.rsplit("/", 1)[-1],
+        }
+
+    def bands(self):
+        return [(n, np.dtype(dt)) for n, dt in self.img.bands]
+
+    def render(self, cat, grid, names):
+        return cat.render(self.img.id, names, grid)
+
+    def footprint(self, cat, grid):
+        return cat.footprint(self.img.id, grid)
+
+    def info(self):
+        return {
+            "type": "Image",
+            "id": self.img.id,
+            "version": 1,
+            "bands": [
+                {"id": n, "data_type": _pixel_type(np.dtype(dt)), "dimensions": list(self.img.dimensions),
+                 "crs": self.img.crs, "crs_transform": list(self.img.transform)}
+                for n, dt in self.img.bands
+            ],
+            "properties": dict(self.properties),
+        }
+
+
+class _Select(_Image):
+    def __init__(self, src: _Image, selectors: Sequence[Any], new_names: Sequence[str] | None):
+        self.src, self.properties = src, src.properties
+        names = [n for n, _ in src.bands()]
+        picked: list[str] = []
+        for sel in selectors:
+            if isinstance(sel, int):
+                picked.append(names[sel])
+            elif sel in names:
+                picked.append(sel)
+            else:
+                raise EvalError(f"Image.select: Pattern '{sel}' did not match any bands.")
+        self.picked = picked
+        self.names = list(new_names) if new_names else picked
+
+    def bands(self):
+        types = dict(self.src.bands())
+        return [(new, types[old]) for new, old in zip(self.names, self.picked, strict=True)]
+
+    def render(self, cat, grid, names):
+        mapping = dict(zip(self.names, self.picked, strict=True))
+        src = self.src.render(cat, grid, [mapping[n] for n in names])
+        return {n: src[mapping[n]] for n in names}
+
+    def footprint(self, cat, grid):
+        return self.src.footprint(cat, grid)
+
+
+class _Cast(_Image):
+    def __init__(self, src: _Image, types: Mapping[str, np.dtype]):
+        self.src, self.types, self.properties = src, types, src.properties
+
+    def bands(self):
+        return [(n, self.types.get(n, dt)) for n, dt in self.src.bands()]
+
+    def render(self, cat, grid, names):
+        out = self.src.render(cat, grid, names)
+        return {n: _cast(out[n], self.types[n]) if n in self.types else out[n] for n in names}
+
+    def footprint(self, cat, grid):
+        return self.src.footprint(cat, grid)
+
+
+class _Unmask(_Image):
+    def __init__(self, src: _Image, value: float, same_footprint: bool):
+        self.src, self.value, self.same_footprint = src, value, same_footprint
+        self.properties = src.properties
+
+    def bands(self):
+        return [(n, _union_type(dt, self.value)) for n, dt in self.src.bands()]
+
+    def render(self, cat, grid, names):
+        types = dict(self.bands())
+        out = self.src.render(cat, grid, names)
+        where = self.src.footprint(cat, grid) if self.same_footprint else None
+        result = {}
+        for n in names:
+            arr = out[n].astype(types[n])
+            fill = np.ma.getmaskarray(arr) if where is None else np.ma.getmaskarray(arr) & where
+            data = np.where(fill, np.asarray(self.value).astype(types[n]), arr.filled(0))
+            result[n] = np.ma.MaskedArray(data, mask=np.ma.getmaskarray(arr) & ~fill)
+        return result
+
+    def footprint(self, cat, grid):
+        fp = self.src.footprint(cat, grid)
+        return fp if self.same_footprint else np.ones_like(fp)
+
+
+class _Composite(_Image):
+    """mosaic (last valid on top) or a per-pixel reducer over a collection's images."""
+
+    def __init__(self, images: Sequence[_Image], kind: str, suffix: bool = False):
+        if not images:
+            self.names: list[tuple[str, np.dtype]] = []
+        else:
+            self.names = images[0].bands()
+        self.images, self.kind, self.suffix = list(images), kind, suffix
+        self.properties = {}
+
+    def _out_name(self, n: str) -> str:
+        return f"{n}_{self.kind}" if self.suffix else n
+
+    def bands(self):
+        out = []
+        for n, dt in self.names:
+            if self.kind in ("mean", "median"):
+                dt = np.dtype("float64")
+            out.append((self._out_name(n), dt))
+        return out
+
+    def render(self, cat, grid, names):
+        back = {self._out_name(n): n for n, _ in self.names}
+        types = dict(self.bands())
+        src_names = [back[n] for n in names]
+        layers = [img.render(cat, grid, src_names) for img in self.images]
+        out = {}
+        for n, src in zip(names, src_names, strict=True):
+            shape = (grid.height, grid.width)
+            if not layers:
+                out[n] = np.ma.masked_all(shape, dtype=types[n])
+                continue
+            stack = np.ma.stack([layer[src] for layer in layers])
+            if self.kind == "mosaic":
+                data = np.zeros(shape, dtype=types[n])
+                valid = np.zeros(shape, dtype=bool)
+                for layer in layers:
+                    m = ~np.ma.getmaskarray(layer[src])
+                    data[m] = layer[src].data[m]
+                    valid |= m
+                out[n] = np.ma.MaskedArray(data, mask=~valid)
+            elif self.kind == "mean":
+                out[n] = stack.astype("float64").mean(axis=0)
+            elif self.kind == "median":
+                out[n] = np.ma.median(stack.astype("float64"), axis=0)
+            elif self.kind == "min":
+                out[n] = stack.min(axis=0)
+            elif self.kind == "max":
+                out[n] = stack.max(axis=0)
+            else:
+                raise EvalError(f"reducer '{self.kind}' is not supported by the emulator")
+            out[n] = np.ma.MaskedArray(np.ma.getdata(out[n]).astype(types[n]), mask=np.ma.getmaskarray(out[n]))
+        return out
+
+    def footprint(self, cat, grid):
+        fp = np.zeros((grid.height, grid.width), dtype=bool)
+        for img in self.images:
+            fp |= img.footprint(cat, grid)
+        return fp
+
+
+class _AddBands(_Image):
+    """``Image.addBands`` / ``ee.Image.cat``: the bands of ``dst`` then those of ``src``."""
+
+    def __init__(self, dst: _Image, src: _Image):
+        self.dst, self.src, self.properties = dst, src, dst.properties
+        self.dst_names = {n for n, _ in dst.bands()}
+
+    def bands(self):
+        return [*self.dst.bands(), *[(n, dt) for n, dt in self.src.bands() if n not in self.dst_names]]
+
+    def render(self, cat, grid, names):
+        out = self.dst.render(cat, grid, [n for n in names if n in self.dst_names])
+        out.update(self.src.render(cat, grid, [n for n in names if n not in self.dst_names]))
+        return out
+
+    def footprint(self, cat, grid):
+        return self.dst.footprint(cat, grid) | self.src.footprint(cat, grid)
+
+
+class _Constant(_Image):
+    """``Image.constant``: only its value is used (as ``unmask``'s fill value)."""
+
+    def __init__(self, value: float):
+        self.value = value
+        self.properties = {}
+
+    def bands(self):
+        return [("constant", np.asarray(self.value).dtype)]
+
+    def render(self, cat, grid, names):
+        return {n: np.ma.MaskedArray(np.full((grid.height, grid.width), self.value)) for n in names}
+
+    def footprint(self, cat, grid):
+        return np.ones((grid.height, grid.width), dtype=bool)
+
+
+@dataclass
+class _Collection:
+    images: list[_Image]
+
+    def info(self) -> dict[str, Any]:
+        return {"type": "ImageCollection", "bands": [], "features": [img.info() for img in self.images]}
+
+
+@dataclass
+class _Filter:
+    test: Any  # Callable[[dict], bool]
+
+
+_PRECISION = {"f": "float", "i": "int", "u": "int"}
+
+
+def _pixel_type(dt: np.dtype) -> dict[str, Any]:
+    dt = np.dtype(dt)
+    if dt.kind == "f":
+        return {"type": "PixelType", "precision": "double" if dt.itemsize == 8 else "float"}
+    info = np.iinfo(dt)
+    return {"type": "PixelType", "precision": "int", "min": int(info.min), "max": int(info.max)}
+
+
+def _union_type(dt: np.dtype, value: float) -> np.dtype:
+    dt = np.dtype(dt)
+    if dt.kind == "f":
+        return dt
+    if float(value).is_integer() and np.iinfo(dt).min <= value <= np.iinfo(dt).max:
+        return dt
+    return np.dtype("float64")
+
+
+def _cast(arr: np.ma.MaskedArray, dt: np.dtype) -> np.ma.MaskedArray:
+    data = np.ma.getdata(arr)
+    if np.dtype(dt).kind in "iu" and data.dtype.kind == "f":
+        info = np.iinfo(dt)
+        data = np.clip(np.round(data), info.min, info.max)
+    return np.ma.MaskedArray(data.astype(dt), mask=np.ma.getmaskarray(arr))
+
+
+_EE_TYPES = {
+    "uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16", "uint32": "uint32",
+    "int32": "int32", "int64": "int64", "float": "float32", "double": "float64",
+    "float32": "float32", "float64": "float64", "byte": "uint8", "short": "int16", "int": "int32",
+    "long": "int64",
+}
+_TO_FUNCS = {f"Image.to{k.capitalize()}": v for k, v in _EE_TYPES.items()}
+
+_COMPARE = {
+    "Filter.equals": lambda a, b: a == b,
+    "Filter.notEquals": lambda a, b: a != b,
+    "Filter.neq": lambda a, b: a != b,
+    "Filter.lessThan": lambda a, b: a < b,
+    "Filter.lessThanOrEquals": lambda a, b: a <= b,
+    "Filter.lte": lambda a, b: a <= b,
+    "Filter.greaterThan": lambda a, b: a > b,
+    "Filter.greaterThanOrEquals": lambda a, b: a >= b,
+    "Filter.gte": lambda a, b: a >= b,
+    "Filter.inList": lambda a, b: a in b,
+    "Filter.stringStartsWith": lambda a, b: isinstance(a, str) and a.startswith(b),
+}
+
+
+def _to_ms(value: Any) -> int:
+    if isinstance(value, int | float):
+        return int(value)
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+class _Evaluator:
+    """Walks a serialized expression graph (``{"result": ..., "values": {...}}``)."""
+
+    def __init__(self, catalog: Catalog, expression: Mapping[str, Any]):
+        self.catalog = catalog
+        self.values = expression.get("values", {})
+        self.cache: dict[str, Any] = {}
+        self.result = self.ref(expression["result"])
+
+    def ref(self, key: str) -> Any:
+        if key not in self.cache:
+            self.cache[key] = self.node(self.values[key])
+        return self.cache[key]
+
+    def node(self, node: Mapping[str, Any]) -> Any:
+        if "constantValue" in node:
+            return node["constantValue"]
+        if "integerValue" in node:
+            return int(node["integerValue"])
+        if "valueReference" in node:
+            return self.ref(node["valueReference"])
+        if "arrayValue" in node:
+            return [self.node(v) for v in node["arrayValue"].get("values", [])]
+        if "dictionaryValue" in node:
+            return {k: self.node(v) for k, v in node["dictionaryValue"].get("values", {}).items()}
+        if "functionInvocationValue" in node:
+            inv = node["functionInvocationValue"]
+            args = {k: self.node(v) for k, v in inv.get("arguments", {}).items()}
+            return self.call(inv["functionName"], args)
+        raise EvalError(f"unsupported expression node {sorted(node)}")
+
+    def call(self, name: str, a: dict[str, Any]) -> Any:  # noqa: C901 - a dispatch table
+        cat = self.catalog
+        if name == "Image.load":
+            img = cat.images.get(a["id"])
+            if img is None:
+                raise EvalError(
+                    f"Image.load: Image asset '{a['id']}' not found (does not exist or caller does not have access)."
+                )
+            return _Asset(img)
+        if name == "ImageCollection.load":
+            ids = cat.collections.get(a["id"])
+            if ids is None:
+                raise EvalError(
+                    f"ImageCollection.load: ImageCollection asset '{a['id']}' not found "
+                    "(does not exist or caller does not have access)."
+                )
+            return _Collection([_Asset(cat.images[i]) for i in ids])
+        if name == "Date":
+            return _to_ms(a["value"])
+        if name == "DateRange":
+            return (_to_ms(a["start"]), _to_ms(a["end"]) if a.get("end") is not None else None)
+        if name == "Filter.dateRangeContains":
+            start, end = a["leftValue"]
+            field_name = a["rightField"]
+            return _Filter(lambda p: field_name in p and start <= p[field_name] < (end if end is not None else math.inf))
+        if name in _COMPARE:
+            op = _COMPARE[name]
+            if "leftField" in a:
+                fld, value = a["leftField"], a["rightValue"]
+                return _Filter(lambda p: fld in p and p[fld] is not None and op(p[fld], value))
+            fld, value = a["rightField"], a["leftValue"]
+            return _Filter(lambda p: fld in p and p[fld] is not None and op(value, p[fld]))
+        if name == "Filter.and":
+            fs = a["filters"]
+            return _Filter(lambda p: all(f.test(p) for f in fs))
+        if name == "Filter.or":
+            fs = a["filters"]
+            return _Filter(lambda p: any(f.test(p) for f in fs))
+        if name == "Filter.not":
+            inner = a["filter"]
+            return _Filter(lambda p: not inner.test(p))
+        if name == "Collection.filter":
+            flt = a["filter"]
+            return _Collection([img for img in a["collection"].images if flt.test(img.properties)])
+        if name == "Collection.limit":
+            images = list(a["collection"].images)
+            if a.get("key"):
+                key = a["key"]
+                images.sort(key=lambda img: img.properties.get(key), reverse=not a.get("ascending", True))
+            if a.get("limit") is not None:
+                images = images[: int(a["limit"])]
+            return _Collection(images)
+        if name == "Collection.first":
+            images = a["collection"].images
+            if not images:
+                raise EvalError("Collection.first: Empty collection.")
+            return images[0]
+        if name == "ImageCollection.mosaic":
+            return _Composite(a["collection"].images, "mosaic")
+        if name.startswith("reduce."):
+            return _Composite(a["collection"].images, name.split(".", 1)[1])
+        if name.startswith("Reducer."):
+            return name.split(".", 1)[1]
+        if name == "ImageCollection.reduce":
+            return _Composite(a["collection"].images, a["reducer"], suffix=True)
+        if name == "Image.select":
+            return _Select(a["input"], a["bandSelectors"], a.get("newNames"))
+        if name == "Image.rename":
+            src = a["input"]
+            return _Select(src, [n for n, _ in src.bands()], a["names"])
+        if name in _TO_FUNCS:
+            src = a["value"]
+            return _Cast(src, {n: np.dtype(_TO_FUNCS[name]) for n, _ in src.bands()})
+        if name == "Image.cast":
+            src = a["image"]
+            names = [n for n, _ in src.bands()]
+            types = {}
+            for band, t in a["bandTypes"].items():
+                if band not in names:
+                    raise EvalError(f"Image.cast: band '{band}' not found")
+                key = t if isinstance(t, str) else t.get("precision", "")
+                if key not in _EE_TYPES:
+                    raise EvalError(f"Image.cast: unknown type {t!r}")
+                types[band] = np.dtype(_EE_TYPES[key])
+            return _Cast(src, types)
+        if name == "Image.addBands":
+            return _AddBands(a["dstImg"], a["srcImg"])
+        if name == "Image.constant":
+            return _Constant(a["value"])
+        if name == "Image.unmask":
+            value = a.get("value", 0)
+            value = value.value if isinstance(value, _Constant) else value
+            return _Unmask(a["input"], 0 if value is None else value, bool(a.get("sameFootprint", True)))
+        raise EvalError(f"Unknown function: {name} (not supported by the emulator)")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, _Image | _Collection):
+        return value.info()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, _Filter):
+        raise EvalError("Filter values cannot be computed")
+    return value
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+@dataclass
+class EmulatorStats:
+    """What the emulator saw; read under ``Emulator.lock``."""
+
+    requests: int = 0
+    by_kind: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)
+    pixel_requests: int = 0
+    pixel_ok: int = 0
+    size_errors: int = 0
+    dimension_errors: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    bytes_served: int = 0
+    grids: list[RequestGrid] = field(default_factory=list)  # pixel requests answered 200
+
+
+class Emulator:
+    """A running emulator; use as a context manager or call ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        catalog: Catalog | None = None,
+        *,
+        latency_s: float = 0.0,
+        max_concurrency: int | None = None,
+        byte_limit: int = DEFAULT_BYTE_LIMIT,
+        max_dimension: int = DEFAULT_MAX_DIMENSION,
+    ):
+        self.catalog = catalog or default_catalog()
+        self.latency_s = latency_s
+        self.max_concurrency = max_concurrency
+        self.byte_limit = byte_limit
+        self.max_dimension = max_dimension
+        self.stats = EmulatorStats()
+        self.lock = threading.Lock()
+        self._faults: deque[Any] = deque()
+        self._discovery = _load_fixture("cloud_api_discovery_document.json").replace("v1alpha", "v1")
+        self._algorithms = _load_fixture("algorithms.json")
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.emulator = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="ee-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "emulator not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- test controls --------------------------------------------------------------------
+
+    def inject(self, *faults: int | tuple[int, float] | tuple[str, float]) -> None:
+        """Answer the next pixel requests with these faults, in order: a status code
+        (429/503/400/404...), ``(429, retry_after_s)``, or ``("slow", seconds)``."""
+        with self.lock:
+            self._faults.extend(faults)
+
+    def pending_faults(self) -> int:
+        with self.lock:
+            return len(self._faults)
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.stats = EmulatorStats()
+
+    # -- request handling (called from handler threads) -----------------------------------
+
+    def _next_fault(self) -> Any:
+        with self.lock:
+            return self._faults.popleft() if self._faults else None
+
+    def pixels(self, body: Mapping[str, Any], asset_id: str | None) -> tuple[int, bytes, dict[str, str]]:
+        with self.lock:
+            self.stats.pixel_requests += 1
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            over = self.max_concurrency is not None and self.stats.in_flight > self.max_concurrency
+        try:
+            if over:
+                return _error(429, TOO_MANY_REQUESTS)
+            fault = self._next_fault()
+            if isinstance(fault, tuple) and fault[0] == "slow":
+                time.sleep(fault[1])
+            elif isinstance(fault, tuple):
+                status, body_, headers = _error(fault[0], _FAULT_MESSAGES.get(fault[0], "injected"))
+                return status, body_, {**headers, "Retry-After": str(fault[1])}
+            elif fault is not None:
+                return _error(fault, _FAULT_MESSAGES.get(fault, "injected"))
+            if self.latency_s:
+                time.sleep(self.latency_s)
+            return self._render_pixels(body, asset_id)
+        finally:
+            with self.lock:
+                self.stats.in_flight -= 1
+
+    def _render_pixels(self, body: Mapping[str, Any], asset_id: str | None) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            if asset_id is not None:
+                img = self.catalog.images.get(asset_id)
+                if img is None:
+                    return _error(404, f"Image asset '{asset_id}' not found.")
+                image: _Image = _Asset(img)
+            else:
+                image = _Evaluator(self.catalog, body["expression"]).result
+            if not isinstance(image, _Image):
+                return _error(400, "Expression does not evaluate to an image.")
+            grid = _request_grid(body.get("grid") or {})
+            if grid.width > self.max_dimension or grid.height > self.max_dimension:
+                with self.lock:
+                    self.stats.dimension_errors += 1
+                return _error(
+                    400,
+                    f"Pixel grid dimensions ({grid.width}x{grid.height}) must be less than or equal to "
+                    f"{self.max_dimension}.",
+                )
+            types = dict(image.bands())
+            names = list(body.get("bandIds") or types)
+            missing = [n for n in names if n not in types]
+            if missing:
+                return _error(400, f"Band(s) {missing} not found.")
+            size = grid.width * grid.height * sum(types[n].itemsize + 1 for n in names)
+            if size > self.byte_limit:
+                with self.lock:
+                    self.stats.size_errors += 1
+                return _error(
+                    400, f"Total request size ({size} bytes) must be less than or equal to {self.byte_limit} bytes."
+                )
+            if body.get("fileFormat") != "NPY":
+                return _error(400, f"fileFormat {body.get('fileFormat')!r} not supported by the emulator")
+            layers = image.render(self.catalog, grid, names)
+            arr = np.zeros((grid.height, grid.width), dtype=[(n, types[n]) for n in names])
+            for n in names:
+                arr[n] = layers[n].filled(0)
+            buf = io.BytesIO()
+            np.save(buf, arr, allow_pickle=False)
+            data = buf.getvalue()
+        except EvalError as e:
+            return _error(400, str(e))
+        with self.lock:
+            self.stats.pixel_ok += 1
+            self.stats.bytes_served += len(data)
+            self.stats.grids.append(grid)
+        return 200, data, {"Content-Type": "application/octet-stream"}
+
+    def compute(self, body: Mapping[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            result = _jsonable(_Evaluator(self.catalog, body["expression"]).result)
+        except EvalError as e:
+            return _error(400, str(e))
+        return _json(200, {"result": result})
+
+    def asset(self, asset_id: str) -> tuple[int, bytes, dict[str, str]]:
+        name = f"projects/earthengine-public/assets/{asset_id}"
+        if asset_id in self.catalog.collections:
+            return _json(200, {"type": "IMAGE_COLLECTION", "name": name, "id": asset_id})
+        img = self.catalog.images.get(asset_id)
+        if img is None:
+            return _error(404, f"Asset '{name}' does not exist or caller does not have access.")
+        return _json(200, {
+            "type": "IMAGE", "name": name, "id": asset_id,
+            "startTime": pd.Timestamp(img.time_start).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "properties": dict(img.properties),
+        })
+
+
+_FAULT_MESSAGES = {
+    400: "Invalid argument.",
+    403: "Permission denied.",
+    404: "Not found.",
+    429: TOO_MANY_REQUESTS,
+    500: "An internal error has occurred.",
+    503: "The service is currently unavailable.",
+}
+
+
+def _load_fixture(name: str) -> str:
+    return resources.files("ee").joinpath("tests", name).read_text()
+
+
+def _request_grid(grid: Mapping[str, Any]) -> RequestGrid:
+    dims = grid.get("dimensions") or {}
+    aff = grid.get("affineTransform") or {}
+    crs = grid.get("crsCode") or grid.get("crsWkt") or "EPSG:4326"
+    transform = tuple(
+        float(aff.get(k, 0.0)) for k in ("scaleX", "shearX", "translateX", "shearY", "scaleY", "translateY")
+    )
+    if not aff:  # EE's default: 1-degree pixels from (0, 0)
+        transform = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    return RequestGrid(crs, transform, int(dims.get("width", 256)), int(dims.get("height", 256)))
+
+
+def _json(status: int, payload: Any) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=UTF-8"}
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
+    return _json(status, {"error": {"code": status, "message": message, "status": HTTPStatus(status).phrase.upper().replace(" ", "_")}})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    emulator: Emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
+        pass
+
+    def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+        emu = self.server.emulator
+        with emu.lock:
+            emu.stats.statuses[status] += 1
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _count(self, kind: str) -> None:
+        emu = self.server.emulator
+        with emu.lock:
+            emu.stats.requests += 1
+            emu.stats.by_kind[kind] += 1
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        emu = self.server.emulator
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if path == "/$discovery/rest":
+            self._count("discovery")
+            return self._send(200, emu._discovery.encode(), {"Content-Type": "application/json"})
+        parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[0] == "v1" and parts[1] == "projects" and parts[3] == "algorithms":
+            self._count("algorithms")
+            return self._send(200, emu._algorithms.encode(), {"Content-Type": "application/json"})
+        if len(parts) > 4 and parts[:2] == ["v1", "projects"] and parts[3] == "assets":
+            self._count("asset")
+            return self._send(*emu.asset("/".join(parts[4:])))
+        self._count("unknown")
+        return self._send(*_error(404, f"Unknown path {path}"))
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        emu = self.server.emulator
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._count("invalid")
+            return self._send(*_error(400, "Invalid JSON payload received."))
+        parts = path.strip("/").split("/")
+        if path.endswith("/value:compute"):
+            self._count("compute")
+            return self._send(*emu.compute(body))
+        if path.endswith("/image:computePixels"):
+            self._count("computePixels")
+            return self._send(*emu.pixels(body, None))
+        if path.endswith(":getPixels") and len(parts) > 4 and parts[3] == "assets":
+            self._count("getPixels")
+            asset = "/".join(parts[4:])[: -len(":getPixels")]
+            return self._send(*emu.pixels(body, asset))
+        self._count("unknown")
+        return self._send(*_error(404, f"Unknown path {path}"))

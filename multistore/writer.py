@@ -1,0 +1,189 @@
+"""Write cubes into the storage store so that "done" is never a guess.
+
+A cube counts as complete only when its completion marker exists and names
+the same config fingerprint. The marker is deleted before any byte of a new
+build is written and created after the last one, so an interrupted build is
+always seen as incomplete, and a changed config as stale.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numcodecs
+import numpy as np
+import xarray as xr
+from xcube.core.store import DataStore
+
+from . import __version__
+from .errors import WriteError
+
+log = logging.getLogger(__name__)
+
+MARKER_DIR = ".multistore"
+_CF_ENCODING = ("_FillValue", "dtype", "scale_factor", "add_offset", "units", "calendar")
+
+
+class CubeState(enum.Enum):
+    COMPLETE = "complete"
+    STALE = "stale"  # complete, but built from another config fingerprint
+    INCOMPLETE = "incomplete"  # bytes exist, no marker: an interrupted build
+    MISSING = "missing"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where one cube goes: the storage store's filesystem and paths in it."""
+
+    store: DataStore
+    output: str  # path relative to the store root, e.g. "cube.zarr"
+
+    @property
+    def fs(self):
+        fs = getattr(self.store, "fs", None)
+        if fs is None:
+            raise WriteError(
+                f"the storage store ({type(self.store).__name__}) is not filesystem-based; "
+                "use store_id file, s3, memory, abfs or ftp"
+            )
+        return fs
+
+    @property
+    def root(self) -> str:
+        return str(getattr(self.store, "root", "")).rstrip("/")
+
+    @property
+    def path(self) -> str:
+        return f"{self.root}/{self.output}" if self.root else self.output
+
+    @property
+    def marker_path(self) -> str:
+        base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
+        return f"{base}/{self.output}.json"
+
+
+def read_marker(target: StorageTarget) -> dict[str, Any] | None:
+    try:
+        with target.fs.open(target.marker_path, "r") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("unreadable completion marker %s: %s", target.marker_path, e)
+        return None
+
+
+def cube_state(target: StorageTarget, fingerprint: str) -> CubeState:
+    marker = read_marker(target)
+    exists = target.fs.exists(target.path)
+    if marker is not None and exists:
+        return CubeState.COMPLETE if marker.get("fingerprint") == fingerprint else CubeState.STALE
+    return CubeState.INCOMPLETE if exists else CubeState.MISSING
+
+
+def encoding_for(ds: xr.Dataset, zarr_format: int) -> dict[str, dict[str, Any]]:
+    """Chunks = dask chunks; zstd compression; fill values from the regridder."""
+    encoding: dict[str, dict[str, Any]] = {}
+    for name, var in ds.data_vars.items():
+        # xarray replaces a variable's encoding by the one passed here: keep the CF parts.
+        enc: dict[str, Any] = {k: v for k, v in var.encoding.items() if k in _CF_ENCODING}
+        if var.chunks:
+            enc["chunks"] = tuple(c[0] for c in var.chunks)
+        if zarr_format == 2:
+            enc["compressor"] = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+        else:
+            from zarr.codecs import BloscCodec
+
+            enc["compressors"] = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)
+        if "_FillValue" in var.attrs:
+            enc["_FillValue"] = var.attrs.pop("_FillValue")
+        elif var.dtype.kind == "f" and "_FillValue" not in var.encoding:
+            enc["_FillValue"] = np.nan
+        encoding[name] = enc
+    return encoding
+
+
+ProgressCallback = Callable[[float], None]
+
+
+def write_zarr(
+    ds: xr.Dataset,
+    target: StorageTarget,
+    fingerprint: str,
+    compute: Callable[[Any], Any],
+    zarr_format: int = 2,
+) -> None:
+    """Write ``ds`` as a consolidated Zarr, then the completion marker."""
+    fs = target.fs
+    _clear(target)
+    try:
+        mapper = fs.get_mapper(target.path)
+        delayed = ds.to_zarr(
+            mapper,
+            mode="w",
+            compute=False,
+            consolidated=True,
+            zarr_format=zarr_format,
+            encoding=encoding_for(ds, zarr_format),
+        )
+        compute(delayed)
+    except Exception as e:
+        raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
+    _write_marker(target, fingerprint, ds)
+
+
+def write_netcdf(
+    ds: xr.Dataset,
+    target: StorageTarget,
+    fingerprint: str,
+    compute: Callable[[Any], Any],
+) -> None:
+    """Write ``ds`` as NetCDF4 via a local temporary file, then upload and mark."""
+    _clear(target)
+    encoding = {
+        name: {"zlib": True, "complevel": 4, **{k: v for k, v in enc.items() if k == "_FillValue"},
+               "chunksizes": enc.get("chunks")}
+        for name, enc in encoding_for(ds, 2).items()
+    }
+    with tempfile.TemporaryDirectory(prefix="multistore-") as tmp:
+        local = os.path.join(tmp, os.path.basename(target.output))
+        try:
+            compute(ds.to_netcdf(local, engine="netcdf4", encoding=encoding, compute=False))
+            target.fs.put_file(local, target.path)
+        except Exception as e:
+            raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
+    _write_marker(target, fingerprint, ds)
+
+
+def _clear(target: StorageTarget) -> None:
+    fs = target.fs
+    if fs.exists(target.marker_path):
+        fs.rm(target.marker_path)
+    if fs.exists(target.path):
+        fs.rm(target.path, recursive=True)
+
+
+def _write_marker(target: StorageTarget, fingerprint: str, ds: xr.Dataset) -> None:
+    marker = {
+        "fingerprint": fingerprint,
+        "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "multistore_version": __version__,
+        "variables": sorted(map(str, ds.data_vars)),
+        "dims": {str(k): int(v) for k, v in ds.sizes.items()},
+    }
+    fs = target.fs
+    parent = target.marker_path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    with fs.open(target.marker_path, "w") as f:
+        json.dump(marker, f, indent=1)

@@ -1,0 +1,68 @@
+"""A small project on disk: sample sources in three CRSs (one on local S3) and a config writer."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multistore.demo import data
+
+HOOKS = textwrap.dedent(
+    '''
+    import numpy as np
+
+
+    def kelvin_to_celsius(ds):
+        t = ds["temperature"] - np.float32(273.15)
+        t.attrs = {**ds["temperature"].attrs, "units": "degC"}
+        return ds.assign(temperature=t)
+
+
+    def explode(ds):
+        raise RuntimeError("hook exploded on purpose")
+    '''
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, s3_bucket: str, s3_storage_options: dict):
+    """Returns ``write(config_dict) -> path``; sources are in ``<tmp>/data`` and on S3."""
+    root = tmp_path / "project"
+    (root / "hooks").mkdir(parents=True)
+    (root / "hooks" / "hooks.py").write_text(HOOKS)
+    data.write_local_sources(root / "data")
+    from multistore.demo.servers import s3_filesystem
+
+    endpoint = s3_storage_options["client_kwargs"]["endpoint_url"]
+    data.elevation_dataset().to_zarr(
+        s3_filesystem(endpoint).get_mapper(f"{s3_bucket}/{data.ELEVATION}"),
+        mode="w", consolidated=True, zarr_format=2,
+    )
+
+    def base_config() -> dict:
+        return {
+            "data_stores": [
+                {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
+                {"identifier": "local", "store_id": "file", "store_params": {"root": "data"}},
+                {"identifier": "bucket", "store_id": "s3",
+                 "store_params": {"root": s3_bucket, "storage_options": s3_storage_options}},
+            ],
+            "grid_mappings": [
+                {"identifier": "gm", "crs": "EPSG:4326", "bbox": [11.2, 47.6, 12.2, 48.3],
+                 "spatial_res": 0.004, "tile_size": 64},
+            ],
+            "datasets": [],
+            "general": {"display": "none"},
+        }
+
+    def write(config: dict, name: str = "config.yml") -> Path:
+        path = root / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    write.root = root
+    write.base_config = base_config
+    return write
