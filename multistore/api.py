@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import xarray as xr
@@ -87,12 +86,24 @@ class MultiSourceDataStore:
             except Exception as e:
                 grids.setdefault(cube.identifier, None)
                 summaries.append(
-                    CubeSummary(cube.identifier, cube.output, "?", sources, {}, {}, {}, 0, 0,
-                                error=self._scrub(f"{type(e).__name__}: {e}"))
+                    CubeSummary(
+                        cube.identifier,
+                        cube.output,
+                        "?",
+                        sources,
+                        {},
+                        {},
+                        {},
+                        0,
+                        0,
+                        error=self._scrub(f"{type(e).__name__}: {e}"),
+                    )
                 )
         return summaries
 
-    def _planned_grid(self, cube: CubePlan, grids: dict[str, TargetGrid | None]) -> TargetGrid | None:
+    def _planned_grid(
+        self, cube: CubePlan, grids: dict[str, TargetGrid | None]
+    ) -> TargetGrid | None:
         if cube.grid is not None or cube.grid_from is None:
             return cube.grid
         grid = grids.get(cube.grid_from)
@@ -137,8 +148,13 @@ class MultiSourceDataStore:
             target = StorageTarget(self.stores.storage, cube.output)
             marker = read_marker(target) or {}
             rows.append(
-                CubeStatus(cube.identifier, target.path, cube_state(target, cube.fingerprint),
-                           cube.fingerprint, marker.get("completed"))
+                CubeStatus(
+                    cube.identifier,
+                    target.path,
+                    cube_state(target, cube.fingerprint),
+                    cube.fingerprint,
+                    marker.get("completed"),
+                )
             )
         return rows
 
@@ -151,7 +167,9 @@ class MultiSourceDataStore:
     # -- exploring -----------------------------------------------------------------------
 
     def config_yaml(self) -> str:
-        return yaml.safe_dump(redact(dict(self.config.raw), self.config.secret_values), sort_keys=False)
+        return yaml.safe_dump(
+            redact(dict(self.config.raw), self.config.secret_values), sort_keys=False
+        )
 
     def display_config(self) -> None:
         """Show the config with secrets redacted (a table per section in notebooks)."""
@@ -177,7 +195,9 @@ class MultiSourceDataStore:
 
     @contextmanager
     def _scrubbed_logs(self) -> Iterator[None]:
-        names = ["multistore"] + [n for n in logging.root.manager.loggerDict if n.startswith("multistore.")]
+        names = ["multistore"] + [
+            n for n in logging.root.manager.loggerDict if n.startswith("multistore.")
+        ]
         filt = ScrubbingFilter(self._scrub)
         loggers = [logging.getLogger(n) for n in names]
         for lg in loggers:
@@ -196,8 +216,9 @@ def _native_grid(ds: xr.Dataset) -> TargetGrid | None:
         return None
 
 
-def _summarise(cube: CubePlan, grid: TargetGrid | None, sources: tuple[str, ...], ds: xr.Dataset,
-               requests: str) -> CubeSummary:
+def _summarise(
+    cube: CubePlan, grid: TargetGrid | None, sources: tuple[str, ...], ds: xr.Dataset, requests: str
+) -> CubeSummary:
     chunks = {str(d): int(c[0]) for d, c in ds.chunks.items()} if ds.chunks else {}
     n_chunks = 0
     for var in ds.data_vars.values():
@@ -218,5 +239,3 @@ def _summarise(cube: CubePlan, grid: TargetGrid | None, sources: tuple[str, ...]
         raw_bytes=int(sum(v.nbytes for v in ds.data_vars.values())),
         requests=requests,
     )
-
-

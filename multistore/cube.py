@@ -29,10 +29,28 @@ log = logging.getLogger(__name__)
 
 # Encoding keys that describe the source's storage layout and must not leak into the cube.
 _LAYOUT_ENCODING = (
-    "chunks", "preferred_chunks", "compressor", "compressors", "filters", "serializer",
-    "zlib", "complevel", "shuffle", "contiguous", "chunksizes", "fletcher32", "source",
-    "original_shape", "szip_coding", "szip_pixels_per_block", "blosc_shuffle", "endian",
-    "write_empty_chunks", "zarr_format", "coordinates", "grid_mapping",
+    "chunks",
+    "preferred_chunks",
+    "compressor",
+    "compressors",
+    "filters",
+    "serializer",
+    "zlib",
+    "complevel",
+    "shuffle",
+    "contiguous",
+    "chunksizes",
+    "fletcher32",
+    "source",
+    "original_shape",
+    "szip_coding",
+    "szip_pixels_per_block",
+    "blosc_shuffle",
+    "endian",
+    "write_empty_chunks",
+    "zarr_format",
+    "coordinates",
+    "grid_mapping",
 )
 
 StepCallback = Callable[[str], None]
@@ -53,7 +71,11 @@ def open_source(
     """Open one source through its xcube data store and run its hook."""
     store = stores[source.store]
     params = dict(source.open_params)
-    if grid is not None and "target_grid" not in params and accepts_target_grid(store, source.data_id):
+    if (
+        grid is not None
+        and "target_grid" not in params
+        and accepts_target_grid(store, source.data_id)
+    ):
         params["target_grid"] = grid.to_dict()
 
     def _open() -> Any:
@@ -105,7 +127,11 @@ def build_cube(
     if len(parts) == 1:
         cube = parts[0]
     else:
-        merge_params = {"join": "exact", "combine_attrs": "drop_conflicts", **ds_cfg.xr_merge_params}
+        merge_params = {
+            "join": "exact",
+            "combine_attrs": "drop_conflicts",
+            **ds_cfg.xr_merge_params,
+        }
         try:
             cube = xr.merge(parts, **merge_params)
         except ValueError as e:

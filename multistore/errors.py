@@ -82,3 +82,16 @@ class UnsafeArchiveError(PreloadError):
 
 class FilterError(DatasetError, ValueError):
     """A search constraint (bbox, time range, property filter) cannot be understood."""
+
+
+class FetchError(SourceOpenError):
+    """Pixels could not be fetched from a remote service (after retries, or a permanent error)."""
+
+    def __init__(self, message: str, status: int | None = None, permanent: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.permanent = permanent
+
+
+class NoItemsError(SourceOpenError):
+    """A catalog search found no items for a dataset's query (no empty cube is written)."""

@@ -23,7 +23,7 @@ from .scheduler import DaskRunner
 from .scrub import Scrubber
 from .status import DatasetResult, Status, StatusBoard
 from .stores.pool import StorePool
-from .writer import CubeState, StorageTarget, cube_state, write_netcdf, write_zarr
+from .writer import CubeState, StorageTarget, cube_state, write_netcdf, write_zarr, zarr_store
 
 log = logging.getLogger(__name__)
 
@@ -124,24 +124,36 @@ class Generator:
         ident = cube.identifier
         for dep in cube.depends_on:
             if self.board.get(dep).status is Status.FAILED:
-                self.board.update(ident, status=Status.FAILED, message=f"grid source {dep!r} failed")
+                self.board.update(
+                    ident, status=Status.FAILED, message=f"grid source {dep!r} failed"
+                )
                 return
         try:
             target = StorageTarget(self.stores.storage, cube.output)
             state = cube_state(target, cube.fingerprint)
             if state is CubeState.COMPLETE and not self.force:
                 self.board.update(
-                    ident, status=Status.SKIPPED, output=target.path,
+                    ident,
+                    status=Status.SKIPPED,
+                    output=target.path,
                     message=f"complete for this config ({cube.fingerprint})",
                 )
                 return
             grid = cube.grid or self._borrowed_grid(cube)
             ds = build_cube(
-                cube, self.config, self.stores, grid,
+                cube,
+                self.config,
+                self.stores,
+                grid,
                 step=lambda s: self.board.update(ident, status=Status(s)),
             )
-            self.board.update(ident, status=Status.WRITING, progress=0.0, output=target.path,
-                              message=_describe(ds))
+            self.board.update(
+                ident,
+                status=Status.WRITING,
+                progress=0.0,
+                output=target.path,
+                message=_describe(ds),
+            )
             self._write(cube, ds, target)
             if self.config.general.quicklook:
                 write_quicklook(target, self.runner.compute)
@@ -154,7 +166,7 @@ class Generator:
         if cube.grid_from is None:
             return None
         source = StorageTarget(self.stores.storage, self.config.dataset(cube.grid_from).file_name)
-        ds = xr.open_zarr(source.fs.get_mapper(source.path), consolidated=None)
+        ds = xr.open_zarr(zarr_store(source), consolidated=None)
         return TargetGrid.from_dataset(ds)
 
     def _write(self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget) -> None:
@@ -170,7 +182,9 @@ class Generator:
 
     def _fail(self, ident: str, error: BaseException) -> None:
         log.debug("%s failed", ident, exc_info=error)
-        message = str(error) if isinstance(error, DatasetError) else f"{type(error).__name__}: {error}"
+        message = (
+            str(error) if isinstance(error, DatasetError) else f"{type(error).__name__}: {error}"
+        )
         message = self._scrub(" ".join(message.split()))
         self.board.update(ident, status=Status.FAILED, message=message, error=error)
 

@@ -86,7 +86,9 @@ class TargetGrid:
         )
 
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset, tile_size: int | Sequence[int] | None = None) -> TargetGrid:
+    def from_dataset(
+        cls, ds: xr.Dataset, tile_size: int | Sequence[int] | None = None
+    ) -> TargetGrid:
         """The grid of a cube multistore wrote (regular 1-D x/y coordinates + CRS)."""
         crs = crs_of(ds)
         if crs is None:
@@ -98,7 +100,9 @@ class TargetGrid:
             raise SourceGridError("a grid needs at least 2 pixels along x and y")
         res_x = (x[-1] - x[0]) / (x.size - 1)
         res_y = (y[0] - y[-1]) / (y.size - 1)
-        if not (np.allclose(np.diff(x), res_x, rtol=1e-6) and np.allclose(np.diff(y), -res_y, rtol=1e-6)):
+        if not (
+            np.allclose(np.diff(x), res_x, rtol=1e-6) and np.allclose(np.diff(y), -res_y, rtol=1e-6)
+        ):
             raise SourceGridError(f"coordinates {x_name}/{y_name} are not regular, north-up")
         if tile_size is None:
             chunks = ds.chunks or {}
@@ -132,7 +136,12 @@ class TargetGrid:
     def bounds(self) -> tuple[float, float, float, float]:
         """(west, south, east, north) of the pixel edges."""
         west, north = self.transform.c, self.transform.f
-        return west, north + self.height * self.transform.e, west + self.width * self.transform.a, north
+        return (
+            west,
+            north + self.height * self.transform.e,
+            west + self.width * self.transform.a,
+            north,
+        )
 
     @property
     def is_geographic(self) -> bool:
@@ -182,7 +191,9 @@ class TargetGrid:
             self.width == other.width
             and self.height == other.height
             and self.crs == other.crs
-            and np.allclose(tuple(self.transform)[:6], tuple(other.transform)[:6], rtol=rtol, atol=0)
+            and np.allclose(
+                tuple(self.transform)[:6], tuple(other.transform)[:6], rtol=rtol, atol=0
+            )
         )
 
     # -- xarray / CF -----------------------------------------------------------------
@@ -199,8 +210,16 @@ class TargetGrid:
     def coords(self) -> dict[str, xr.DataArray]:
         """x/y coordinates (pixel centres, CF attributes) and the ``spatial_ref`` variable."""
         if self.is_geographic:
-            x_attrs = {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east"}
-            y_attrs = {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north"}
+            x_attrs = {
+                "standard_name": "longitude",
+                "long_name": "longitude",
+                "units": "degrees_east",
+            }
+            y_attrs = {
+                "standard_name": "latitude",
+                "long_name": "latitude",
+                "units": "degrees_north",
+            }
         else:
             units = self.crs.axis_info[0].unit_name if self.crs.axis_info else "metre"
             x_attrs = {"standard_name": "projection_x_coordinate", "long_name": "x", "units": units}
@@ -292,7 +311,12 @@ def crs_of(ds: xr.Dataset | xr.DataArray) -> pyproj.CRS | None:
         x, y = xy_names(ds)
     except SourceGridError:
         return None
-    if x in ("lon", "longitude", "Lon", "Longitude") and y in ("lat", "latitude", "Lat", "Latitude"):
+    if x in ("lon", "longitude", "Lon", "Longitude") and y in (
+        "lat",
+        "latitude",
+        "Lat",
+        "Latitude",
+    ):
         return pyproj.CRS.from_epsg(4326)
     return None
 

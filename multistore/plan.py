@@ -54,7 +54,10 @@ def build_plan(config: Config, datasets: Iterable[str] | None = None) -> Plan:
     unknown = [d for d in selected if d not in known]
     if unknown:
         raise ConfigError(
-            [Problem("--dataset", f"{d!r} is not defined (defined: {', '.join(known)})") for d in unknown]
+            [
+                Problem("--dataset", f"{d!r} is not defined (defined: {', '.join(known)})")
+                for d in unknown
+            ]
         )
     deps = {d.identifier: _grid_dependency(config, d) for d in config.datasets}
     wanted: list[str] = []
@@ -74,7 +77,9 @@ def build_plan(config: Config, datasets: Iterable[str] | None = None) -> Plan:
             grid = (
                 TargetGrid.from_bbox(gm.bbox, gm.crs, gm.spatial_res, gm.tile_size) if gm else None
             )
-            fingerprints[ident] = fingerprint(config, ds, grid, [fingerprints[d] for d in deps[ident]])
+            fingerprints[ident] = fingerprint(
+                config, ds, grid, [fingerprints[d] for d in deps[ident]]
+            )
             cubes.append(
                 CubePlan(
                     dataset=ds,
@@ -129,7 +134,9 @@ def _levels(deps: Mapping[str, tuple[str, ...]], order: list[str]) -> list[list[
         ready = [i for i in order if i in remaining and set(remaining[i]) <= done]
         if not ready:
             cycle = " -> ".join(sorted(remaining))
-            raise ConfigError([Problem("datasets", f"grid_mapping dependencies form a cycle: {cycle}")])
+            raise ConfigError(
+                [Problem("datasets", f"grid_mapping dependencies form a cycle: {cycle}")]
+            )
         levels.append(ready)
         done.update(ready)
         for i in ready:

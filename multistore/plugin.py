@@ -10,7 +10,11 @@ from xcube.constants import EXTENSION_POINT_DATA_STORES
 from xcube.util import extension
 
 # store_id -> (module:class, description)
-STORES: dict[str, tuple[str, str]] = {}
+STORES: dict[str, tuple[str, str]] = {
+    "earthengine": ("multistore.stores.earthengine.store:EarthEngineDataStore", "Google Earth Engine images and collections, downloaded in planned tiles"),
+    "stac": ("multistore.stores.stac:StacDataStore", "STAC catalogs and APIs mosaicked into cubes (odc-stac)"),
+    "zenodo": ("multistore.stores.zenodo:ZenodoDataStore", "Zenodo records (files and archives), with verified preload"),
+}
 
 
 def init_plugin(ext_registry: extension.ExtensionRegistry) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from .grid import xy_names
-from .writer import StorageTarget
+from .writer import StorageTarget, zarr_store
 
 MAX_PIXELS = 600  # longest side of each panel
 
@@ -31,7 +31,7 @@ def write_quicklook(target: StorageTarget, compute: Callable[[Any], Any]) -> str
 
     fs = target.fs
     if target.path.endswith(".zarr"):
-        ds = xr.open_zarr(fs.get_mapper(target.path), consolidated=None)
+        ds = xr.open_zarr(zarr_store(target), consolidated=None)
     else:
         with tempfile.TemporaryDirectory(prefix="multistore-") as tmp:
             local = os.path.join(tmp, "cube.nc")
@@ -58,8 +58,13 @@ def write_quicklook(target: StorageTarget, compute: Callable[[Any], Any]) -> str
             data[data == fill] = np.nan
         xs, ys = da[x].values, da[y].values
         extent = (xs.min(), xs.max(), ys.min(), ys.max())
-        im = ax.imshow(data, extent=extent, origin="upper" if ys[0] > ys[-1] else "lower",
-                       interpolation="nearest", cmap="viridis")
+        im = ax.imshow(
+            data,
+            extent=extent,
+            origin="upper" if ys[0] > ys[-1] else "lower",
+            interpolation="nearest",
+            cmap="viridis",
+        )
         ax.set_axis_on()
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)

@@ -31,8 +31,14 @@ def is_transient(error: BaseException) -> bool:
         return True
     name = type(error).__name__
     # aiohttp/botocore/requests errors that do not subclass the builtins
-    if name in {"ClientConnectorError", "ServerDisconnectedError", "ReadTimeoutError",
-                "EndpointConnectionError", "ConnectTimeoutError", "ChunkedEncodingError"}:
+    if name in {
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+        "ReadTimeoutError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ChunkedEncodingError",
+    }:
         return True
     return isinstance(error, OSError) and type(error) is OSError
 
@@ -54,5 +60,7 @@ def with_retries(
             delay = min(config.max_backoff_s, config.backoff_s * 2**attempt)
             delay *= 0.5 + random.random() / 2
             attempt += 1
-            log.warning("%s failed (%s); retry %d/%d in %.1f s", what, e, attempt, config.max_retries, delay)
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.1f s", what, e, attempt, config.max_retries, delay
+            )
             sleep(delay)

@@ -68,7 +68,9 @@ class DaskRunner:
     def start(self) -> DaskRunner:
         c = self.config
         if c.scheduler == "threads":
-            self._pool = ThreadPoolExecutor(c.num_workers or os.cpu_count(), thread_name_prefix="multistore-dask")
+            self._pool = ThreadPoolExecutor(
+                c.num_workers or os.cpu_count(), thread_name_prefix="multistore-dask"
+            )
         elif c.scheduler == "distributed":
             from distributed import Client, LocalCluster
 

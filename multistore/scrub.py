@@ -13,7 +13,9 @@ class Scrubber:
 
     def __init__(self, secret_values: Iterable[str] = ()):
         # Longest first, so a secret containing another is masked whole.
-        self._values = sorted({v for v in secret_values if v and len(v) >= 4}, key=len, reverse=True)
+        self._values = sorted(
+            {v for v in secret_values if v and len(v) >= 4}, key=len, reverse=True
+        )
 
     def __call__(self, text: str) -> str:
         for value in self._values:

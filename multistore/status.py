@@ -77,9 +77,14 @@ class StatusBoard:
         status = changes.get("status")
         with self._lock:
             current = self._results.get(identifier) or DatasetResult(identifier=identifier)
-            if status is not None and current.started is None and status not in (
-                Status.WAITING,
-                Status.SKIPPED,
+            if (
+                status is not None
+                and current.started is None
+                and status
+                not in (
+                    Status.WAITING,
+                    Status.SKIPPED,
+                )
             ):
                 changes.setdefault("started", time.time())
             if status is not None and status.is_final:

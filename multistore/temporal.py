@@ -63,11 +63,21 @@ def _pick(spec: Any, name: str, default: str) -> str:
 
 def _aggregate(da: xr.DataArray, kwargs: dict, method: str) -> xr.DataArray:
     if method not in _AGG:
-        raise ProcessingError(f"unknown temporal aggregation {method!r} (use one of {sorted(_AGG)})")
+        raise ProcessingError(
+            f"unknown temporal aggregation {method!r} (use one of {sorted(_AGG)})"
+        )
     fill = fill_value_of(da)
     is_int = np.issubdtype(da.dtype, np.integer)
-    masked = da.where(da != fill) if fill is not None and not (isinstance(fill, float) and np.isnan(fill)) else da
-    result = getattr(masked.resample(**kwargs), method)(skipna=True) if method not in ("first", "last", "count") else getattr(masked.resample(**kwargs), method)()
+    masked = (
+        da.where(da != fill)
+        if fill is not None and not (isinstance(fill, float) and np.isnan(fill))
+        else da
+    )
+    result = (
+        getattr(masked.resample(**kwargs), method)(skipna=True)
+        if method not in ("first", "last", "count")
+        else getattr(masked.resample(**kwargs), method)()
+    )
     if method == "count":
         result = result.astype("int32")
     elif is_int and method in _KEEP_DTYPE | {"median"}:
@@ -77,7 +87,11 @@ def _aggregate(da: xr.DataArray, kwargs: dict, method: str) -> xr.DataArray:
     elif is_int or da.dtype == np.float32:
         result = result.astype("float32")
     result.attrs = dict(da.attrs)
-    result.encoding = {k: v for k, v in da.encoding.items() if k in ("_FillValue", "scale_factor", "add_offset", "units")}
+    result.encoding = {
+        k: v
+        for k, v in da.encoding.items()
+        if k in ("_FillValue", "scale_factor", "add_offset", "units")
+    }
     if result.dtype.kind == "f" and is_int:
         result.encoding["_FillValue"] = np.float32(np.nan)
     return result
@@ -85,7 +99,9 @@ def _aggregate(da: xr.DataArray, kwargs: dict, method: str) -> xr.DataArray:
 
 def _interpolate(da: xr.DataArray, kwargs: dict, method: str, params: Mapping) -> xr.DataArray:
     if method not in _INTERP:
-        raise ProcessingError(f"unknown temporal interpolation {method!r} (use one of {sorted(_INTERP)})")
+        raise ProcessingError(
+            f"unknown temporal interpolation {method!r} (use one of {sorted(_INTERP)})"
+        )
     resampler = da.resample(**kwargs)
     if method == "nearest":
         result = resampler.nearest(tolerance=params.get("tolerance"))

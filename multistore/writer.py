@@ -73,6 +73,15 @@ class StorageTarget:
         return f"{base}/{self.output}.json"
 
 
+def zarr_store(target: StorageTarget) -> Any:
+    """A plain path for local storage (zarr's LocalStore creates folders), else an fsspec mapper."""
+    protocol = target.fs.protocol
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+    if "file" in protocols or "local" in protocols:
+        return target.path
+    return target.fs.get_mapper(target.path)
+
+
 def read_marker(target: StorageTarget) -> dict[str, Any] | None:
     try:
         with target.fs.open(target.marker_path, "r") as f:
@@ -101,7 +110,8 @@ def encoding_for(ds: xr.Dataset, zarr_format: int) -> dict[str, dict[str, Any]]:
         if var.chunks:
             enc["chunks"] = tuple(c[0] for c in var.chunks)
         if zarr_format == 2:
-            enc["compressor"] = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+            blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+            enc["compressors"] = (blosc,)
         else:
             from zarr.codecs import BloscCodec
 
@@ -128,9 +138,8 @@ def write_zarr(
     fs = target.fs
     _clear(target)
     try:
-        mapper = fs.get_mapper(target.path)
         delayed = ds.to_zarr(
-            mapper,
+            zarr_store(target),
             mode="w",
             compute=False,
             consolidated=True,
@@ -152,14 +161,21 @@ def write_netcdf(
     """Write ``ds`` as NetCDF4 via a local temporary file, then upload and mark."""
     _clear(target)
     encoding = {
-        name: {"zlib": True, "complevel": 4, **{k: v for k, v in enc.items() if k == "_FillValue"},
-               "chunksizes": enc.get("chunks")}
+        name: {
+            "zlib": True,
+            "complevel": 4,
+            **{k: v for k, v in enc.items() if k == "_FillValue"},
+            "chunksizes": enc.get("chunks"),
+        }
         for name, enc in encoding_for(ds, 2).items()
     }
     with tempfile.TemporaryDirectory(prefix="multistore-") as tmp:
         local = os.path.join(tmp, os.path.basename(target.output))
         try:
             compute(ds.to_netcdf(local, engine="netcdf4", encoding=encoding, compute=False))
+            parent = target.path.rsplit("/", 1)[0]
+            if parent != target.path:
+                target.fs.makedirs(parent, exist_ok=True)
             target.fs.put_file(local, target.path)
         except Exception as e:
             raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e

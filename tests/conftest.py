@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 # Nothing may leave the machine: no cloud metadata probes, no AWS config from the host.
 os.environ.setdefault("NO_GCE_CHECK", "true")
@@ -41,5 +44,77 @@ def s3_storage_options(s3_endpoint: str) -> dict:
     return {
         "key": DEMO_KEY,
         "secret": DEMO_SECRET,
-        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+        "client_kwargs": {"endpoint_url": s3_endpoint},
     }
+
+
+# -- a small project on disk ---------------------------------------------------------------
+
+HOOKS = textwrap.dedent(
+    """
+    import numpy as np
+
+
+    def kelvin_to_celsius(ds):
+        t = ds["temperature"] - np.float32(273.15)
+        t.attrs = {**ds["temperature"].attrs, "units": "degC"}
+        return ds.assign(temperature=t)
+
+
+    def explode(ds):
+        raise RuntimeError("hook exploded on purpose")
+    """
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path, s3_bucket: str, s3_storage_options: dict):
+    """Returns ``write(config_dict) -> path``; sources are in ``<tmp>/data`` and on S3."""
+    root = tmp_path / "project"
+    (root / "hooks").mkdir(parents=True)
+    (root / "hooks" / "hooks.py").write_text(HOOKS)
+    from multistore.demo import data
+
+    data.write_local_sources(root / "data")
+    from multistore.demo.servers import s3_filesystem
+
+    endpoint = s3_storage_options["client_kwargs"]["endpoint_url"]
+    data.elevation_dataset().to_zarr(
+        s3_filesystem(endpoint).get_mapper(f"{s3_bucket}/{data.ELEVATION}"),
+        mode="w",
+        consolidated=True,
+        zarr_format=2,
+    )
+
+    def base_config() -> dict:
+        return {
+            "data_stores": [
+                {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
+                {"identifier": "local", "store_id": "file", "store_params": {"root": "data"}},
+                {
+                    "identifier": "bucket",
+                    "store_id": "s3",
+                    "store_params": {"root": s3_bucket, "storage_options": s3_storage_options},
+                },
+            ],
+            "grid_mappings": [
+                {
+                    "identifier": "gm",
+                    "crs": "EPSG:4326",
+                    "bbox": [11.2, 47.6, 12.2, 48.3],
+                    "spatial_res": 0.004,
+                    "tile_size": 64,
+                },
+            ],
+            "datasets": [],
+            "general": {"display": "none"},
+        }
+
+    def write(config: dict, name: str = "config.yml") -> Path:
+        path = root / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    write.root = root
+    write.base_config = base_config
+    return write

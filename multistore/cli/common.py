@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from ..config import Config, load_config
 from ..errors import ConfigError
@@ -38,7 +39,11 @@ def load_or_exit(path: Path) -> Config:
 def setup_logging(verbose: int, json_logs: bool = False) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    fmt = '{"level": "%(levelname)s", "logger": "%(name)s", "message": %(message)r}' if json_logs else "%(levelname)s %(name)s: %(message)s"
+    fmt = (
+        '{"level": "%(levelname)s", "logger": "%(name)s", "message": %(message)r}'
+        if json_logs
+        else "%(levelname)s %(name)s: %(message)s"
+    )
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -46,3 +51,8 @@ def setup_logging(verbose: int, json_logs: bool = False) -> None:
     logging.getLogger("multistore").setLevel(level)
     for noisy in ("werkzeug", "botocore", "urllib3", "distributed"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def console() -> Console:
+    """A rich console; wide when writing to a pipe so tables stay greppable."""
+    return Console() if sys.stdout.isatty() else Console(width=200)

@@ -9,11 +9,15 @@ from .common import setup_logging
 
 @click.command()
 @click.argument(
-    "config_paths", metavar="[CONFIG]...", nargs=-1,
+    "config_paths",
+    metavar="[CONFIG]...",
+    nargs=-1,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
 )
 @click.option("--force", is_flag=True, help="Rebuild cubes even when complete.")
-@click.option("--log-format", type=click.Choice(["auto", "rich", "log", "json", "none"]), default=None)
+@click.option(
+    "--log-format", type=click.Choice(["auto", "rich", "log", "json", "none"]), default=None
+)
 def demo(config_paths: tuple[Path, ...], force: bool, log_format: str | None) -> None:
     """Run demo configs fully offline (default: configs/demo.yml).
 

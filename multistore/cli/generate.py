@@ -6,12 +6,20 @@ import click
 
 from ..api import MultiSourceDataStore
 from ..errors import ConfigError
-from .common import EXIT_BAD_INPUT, config_argument, load_or_exit, report_config_error, setup_logging
+from .common import (
+    EXIT_BAD_INPUT,
+    config_argument,
+    load_or_exit,
+    report_config_error,
+    setup_logging,
+)
 
 
 @click.command()
 @config_argument
-@click.option("--dataset", "-d", "datasets", multiple=True, help="Only these datasets (repeatable).")
+@click.option(
+    "--dataset", "-d", "datasets", multiple=True, help="Only these datasets (repeatable)."
+)
 @click.option("--force", is_flag=True, help="Rebuild cubes even when complete and unchanged.")
 @click.option(
     "--log-format",
@@ -20,7 +28,9 @@ from .common import EXIT_BAD_INPUT, config_argument, load_or_exit, report_config
     help="Status display (default: general.display of the config, else auto).",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def generate(config_path: Path, datasets: tuple[str, ...], force: bool, log_format: str | None, verbose: int) -> None:
+def generate(
+    config_path: Path, datasets: tuple[str, ...], force: bool, log_format: str | None, verbose: int
+) -> None:
     """Generate the cubes of CONFIG into its storage store. Exit code 1 if any dataset failed."""
     setup_logging(verbose, json_logs=log_format == "json")
     msds = MultiSourceDataStore(load_or_exit(config_path))

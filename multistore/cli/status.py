@@ -3,12 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from ..api import MultiSourceDataStore
 from ..writer import CubeState
-from .common import config_argument, load_or_exit
+from .common import config_argument, console, load_or_exit
 
 _STYLE = {
     CubeState.COMPLETE: "green",
@@ -27,6 +26,11 @@ def status(config_path: Path) -> None:
     for col in ("cube", "state", "path", "fingerprint", "completed"):
         table.add_column(col)
     for row in msds.status():
-        table.add_row(row.identifier, f"[{_STYLE[row.state]}]{row.state}[/]", row.output,
-                      row.fingerprint, row.completed or "")
-    Console().print(table)
+        table.add_row(
+            row.identifier,
+            f"[{_STYLE[row.state]}]{row.state}[/]",
+            row.output,
+            row.fingerprint,
+            row.completed or "",
+        )
+    console().print(table)

@@ -14,6 +14,7 @@ from .model import (
     SourceConfig,
     StoreConfig,
 )
+from .order import generation_order, grid_source
 from .redact import redact, redact_text
 from .validate import config_schema
 
@@ -30,6 +31,8 @@ __all__ = [
     "SourceConfig",
     "StoreConfig",
     "config_schema",
+    "generation_order",
+    "grid_source",
     "load_config",
     "redact",
     "redact_text",

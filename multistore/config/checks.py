@@ -96,10 +96,13 @@ def _identifiers(
 # -- data stores -----------------------------------------------------------------------
 
 
-def _check_stores(checker: Checker) -> list[str]:
+def _check_stores(checker: Checker) -> list[str] | None:
+    """Store identifiers, or None when data_stores is unusable (then references are not checked)."""
+    if not isinstance(checker.data.get("data_stores"), list):
+        return None
     entries = [(("data_stores", i), s) for i, s in checker.items("data_stores")]
     identifiers = _identifiers(checker, entries, "store")
-    if isinstance(checker.data.get("data_stores"), list) and STORAGE_STORE not in identifiers:
+    if STORAGE_STORE not in identifiers:
         checker.add(
             ("data_stores",),
             f"a store with identifier {STORAGE_STORE!r} is required: the cubes are written into it",
@@ -210,29 +213,27 @@ def _check_size(
     checker: Checker, path: Location, extent: tuple[float, float], res: Any, crs
 ) -> None:
     res_xy = (res, res) if isinstance(res, int | float) else tuple(res)
-    units = ""
-    if crs is not None and crs.axis_info:
-        units = f" {crs.axis_info[0].unit_name}"
+    unit = crs.axis_info[0].unit_name if crs is not None and crs.axis_info else ""
+    units_hint = "spatial_res is in the units of the CRS" + (f" ({unit})" if unit else "")
     for axis, size, r in zip("xy", extent, res_xy, strict=True):
         pixels = size / float(r)
         if pixels > MAX_PIXELS_PER_AXIS:
             checker.add(
                 (*path, "spatial_res"),
-                f"the grid would be {pixels:.3g} pixels along {axis} (more than 2^31): "
-                f"spatial_res is in the CRS units{units}",
+                f"the grid would be {pixels:.3g} pixels along {axis}, more than 2^31: {units_hint}",
             )
         elif pixels < 1:
             checker.add(
                 (*path, "spatial_res"),
-                f"spatial_res {float(r):g} along {axis} is larger than the bbox ({size:g}{units}): "
-                "spatial_res is in the CRS units",
+                f"spatial_res {float(r):g} along {axis} is larger than the bbox extent "
+                f"{size:g}: {units_hint}",
             )
 
 
 # -- datasets ----------------------------------------------------------------------------
 
 
-def _check_datasets(checker: Checker, stores: list[str], grid_ids: list[str]) -> None:
+def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[str]) -> None:
     entries = [(("datasets", i), d) for i, d in checker.items("datasets")]
     dataset_ids = _identifiers(checker, entries, "dataset")
     depends_on: dict[str, tuple[Location, str]] = {}
@@ -273,8 +274,15 @@ def _check_datasets(checker: Checker, stores: list[str], grid_ids: list[str]) ->
     _check_cycles(checker, dataset_ids, depends_on)
 
 
-def _check_store_ref(checker: Checker, path: Location, store: Any, stores: list[str]) -> None:
-    if isinstance(store, str) and checker.clean(path) and store not in stores:
+def _check_store_ref(
+    checker: Checker, path: Location, store: Any, stores: list[str] | None
+) -> None:
+    if (
+        stores is not None
+        and isinstance(store, str)
+        and checker.clean(path)
+        and store not in stores
+    ):
         checker.add(path, f"{store!r} is not defined (defined: {', '.join(stores) or 'none'})")
 
 
@@ -433,7 +441,7 @@ def _check_cycles(
 # -- preload / general ---------------------------------------------------------------------------
 
 
-def _check_preloads(checker: Checker, stores: list[str]) -> None:
+def _check_preloads(checker: Checker, stores: list[str] | None) -> None:
     for i, preload in checker.items("preload_datasets"):
         _check_store_ref(checker, ("preload_datasets", i, "store"), preload.get("store"), stores)
 

@@ -81,13 +81,17 @@ def render_errors(
     errors: Iterable[ValidationError], prefix: Location = ()
 ) -> Iterator[tuple[Location, Problem]]:
     seen: set[tuple[str, str]] = set()
-    for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
+    for error in sorted(errors, key=_path_order):
         for path, message in _render(error):
             path = (*prefix, *path)
             key = (render_location(path), message)
             if key not in seen:
                 seen.add(key)
                 yield path, Problem(*key)
+
+
+def _path_order(error: ValidationError) -> list[str]:
+    return [f"{p:09d}" if isinstance(p, int) else str(p) for p in error.absolute_path]
 
 
 def _render(error: ValidationError) -> Iterator[tuple[Location, str]]:
@@ -190,9 +194,12 @@ def _message(error: ValidationError, schema: Mapping[str, Any]) -> str:
         return f"{_short(instance)} does not match the pattern {value}"
     if kind == "uniqueItems":
         return "items must be unique"
+    if kind == "format":
+        return f"{_short(instance)} is not a valid {value}"
     if kind in ("not", "false"):
         return "is not allowed here"
-    return error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    # Never cut a message short: a cut could leave part of a secret that redaction misses.
+    return error.message if len(error.message) <= 200 else f"does not satisfy {kind!r}"
 
 
 def _describe(instance: Any) -> str:
@@ -213,8 +220,15 @@ def _describe(instance: Any) -> str:
 
 
 def _short(instance: Any) -> str:
+    """The value's repr if short; never a truncated one (it could hold part of a secret)."""
     text = repr(instance)
-    return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 3] + "..."
+    if len(text) <= _MAX_REPR:
+        return text
+    return f"a {type(instance).__name__} of length {len(instance)}" if _sized(instance) else "value"
+
+
+def _sized(instance: Any) -> bool:
+    return isinstance(instance, str | bytes | list | tuple | Mapping)
 
 
 def _as_list(value: Any) -> list:

@@ -42,8 +42,17 @@ def landcover_array() -> tuple[np.ndarray, rasterio.Affine, str]:
 def write_landcover(path: Path) -> Path:
     data, transform, crs = landcover_array()
     profile = dict(
-        driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="uint8",
-        crs=crs, transform=transform, nodata=255, tiled=True, blockxsize=256, blockysize=256,
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=transform,
+        nodata=255,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
         compress="deflate",
     )
     with rasterio.open(path, "w", **profile) as dst:
@@ -59,15 +68,21 @@ def elevation_dataset() -> xr.Dataset:
     base = _field(shape, seed=2, sigma=20)
     ridges = _field(shape, seed=3, sigma=4)
     elevation = (400 + 1800 * base**2 + 150 * ridges).astype("int16")
-    lake = _field(shape, seed=4, sigma=15) > 0.93
-    elevation[lake] = -32768
+    rows, cols = np.indices(shape)
+    elevation[(rows - 150) ** 2 + (cols - 170) ** 2 < 12**2] = -32768  # a lake: no data
     x = x0 + (np.arange(shape[1]) + 0.5) * res
     y = y0 - (np.arange(shape[0]) + 0.5) * res
     crs = pyproj.CRS.from_epsg(3035)
     spatial_ref = xr.DataArray(np.int32(0), attrs={**crs.to_cf(), "crs_wkt": crs.to_wkt()})
     da = xr.DataArray(
-        elevation, dims=("y", "x"), coords={"y": y, "x": x},
-        attrs={"units": "m", "long_name": "elevation above sea level", "grid_mapping": "spatial_ref"},
+        elevation,
+        dims=("y", "x"),
+        coords={"y": y, "x": x},
+        attrs={
+            "units": "m",
+            "long_name": "elevation above sea level",
+            "grid_mapping": "spatial_ref",
+        },
     )
     da.encoding["_FillValue"] = np.int16(-32768)
     return xr.Dataset({"elevation": da, "spatial_ref": spatial_ref}).set_coords("spatial_ref")
@@ -82,7 +97,9 @@ def temperature_dataset() -> xr.Dataset:
     values = (281.0 + seasonal[:, None, None] + spatial[None]).astype("float32")
     values[:, 10:13, :] = np.nan  # a stripe of missing data
     da = xr.DataArray(
-        values, dims=("time", "lat", "lon"), coords={"time": time, "lat": lat, "lon": lon},
+        values,
+        dims=("time", "lat", "lon"),
+        coords={"time": time, "lat": lat, "lon": lon},
         attrs={"units": "K", "long_name": "near-surface air temperature"},
     )
     return xr.Dataset({"temperature": da}, attrs={"title": "multistore demo temperature"})

@@ -22,7 +22,10 @@ def demo_environment(config_dir: Path) -> Iterator[dict[str, str]]:
         fs = s3_filesystem(endpoint)
         fs.mkdir(DEMO_BUCKET)
         data.elevation_dataset().to_zarr(
-            fs.get_mapper(f"{DEMO_BUCKET}/{data.ELEVATION}"), mode="w", consolidated=True, zarr_format=2
+            fs.get_mapper(f"{DEMO_BUCKET}/{data.ELEVATION}"),
+            mode="w",
+            consolidated=True,
+            zarr_format=2,
         )
         env = {
             "MULTISTORE_DEMO_S3_ENDPOINT": endpoint,

@@ -31,7 +31,9 @@ def local_s3() -> Iterator[str]:
 
 def s3_filesystem(endpoint: str) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(
-        key=DEMO_KEY, secret=DEMO_SECRET, client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}
+        key=DEMO_KEY,
+        secret=DEMO_SECRET,
+        client_kwargs={"endpoint_url": endpoint},
     )
 
 

@@ -56,7 +56,9 @@ def make_display(mode: str, title: str = "multistore", stream: TextIO | None = N
 
 
 @contextmanager
-def live_display(board: StatusBoard, mode: str, title: str = "multistore", stream: TextIO | None = None) -> Iterator[Display]:
+def live_display(
+    board: StatusBoard, mode: str, title: str = "multistore", stream: TextIO | None = None
+) -> Iterator[Display]:
     display = make_display(mode, title, stream)
     board.subscribe(display.on_update)
     display.start(board)

@@ -37,5 +37,10 @@ class JsonDisplay(Display):
         self._emit({"event": "status", "time": time.time(), **result_record(r)})
 
     def stop(self, board: StatusBoard) -> None:
-        self._emit({"event": "summary", "time": time.time(),
-                    "results": [result_record(r) for r in board.results()]})
+        self._emit(
+            {
+                "event": "summary",
+                "time": time.time(),
+                "results": [result_record(r) for r in board.results()],
+            }
+        )

@@ -18,13 +18,18 @@ _COLOURS = {
 
 
 def results_html(results: list[DatasetResult], title: str = "") -> str:
-    head = "".join(f"<th style='text-align:left'>{c}</th>" for c in ("dataset", "status", "progress", "time", "details"))
+    head = "".join(
+        f"<th style='text-align:left'>{c}</th>"
+        for c in ("dataset", "status", "progress", "time", "details")
+    )
     body = []
     for row in rows(results):
         colour = _COLOURS.get(row.status, "#1565c0")
         bar = ""
         if row.progress:
-            bar = f"<progress value='{row.progress.rstrip('%')}' max='100'></progress> {row.progress}"
+            bar = (
+                f"<progress value='{row.progress.rstrip('%')}' max='100'></progress> {row.progress}"
+            )
         body.append(
             "<tr>"
             f"<td>{html.escape(row.identifier)}</td>"
@@ -33,7 +38,9 @@ def results_html(results: list[DatasetResult], title: str = "") -> str:
             f"<td style='text-align:left'>{html.escape(row.details)}</td>"
             "</tr>"
         )
-    caption = f"<caption style='text-align:left'><b>{html.escape(title)}</b></caption>" if title else ""
+    caption = (
+        f"<caption style='text-align:left'><b>{html.escape(title)}</b></caption>" if title else ""
+    )
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 

@@ -27,7 +27,11 @@ class LogDisplay(Display):
             progress = f" {r.progress:.0%}" if r.progress is not None else ""
             message = f" - {r.message}" if r.message else ""
             stamp = time.strftime("%H:%M:%S")
-            print(f"{stamp} {r.identifier}: {r.status}{progress}{message}", file=self._stream, flush=True)
+            print(
+                f"{stamp} {r.identifier}: {r.status}{progress}{message}",
+                file=self._stream,
+                flush=True,
+            )
 
     def stop(self, board: StatusBoard) -> None:
         table = rows(board.results())
@@ -36,7 +40,8 @@ class LogDisplay(Display):
         width = max(len(r.identifier) for r in table)
         lines = [f"{'dataset'.ljust(width)}  {'status':9}  {'time':>9}  details"]
         lines += [
-            f"{r.identifier.ljust(width)}  {str(r.status):9}  {r.duration:>9}  {r.details}" for r in table
+            f"{r.identifier.ljust(width)}  {str(r.status):9}  {r.duration:>9}  {r.details}"
+            for r in table
         ]
         with self._lock:
             print("summary:\n" + "\n".join(lines), file=self._stream, flush=True)

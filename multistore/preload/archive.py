@@ -90,9 +90,7 @@ def unpack_archive(
             if len(entries) == 1 and entries[0].name == strip_top and entries[0].is_dir():
                 root = entries[0]
         files = sorted(
-            p.relative_to(root).as_posix()
-            for p in root.rglob("*")
-            if p.is_file() or p.is_symlink()
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()
         )
         if target.exists():
             _remove(target)

@@ -69,9 +69,7 @@ def open_raster(path: str | Path, chunk_size: int = 1024, **open_kwargs) -> xr.D
     return ds
 
 
-def raster_to_zarr(
-    src: Path, dest: Path, *, chunk_size: int = 1024, zarr_format: int = 2
-) -> Path:
+def raster_to_zarr(src: Path, dest: Path, *, chunk_size: int = 1024, zarr_format: int = 2) -> Path:
     """Convert the GeoTIFF ``src`` into the Zarr folder ``dest`` (replaced if it exists)."""
     try:
         ds = open_raster(src, chunk_size)
@@ -88,9 +86,7 @@ def raster_to_zarr(
     return _write(ds, dest, encoding, zarr_format, src)
 
 
-def netcdf_to_zarr(
-    src: Path, dest: Path, *, chunk_size: int = 1024, zarr_format: int = 2
-) -> Path:
+def netcdf_to_zarr(src: Path, dest: Path, *, chunk_size: int = 1024, zarr_format: int = 2) -> Path:
     """Convert a NetCDF file into Zarr, keeping its encoding (dtype, fill values, scaling)."""
     try:
         ds = xr.open_dataset(src, chunks={}, decode_cf=False)

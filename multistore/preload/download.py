@@ -15,11 +15,12 @@ import re
 import shutil
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 
 from ..errors import ChecksumError, PreloadError
 from .http import RetryPolicy, describe_retry_error
@@ -64,7 +65,7 @@ def download_file(
     dest: Path,
     *,
     partial_dir: Path,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy | None = None,
     timeout: float = 60.0,
     progress: ByteProgress | None = None,
     cancelled: Callable[[], bool] | None = None,
@@ -76,6 +77,7 @@ def download_file(
     mismatch the md5 (the bad data is deleted), ``PreloadError`` for HTTP
     errors or when retries are exhausted.
     """
+    policy = policy or RetryPolicy()
     Path(partial_dir).mkdir(parents=True, exist_ok=True)
     part = partial_path(partial_dir, remote)
     actual = None
@@ -120,7 +122,10 @@ def _fetch(
             offset = 0
         if remote.size is not None and offset == remote.size:
             return
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # identity: byte offsets must be those of the file, for Range resumes
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         try:
             response = session.get(remote.url, headers=headers, stream=True, timeout=timeout)
         except requests.exceptions.RetryError as e:
@@ -135,7 +140,7 @@ def _fetch(
             try:
                 with open(part, "ab" if offset else "wb") as out:
                     done = offset
-                    for chunk in response.iter_content(_CHUNK):
+                    for chunk in _body(response):
                         if cancelled and cancelled():
                             raise DownloadCancelled(f"{remote.label}: download cancelled")
                         out.write(chunk)
@@ -145,7 +150,11 @@ def _fetch(
                 if total is None or done >= total:
                     return
                 error: Exception = OSError(f"connection closed after {done} of {total} bytes")
-            except (requests.exceptions.RequestException, OSError) as e:
+            except (
+                requests.exceptions.RequestException,
+                urllib3.exceptions.HTTPError,
+                OSError,
+            ) as e:
                 if isinstance(e, PreloadError):
                     raise
                 error = e
@@ -157,6 +166,16 @@ def _fetch(
             )
         delay = policy.backoff(failures)
         time.sleep(delay + random.uniform(0, delay / 2))
+
+
+def _body(response: requests.Response) -> Iterator[bytes]:
+    """The body in pieces as they arrive, so a broken connection loses nothing already received.
+
+    (``iter_content`` drops the bytes of a partly filled chunk when the
+    connection breaks.)
+    """
+    while chunk := response.raw.read1(_CHUNK, decode_content=True):
+        yield chunk
 
 
 def _raise_for_status(response: requests.Response, remote: RemoteFile) -> None:

@@ -32,7 +32,7 @@ class PreloadOutput:
     data_id: str
     format: str  # "zarr", "geotiff", "netcdf", or the file's suffix
     source: str  # the member path (or file key) it came from
-    converted: bool = False  # True for Zarr written from a raster or NetCDF
+    converted_from: str | None = None  # "geotiff" or "netcdf" for Zarr written by a preload
 
 
 @dataclass(frozen=True)

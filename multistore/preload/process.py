@@ -80,7 +80,7 @@ def process_file(
         target = workdir / zarr_name(key)
         _convert(local, target, options)
         entries.append(Entry(target, zarr_name(key)))
-        outputs.append(PreloadOutput(zarr_name(key), "zarr", key, converted=True))
+        outputs.append(PreloadOutput(zarr_name(key), "zarr", key, file_format(key)))
         if progress:
             progress("convert", 1, 1)
     return ProcessedFile(entries=tuple(entries), outputs=tuple(outputs))
@@ -113,7 +113,9 @@ def _process_archive(
             progress("convert", n - 1, len(to_convert))
         _convert(folder / member, folder / zarr_name(member), options)
         outputs.append(
-            PreloadOutput(f"{stem}/{zarr_name(member)}", "zarr", f"{key}:{member}", converted=True)
+            PreloadOutput(
+                f"{stem}/{zarr_name(member)}", "zarr", f"{key}:{member}", file_format(member)
+            )
         )
         if progress:
             progress("convert", n, len(to_convert))

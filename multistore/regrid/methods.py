@@ -35,7 +35,9 @@ SUPPORTED_METHODS: tuple[str, ...] = (
 )
 
 # Methods that combine every source pixel under a target pixel (GDAL "aggregating" kernels).
-AGGREGATING_METHODS = frozenset({"average", "mode", "min", "max", "median", "q1", "q3", "sum", "rms"})
+AGGREGATING_METHODS = frozenset(
+    {"average", "mode", "min", "max", "median", "q1", "q3", "sum", "rms"}
+)
 
 # Kernel radius in source pixels at scale 1: how much context a target pixel needs.
 KERNEL_RADIUS: Mapping[str, int] = {
@@ -63,6 +65,9 @@ _AGG_ALIASES: Mapping[str, str] = {
     "sum": "sum",
 }
 
+# GDAL's names where rasterio's enum spells them differently.
+_RASTERIO_NAMES: Mapping[str, str] = {"median": "med"}
+
 _KNOWN_KEYS = frozenset(
     {
         "method",
@@ -79,7 +84,7 @@ _KNOWN_KEYS = frozenset(
 
 def gdal_resampling(method: str) -> Resampling:
     """The rasterio enum for a supported method name."""
-    return Resampling[method]
+    return Resampling[_RASTERIO_NAMES.get(method, method)]
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,9 @@ def parse_params(params: Mapping[str, Any] | None) -> ResampleParams:
         try:
             np.dtype(name)
         except TypeError as exc:
-            raise RegridError(f"spatial_resample_params.dtypes{var}: unknown dtype {name!r}") from exc
+            raise RegridError(
+                f"spatial_resample_params.dtypes{var}: unknown dtype {name!r}"
+            ) from exc
     fill_values = params.get("fill_values")
     for var, value in _items(fill_values):
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -169,7 +176,10 @@ def resolve_methods(
     if isinstance(variables, xr.Dataset):
         dtypes = {str(n): v.dtype for n, v in variables.data_vars.items()}
     else:
-        dtypes = {str(n): np.dtype(getattr(d, "dtype", d)) for n, d in variables.items()}
+        dtypes = {
+            str(n): d.dtype if isinstance(d, xr.DataArray | np.ndarray) else np.dtype(d)
+            for n, d in variables.items()
+        }
     out = {}
     for name, dtype in dtypes.items():
         chosen = _per_var(p.method, name)

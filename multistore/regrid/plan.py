@@ -74,7 +74,11 @@ def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
     if grid.is_curvilinear:
         return _curvilinear_footprints(grid, target)
     rows, cols = target.chunks
-    m = _SUBDIVISIONS_FEW_TILES if len(rows) * len(cols) <= _MANY_TILES else _SUBDIVISIONS_MANY_TILES
+    m = (
+        _SUBDIVISIONS_FEW_TILES
+        if len(rows) * len(cols) <= _MANY_TILES
+        else _SUBDIVISIONS_MANY_TILES
+    )
     px = _lattice(cols, m)  # target pixel positions along x, (ntx*m + 1,)
     py = _lattice(rows, m)
     t = target.transform
@@ -115,7 +119,9 @@ def windows(
     source pixels under one target pixel.
     """
     scale = np.nan_to_num(fp.scale(target), nan=1.0)
-    margin = np.ceil(radius * (np.maximum(scale, 1.0) if scale_margin else 1.0)) + 1
+    factor = np.maximum(scale, 1.0) if scale_margin else np.ones_like(scale)
+    # One pixel more than the kernel needs covers footprint curvature between lattice points.
+    margin = np.ceil(radius * factor) + (1 if radius > 0 else 0)
     period = grid.period
     out: list[list[SourceWindow | None]] = []
     for i in range(fp.row_min.shape[0]):
@@ -144,7 +150,7 @@ def windows(
 
 
 def window_transform(grid: SourceGrid, w: SourceWindow) -> Affine:
-    return grid.transform * Affine.translation(w.c0, w.r0)
+    return grid.transform @ Affine.translation(w.c0, w.r0)
 
 
 def column_runs(w: SourceWindow, width: int, period: int | None) -> list[tuple[int, int, int]]:
@@ -186,7 +192,8 @@ def _tile_center_lon(tx: np.ndarray, grid: SourceGrid) -> np.ndarray:
     # Fall back to any valid point of the tile when its centre does not transform.
     with _quiet_nan():
         fallback = np.nanmedian(tx, axis=(2, 3))
-    center = np.where(np.isfinite(center), center, fallback)
+    # Whole degrees: few distinct source CRSs for GDAL, any nearby centre works.
+    center = np.round(np.where(np.isfinite(center), center, fallback))
     west, _, east, _ = grid.bounds()
     source_center = (west + east) / 2.0
     return center + 360.0 * np.round((source_center - center) / 360.0)

@@ -68,10 +68,10 @@ class StorePool(Mapping[str, DataStore]):
             properties = schema.properties
         except Exception:  # an unknown store id is reported when the store is created
             properties = {}
-        if "cache_store_params" in properties and "cache_store_params" not in params:
-            if params.get("cache_store_id", "file") == "file":
-                root = self._base_dir / CACHE_FOLDER / cfg.identifier
-                params["cache_store_params"] = {"root": str(root)}
+        wants_cache = "cache_store_params" in properties and "cache_store_params" not in params
+        if wants_cache and params.get("cache_store_id", "file") == "file":
+            root = self._base_dir / CACHE_FOLDER / cfg.identifier
+            params["cache_store_params"] = {"root": str(root)}
         return params
 
     def _create(self, cfg: StoreConfig) -> DataStore:

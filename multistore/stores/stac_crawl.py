@@ -85,6 +85,7 @@ def crawl(
     keep_item: Callable[[Mapping[str, Any]], bool] = lambda item: True,
     known: Mapping[str, Sequence[str]] | None = None,
     on_node: Callable[[FinishedNode], None] | None = None,
+    fail_fast: bool = True,
 ) -> tuple[list[dict[str, Any]], CrawlStats]:
     """Crawl from ``root`` (a catalog or collection document href).
 
@@ -92,14 +93,19 @@ def crawl(
     ``known`` maps node hrefs finished in an earlier run to their children: those
     nodes are not fetched again. With ``on_node``, kept items are handed over per
     finished node instead of being returned (constant memory for huge catalogs).
+    Without ``fail_fast``, unreadable documents do not stop the crawl: every other
+    node still finishes (and is reported), then one error lists the failures.
     """
     known = known or {}
     collected: list[dict[str, Any]] = []
     states: dict[str, _NodeState] = {}
     counts = {"nodes": 0, "skipped": 0, "pruned": 0, "items": 0}
     seen: set[str] = set()
+    failures: list[str] = []
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="stac-crawl") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, concurrency), thread_name_prefix="stac-crawl"
+    ) as pool:
         pending: dict[Future, tuple[str, str, str | None]] = {}
 
         def visit_node(href: str, collection: str | None) -> None:
@@ -127,7 +133,13 @@ def crawl(
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     kind, href, context = pending.pop(future)
-                    doc = future.result()
+                    try:
+                        doc = future.result()
+                    except StoreError as e:
+                        if fail_fast:
+                            raise
+                        failures.append(str(e))
+                        continue
                     if kind == "node":
                         counts["nodes"] += 1
                         node_type = doc.get("type")
@@ -162,6 +174,9 @@ def crawl(
             for future in pending:
                 future.cancel()
             raise
+    if failures:
+        shown = "\n  ".join(failures[:5])
+        more = f"\n  ... and {len(failures) - 5} more" if len(failures) > 5 else ""
+        raise StoreError(f"{len(failures)} STAC document(s) could not be read:\n  {shown}{more}")
     stats = CrawlStats(counts["nodes"], counts["skipped"], counts["pruned"], counts["items"])
     return collected, stats
-

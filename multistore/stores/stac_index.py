@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pystac
+import shapely
 import stac_geoparquet.arrow as sga
 
 from ..errors import FilterError, StoreError
@@ -78,12 +79,16 @@ def build_index(
     def on_node(node: FinishedNode) -> None:
         key = hashlib.sha1(node.href.encode()).hexdigest()[:24]
         if node.items:
-            _atomic_write(parts / f"{key}.ndjson", "".join(json.dumps(i) + "\n" for i in node.items))
+            _atomic_write(
+                parts / f"{key}.ndjson", "".join(json.dumps(i) + "\n" for i in node.items)
+            )
         marker = {"href": node.href, "children": list(node.children), "items": len(node.items)}
         _atomic_write(parts / f"{key}.json", json.dumps(marker))
 
     try:
-        _, stats = crawl(reader, root, concurrency=concurrency, known=known, on_node=on_node)
+        _, stats = crawl(
+            reader, root, concurrency=concurrency, known=known, on_node=on_node, fail_fast=False
+        )
     finally:
         reader.close()
     ndjson = sorted(str(p) for p in parts.glob("*.ndjson") if p.with_suffix(".json").exists())
@@ -96,7 +101,9 @@ def build_index(
     sga.to_parquet(table.to_reader(max_chunksize=row_group_size), tmp)
     os.replace(tmp, out)
     shutil.rmtree(parts)
-    return IndexStats(out, table.num_rows, stats.nodes_fetched, stats.nodes_skipped, time.perf_counter() - t0)
+    return IndexStats(
+        out, table.num_rows, stats.nodes_fetched, stats.nodes_skipped, time.perf_counter() - t0
+    )
 
 
 def _finished_nodes(parts: Path) -> dict[str, list[str]]:
@@ -155,21 +162,29 @@ def search_index(
         query=filters if isinstance(filters, Mapping) and "op" not in filters else None,
         filter=None if isinstance(filters, Mapping) and "op" not in filters else filters,
     )
-    return [pystac.Item.from_dict(d, preserve_dict=False) for d in query_index(path, query, limit=limit)]
+    return [
+        pystac.Item.from_dict(d, preserve_dict=False) for d in query_index(path, query, limit=limit)
+    ]
 
 
-def asset_hrefs(items: Iterable[pystac.Item | Mapping[str, Any]], asset_names: Sequence[str] | None = None) -> list[str]:
+def asset_hrefs(
+    items: Iterable[pystac.Item | Mapping[str, Any]], asset_names: Sequence[str] | None = None
+) -> list[str]:
     """Absolute asset hrefs of ``items`` (all assets, or only ``asset_names``), in item order."""
     hrefs = []
     for item in items:
-        assets = item.to_dict()["assets"] if isinstance(item, pystac.Item) else item.get("assets") or {}
+        assets = (
+            item.to_dict()["assets"] if isinstance(item, pystac.Item) else item.get("assets") or {}
+        )
         for key, asset in assets.items():
             if asset_names is None or key in asset_names:
                 hrefs.append(asset["href"])
     return hrefs
 
 
-def query_index(path: str | os.PathLike, query: ItemQuery, *, limit: int | None = None) -> list[dict[str, Any]]:
+def query_index(
+    path: str | os.PathLike, query: ItemQuery, *, limit: int | None = None
+) -> list[dict[str, Any]]:
     """Item dicts of the index matching ``query``, ordered by (datetime, id)."""
     try:
         pf = pq.ParquetFile(path)
@@ -183,7 +198,11 @@ def query_index(path: str | os.PathLike, query: ItemQuery, *, limit: int | None 
     groups = _candidate_row_groups(pf, query)
     if not groups:
         return []
-    columns = [n for n in ("bbox", "datetime", "start_datetime", "end_datetime", "collection") if n in names]
+    columns = [
+        n
+        for n in ("bbox", "datetime", "start_datetime", "end_datetime", "collection")
+        if n in names
+    ]
     columns += [c.prop for c in query.filter.comparisons if c.prop not in columns]
     slim = pf.read_row_groups(groups, columns=columns)
     mask = _mask(slim, query)
@@ -198,7 +217,10 @@ def query_index(path: str | os.PathLike, query: ItemQuery, *, limit: int | None 
         offsets = hits[owner == k] - starts[k]
         tables.append(pf.read_row_group(groups[k]).take(pa.array(offsets)))
     table = pa.concat_tables(tables)
-    items = [d for d in sga.stac_table_to_items(table) if query.matches(d)]
+    if query.bbox is not None:  # exact footprints, vectorised, before the costly row → dict step
+        geoms = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
+        table = table.filter(pa.array(shapely.intersects(geoms, shapely.box(*query.bbox))))
+    items = [d for d in sga.stac_table_to_items(table) if query.matches(d, spatial=False)]
     items.sort(key=lambda d: ((d.get("properties") or {}).get("datetime") or "", d.get("id") or ""))
     return items[:limit] if limit is not None else items
 
@@ -226,7 +248,16 @@ def _candidate_row_groups(pf: pq.ParquetFile, query: ItemQuery) -> list[int]:
         if query.bbox is not None:
             w, s, e, n = query.bbox
             xmin, xmax, ymin, ymax = (stats(f"bbox.{k}") for k in ("xmin", "xmax", "ymin", "ymax"))
-            if xmin and xmin[0] > e or xmax and xmax[1] < w or ymin and ymin[0] > n or ymax and ymax[1] < s:
+            if (
+                xmin
+                and xmin[0] > e
+                or xmax
+                and xmax[1] < w
+                or ymin
+                and ymin[0] > n
+                or ymax
+                and ymax[1] < s
+            ):
                 continue
         dt = stats("datetime")
         if dt and "start_datetime" not in paths and not _may_overlap_time(dt, query):
@@ -257,7 +288,9 @@ def _mask(table: pa.Table, query: ItemQuery) -> pa.ChunkedArray | pa.Array:
     if query.start is not None or query.end is not None:
         mask = pc.and_(mask, _time_mask(table, query))
     if query.collections is not None and "collection" in table.column_names:
-        mask = pc.and_(mask, pc.is_in(table.column("collection"), pa.array(sorted(query.collections))))
+        mask = pc.and_(
+            mask, pc.is_in(table.column("collection"), pa.array(sorted(query.collections)))
+        )
     for c in query.filter.comparisons:
         mask = pc.and_(mask, _comparison_mask(table.column(c.prop), c))
     mask = pc.fill_null(mask, False)
@@ -299,4 +332,6 @@ def _comparison_mask(column: pa.ChunkedArray, c: Comparison) -> pa.ChunkedArray:
             value = value.cast(column.type)
         return _PC_OPS[c.op](column, value)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-        raise FilterError(f"filter {c}: cannot compare property {c.prop!r} of type {column.type}: {e}") from None
+        raise FilterError(
+            f"filter {c}: cannot compare property {c.prop!r} of type {column.type}: {e}"
+        ) from None

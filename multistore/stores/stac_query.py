@@ -63,7 +63,7 @@ class Comparison:
 def parse_comparison(text: str) -> Comparison:
     """Parse ``prop op value`` (ops ``< <= > >= = !=``); values are numbers, booleans or strings."""
     m = _COMPARISON.match(text)
-    if not m:
+    if not m or m.group(3)[0] in "<>=!":
         raise FilterError(
             f"cannot parse filter {text!r}: expected 'property op value' with op one of "
             + " ".join(_OPS)
@@ -131,7 +131,9 @@ def make_filter(query: Mapping[str, Any] | None = None, filter: Any = None) -> P
     comparisons: list[Comparison] = []
     for prop, conditions in (query or {}).items():
         if not isinstance(conditions, Mapping):
-            raise FilterError(f"query for {prop!r} must be an object like {{'lt': 20}}, got {conditions!r}")
+            raise FilterError(
+                f"query for {prop!r} must be an object like {{'lt': 20}}, got {conditions!r}"
+            )
         for name, value in conditions.items():
             if name not in _QUERY_OPS:
                 raise FilterError(
@@ -150,7 +152,9 @@ def make_filter(query: Mapping[str, Any] | None = None, filter: Any = None) -> P
                 raise FilterError(f"filter list entries must be strings, got {text!r}")
             comparisons.append(parse_comparison(text))
     elif filter is not None:
-        raise FilterError(f"filter must be a string, a list of strings or CQL2-JSON, got {filter!r}")
+        raise FilterError(
+            f"filter must be a string, a list of strings or CQL2-JSON, got {filter!r}"
+        )
     expr = None
     if cql2_json is not None:
         try:
@@ -298,10 +302,11 @@ class ItemQuery:
 
     # -- items --------------------------------------------------------------------------
 
-    def matches(self, item: Mapping[str, Any]) -> bool:
+    def matches(self, item: Mapping[str, Any], *, spatial: bool = True) -> bool:
+        """``spatial=False`` skips the bbox test (for callers that tested geometries already)."""
         if self.collections is not None and item.get("collection") not in self.collections:
             return False
-        if self.bbox is not None and not self._intersects(item):
+        if spatial and self.bbox is not None and not self._intersects(item):
             return False
         if (self.start or self.end) and not self._in_time(item.get("properties") or {}):
             return False
@@ -334,4 +339,3 @@ def intersects_bbox(geometry: shapely.Geometry, bbox: Sequence[float]) -> bool:
 
 def _boxes_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[2] and a[2] >= b[0] and a[1] <= b[3] and a[3] >= b[1]
-

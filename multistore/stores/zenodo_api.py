@@ -85,13 +85,13 @@ class ZenodoClient:
         base_url: str = DEFAULT_BASE_URL,
         *,
         access_token: str | None = None,
-        policy: RetryPolicy = RetryPolicy(),
+        policy: RetryPolicy | None = None,
         timeout: float = 60.0,
         requests_per_minute: int | None = None,
         max_connections: int = 10,
     ):
         self.base_url = base_url.rstrip("/")
-        self.policy = policy
+        self.policy = policy = policy or RetryPolicy()
         self.timeout = timeout
         if requests_per_minute is None:
             requests_per_minute = (

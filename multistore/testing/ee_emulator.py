@@ -119,7 +119,9 @@ class Catalog:
         lon, lat = self.points(grid, "EPSG:4326")
         return _inside(img.footprint, lon, lat)
 
-    def render(self, image_id: str, bands: Sequence[str], grid: RequestGrid) -> dict[str, np.ma.MaskedArray]:
+    def render(
+        self, image_id: str, bands: Sequence[str], grid: RequestGrid
+    ) -> dict[str, np.ma.MaskedArray]:
         """Nearest-neighbour samples of ``bands`` at the grid's pixel centres, masked where invalid."""
         img = self.images[image_id]
         lon, lat = self.points(grid, "EPSG:4326")
@@ -164,29 +166,81 @@ def default_catalog() -> Catalog:
     s2_bands = tuple((b, "uint16") for b in ("B2", "B3", "B4", "B8"))
     utm = (10.0, 0.0, 560000.0, 0.0, -10.0, 5000000.0)
     s2 = [
-        SyntheticImage("TEST/S2LIKE/20240105A", s2_bands, "2024-01-05T10:00:00Z", "EPSG:32632", utm,
-                       (4000, 4000), (9.9, 44.9, 10.1, 45.3), ((10.02, 45.02, 10.05, 45.05),), 1,
-                       properties={"CLOUDY_PIXEL_PERCENTAGE": 10.0, "MGRS_TILE": "32TNR"}),
-        SyntheticImage("TEST/S2LIKE/20240105B", s2_bands, "2024-01-05T10:00:10Z", "EPSG:32632", utm,
-                       (4000, 4000), (10.08, 44.9, 10.3, 45.3), ((10.09, 45.0, 10.095, 45.2),), 2,
-                       properties={"CLOUDY_PIXEL_PERCENTAGE": 35.0, "MGRS_TILE": "32TNS"}),
-        SyntheticImage("TEST/S2LIKE/20240120", s2_bands, "2024-01-20T10:00:00Z", "EPSG:32632", utm,
-                       (4000, 4000), (9.9, 44.9, 10.3, 45.3), ((10.0, 45.06, 10.03, 45.09),), 3,
-                       properties={"CLOUDY_PIXEL_PERCENTAGE": 5.0, "MGRS_TILE": "32TNR"}),
-        SyntheticImage("TEST/S2LIKE/20240210", s2_bands, "2024-02-10T10:00:00Z", "EPSG:32632", utm,
-                       (4000, 4000), (9.9, 44.9, 10.3, 45.3), (), 4,
-                       properties={"CLOUDY_PIXEL_PERCENTAGE": 50.0, "MGRS_TILE": "32TNR"}),
+        SyntheticImage(
+            "TEST/S2LIKE/20240105A",
+            s2_bands,
+            "2024-01-05T10:00:00Z",
+            "EPSG:32632",
+            utm,
+            (4000, 4000),
+            (9.9, 44.9, 10.1, 45.3),
+            ((10.02, 45.02, 10.05, 45.05),),
+            1,
+            properties={"CLOUDY_PIXEL_PERCENTAGE": 10.0, "MGRS_TILE": "32TNR"},
+        ),
+        SyntheticImage(
+            "TEST/S2LIKE/20240105B",
+            s2_bands,
+            "2024-01-05T10:00:10Z",
+            "EPSG:32632",
+            utm,
+            (4000, 4000),
+            (10.08, 44.9, 10.3, 45.3),
+            ((10.09, 45.0, 10.095, 45.2),),
+            2,
+            properties={"CLOUDY_PIXEL_PERCENTAGE": 35.0, "MGRS_TILE": "32TNS"},
+        ),
+        SyntheticImage(
+            "TEST/S2LIKE/20240120",
+            s2_bands,
+            "2024-01-20T10:00:00Z",
+            "EPSG:32632",
+            utm,
+            (4000, 4000),
+            (9.9, 44.9, 10.3, 45.3),
+            ((10.0, 45.06, 10.03, 45.09),),
+            3,
+            properties={"CLOUDY_PIXEL_PERCENTAGE": 5.0, "MGRS_TILE": "32TNR"},
+        ),
+        SyntheticImage(
+            "TEST/S2LIKE/20240210",
+            s2_bands,
+            "2024-02-10T10:00:00Z",
+            "EPSG:32632",
+            utm,
+            (4000, 4000),
+            (9.9, 44.9, 10.3, 45.3),
+            (),
+            4,
+            properties={"CLOUDY_PIXEL_PERCENTAGE": 50.0, "MGRS_TILE": "32TNR"},
+        ),
     ]
     landcover = SyntheticImage(
-        "TEST/LANDCOVER", (("Map", "uint8"),), "2021-01-01T00:00:00Z", "EPSG:4326",
-        (0.0001, 0.0, 9.5, 0.0, -0.0001, 45.5), (10000, 10000), (9.5, 44.5, 10.5, 45.5),
-        ((10.10, 45.10, 10.12, 45.12),), 5, classes=(10, 20, 30, 40, 50, 60, 80, 90, 95, 100),
+        "TEST/LANDCOVER",
+        (("Map", "uint8"),),
+        "2021-01-01T00:00:00Z",
+        "EPSG:4326",
+        (0.0001, 0.0, 9.5, 0.0, -0.0001, 45.5),
+        (10000, 10000),
+        (9.5, 44.5, 10.5, 45.5),
+        ((10.10, 45.10, 10.12, 45.12),),
+        5,
+        classes=(10, 20, 30, 40, 50, 60, 80, 90, 95, 100),
     )
     float_bands = (("temp", "float32"), ("precip", "float32"))
     geo = (0.01, 0.0, 9.0, 0.0, -0.01, 46.0)
     floats = [
-        SyntheticImage(f"TEST/FLOAT/{d.replace('-', '')}", float_bands, f"{d}T00:00:00Z", "EPSG:4326",
-                       geo, (200, 200), (9.0, 44.0, 11.0, 46.0), boxes, seed)
+        SyntheticImage(
+            f"TEST/FLOAT/{d.replace('-', '')}",
+            float_bands,
+            f"{d}T00:00:00Z",
+            "EPSG:4326",
+            geo,
+            (200, 200),
+            (9.0, 44.0, 11.0, 46.0),
+            boxes,
+            seed,
+        )
         for d, boxes, seed in (
             ("2024-01-10", ((10.0, 45.0, 10.05, 45.05),), 6),
             ("2024-01-25", (), 7),
@@ -194,9 +248,17 @@ def default_catalog() -> Catalog:
         )
     ]
     multi = [
-        SyntheticImage(f"TEST/MULTI/{dt}", tuple((f"b{k}", dt) for k in range(1, 13)),
-                       "2023-06-01T00:00:00Z", "EPSG:4326", (0.001, 0.0, 9.0, 0.0, -0.001, 46.0),
-                       (2000, 2000), (9.0, 44.0, 11.0, 46.0), (), 9 + n)
+        SyntheticImage(
+            f"TEST/MULTI/{dt}",
+            tuple((f"b{k}", dt) for k in range(1, 13)),
+            "2023-06-01T00:00:00Z",
+            "EPSG:4326",
+            (0.001, 0.0, 9.0, 0.0, -0.001, 46.0),
+            (2000, 2000),
+            (9.0, 44.0, 11.0, 46.0),
+            (),
+            9 + n,
+        )
         for n, dt in enumerate(("uint8", "int8", "uint16", "int16", "float32", "float64"))
     ]
     return Catalog(
@@ -218,7 +280,9 @@ class _Image:
     def bands(self) -> list[tuple[str, np.dtype]]:
         raise NotImplementedError
 
-    def render(self, cat: Catalog, grid: RequestGrid, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
+    def render(
+        self, cat: Catalog, grid: RequestGrid, names: Sequence[str]
+    ) -> dict[str, np.ma.MaskedArray]:
         raise NotImplementedError
 
     def footprint(self, cat: Catalog, grid: RequestGrid) -> np.ndarray:
@@ -228,8 +292,12 @@ class _Image:
         return {
             "type": "Image",
             "bands": [
-                {"id": n, "data_type": _pixel_type(dt), "crs": "EPSG:4326",
-                 "crs_transform": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]}
+                {
+                    "id": n,
+                    "data_type": _pixel_type(dt),
+                    "crs": "EPSG:4326",
+                    "crs_transform": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+                }
                 for n, dt in self.bands()
             ],
             "properties": dict(self.properties),
@@ -260,8 +328,13 @@ class _Asset(_Image):
             "id": self.img.id,
             "version": 1,
             "bands": [
-                {"id": n, "data_type": _pixel_type(np.dtype(dt)), "dimensions": list(self.img.dimensions),
-                 "crs": self.img.crs, "crs_transform": list(self.img.transform)}
+                {
+                    "id": n,
+                    "data_type": _pixel_type(np.dtype(dt)),
+                    "dimensions": list(self.img.dimensions),
+                    "crs": self.img.crs,
+                    "crs_transform": list(self.img.transform),
+                }
                 for n, dt in self.img.bands
             ],
             "properties": dict(self.properties),
@@ -388,7 +461,9 @@ class _Composite(_Image):
                 out[n] = stack.max(axis=0)
             else:
                 raise EvalError(f"reducer '{self.kind}' is not supported by the emulator")
-            out[n] = np.ma.MaskedArray(np.ma.getdata(out[n]).astype(types[n]), mask=np.ma.getmaskarray(out[n]))
+            out[n] = np.ma.MaskedArray(
+                np.ma.getdata(out[n]).astype(types[n]), mask=np.ma.getmaskarray(out[n])
+            )
         return out
 
     def footprint(self, cat, grid):
@@ -406,7 +481,10 @@ class _AddBands(_Image):
         self.dst_names = {n for n, _ in dst.bands()}
 
     def bands(self):
-        return [*self.dst.bands(), *[(n, dt) for n, dt in self.src.bands() if n not in self.dst_names]]
+        return [
+            *self.dst.bands(),
+            *[(n, dt) for n, dt in self.src.bands() if n not in self.dst_names],
+        ]
 
     def render(self, cat, grid, names):
         out = self.dst.render(cat, grid, [n for n in names if n in self.dst_names])
@@ -439,7 +517,11 @@ class _Collection:
     images: list[_Image]
 
     def info(self) -> dict[str, Any]:
-        return {"type": "ImageCollection", "bands": [], "features": [img.info() for img in self.images]}
+        return {
+            "type": "ImageCollection",
+            "bands": [],
+            "features": [img.info() for img in self.images],
+        }
 
 
 @dataclass
@@ -476,9 +558,20 @@ def _cast(arr: np.ma.MaskedArray, dt: np.dtype) -> np.ma.MaskedArray:
 
 
 _EE_TYPES = {
-    "uint8": "uint8", "int8": "int8", "uint16": "uint16", "int16": "int16", "uint32": "uint32",
-    "int32": "int32", "int64": "int64", "float": "float32", "double": "float64",
-    "float32": "float32", "float64": "float64", "byte": "uint8", "short": "int16", "int": "int32",
+    "uint8": "uint8",
+    "int8": "int8",
+    "uint16": "uint16",
+    "int16": "int16",
+    "uint32": "uint32",
+    "int32": "int32",
+    "int64": "int64",
+    "float": "float32",
+    "double": "float64",
+    "float32": "float32",
+    "float64": "float64",
+    "byte": "uint8",
+    "short": "int16",
+    "int": "int32",
     "long": "int64",
 }
 _TO_FUNCS = {f"Image.to{k.capitalize()}": v for k, v in _EE_TYPES.items()}
@@ -561,7 +654,12 @@ class _Evaluator:
         if name == "Filter.dateRangeContains":
             start, end = a["leftValue"]
             field_name = a["rightField"]
-            return _Filter(lambda p: field_name in p and start <= p[field_name] < (end if end is not None else math.inf))
+            return _Filter(
+                lambda p: (
+                    field_name in p
+                    and start <= p[field_name] < (end if end is not None else math.inf)
+                )
+            )
         if name in _COMPARE:
             op = _COMPARE[name]
             if "leftField" in a:
@@ -585,7 +683,9 @@ class _Evaluator:
             images = list(a["collection"].images)
             if a.get("key"):
                 key = a["key"]
-                images.sort(key=lambda img: img.properties.get(key), reverse=not a.get("ascending", True))
+                images.sort(
+                    key=lambda img: img.properties.get(key), reverse=not a.get("ascending", True)
+                )
             if a.get("limit") is not None:
                 images = images[: int(a["limit"])]
             return _Collection(images)
@@ -629,7 +729,9 @@ class _Evaluator:
         if name == "Image.unmask":
             value = a.get("value", 0)
             value = value.value if isinstance(value, _Constant) else value
-            return _Unmask(a["input"], 0 if value is None else value, bool(a.get("sameFootprint", True)))
+            return _Unmask(
+                a["input"], 0 if value is None else value, bool(a.get("sameFootprint", True))
+            )
         raise EvalError(f"Unknown function: {name} (not supported by the emulator)")
 
 
@@ -685,7 +787,9 @@ class Emulator:
         self.stats = EmulatorStats()
         self.lock = threading.Lock()
         self._faults: deque[Any] = deque()
-        self._discovery = _load_fixture("cloud_api_discovery_document.json").replace("v1alpha", "v1")
+        self._discovery = _load_fixture("cloud_api_discovery_document.json").replace(
+            "v1alpha", "v1"
+        )
         self._algorithms = _load_fixture("algorithms.json")
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -696,7 +800,9 @@ class Emulator:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.emulator = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="ee-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ee-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -719,9 +825,10 @@ class Emulator:
 
     # -- test controls --------------------------------------------------------------------
 
-    def inject(self, *faults: int | tuple[int, float] | tuple[str, float]) -> None:
+    def inject(self, *faults: int | tuple[int, float] | tuple[str, float] | None) -> None:
         """Answer the next pixel requests with these faults, in order: a status code
-        (429/503/400/404...), ``(429, retry_after_s)``, or ``("slow", seconds)``."""
+        (429/503/400/404...), ``(429, retry_after_s)``, ``("slow", seconds)``, or
+        ``None`` (answer normally)."""
         with self.lock:
             self._faults.extend(faults)
 
@@ -739,7 +846,9 @@ class Emulator:
         with self.lock:
             return self._faults.popleft() if self._faults else None
 
-    def pixels(self, body: Mapping[str, Any], asset_id: str | None) -> tuple[int, bytes, dict[str, str]]:
+    def pixels(
+        self, body: Mapping[str, Any], asset_id: str | None
+    ) -> tuple[int, bytes, dict[str, str]]:
         with self.lock:
             self.stats.pixel_requests += 1
             self.stats.in_flight += 1
@@ -763,7 +872,9 @@ class Emulator:
             with self.lock:
                 self.stats.in_flight -= 1
 
-    def _render_pixels(self, body: Mapping[str, Any], asset_id: str | None) -> tuple[int, bytes, dict[str, str]]:
+    def _render_pixels(
+        self, body: Mapping[str, Any], asset_id: str | None
+    ) -> tuple[int, bytes, dict[str, str]]:
         try:
             if asset_id is not None:
                 img = self.catalog.images.get(asset_id)
@@ -793,10 +904,13 @@ class Emulator:
                 with self.lock:
                     self.stats.size_errors += 1
                 return _error(
-                    400, f"Total request size ({size} bytes) must be less than or equal to {self.byte_limit} bytes."
+                    400,
+                    f"Total request size ({size} bytes) must be less than or equal to {self.byte_limit} bytes.",
                 )
             if body.get("fileFormat") != "NPY":
-                return _error(400, f"fileFormat {body.get('fileFormat')!r} not supported by the emulator")
+                return _error(
+                    400, f"fileFormat {body.get('fileFormat')!r} not supported by the emulator"
+                )
             layers = image.render(self.catalog, grid, names)
             arr = np.zeros((grid.height, grid.width), dtype=[(n, types[n]) for n in names])
             for n in names:
@@ -826,11 +940,16 @@ class Emulator:
         img = self.catalog.images.get(asset_id)
         if img is None:
             return _error(404, f"Asset '{name}' does not exist or caller does not have access.")
-        return _json(200, {
-            "type": "IMAGE", "name": name, "id": asset_id,
-            "startTime": pd.Timestamp(img.time_start).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "properties": dict(img.properties),
-        })
+        return _json(
+            200,
+            {
+                "type": "IMAGE",
+                "name": name,
+                "id": asset_id,
+                "startTime": pd.Timestamp(img.time_start).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "properties": dict(img.properties),
+            },
+        )
 
 
 _FAULT_MESSAGES = {
@@ -852,7 +971,8 @@ def _request_grid(grid: Mapping[str, Any]) -> RequestGrid:
     aff = grid.get("affineTransform") or {}
     crs = grid.get("crsCode") or grid.get("crsWkt") or "EPSG:4326"
     transform = tuple(
-        float(aff.get(k, 0.0)) for k in ("scaleX", "shearX", "translateX", "shearY", "scaleY", "translateY")
+        float(aff.get(k, 0.0))
+        for k in ("scaleX", "shearX", "translateX", "shearY", "scaleY", "translateY")
     )
     if not aff:  # EE's default: 1-degree pixels from (0, 0)
         transform = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -864,7 +984,16 @@ def _json(status: int, payload: Any) -> tuple[int, bytes, dict[str, str]]:
 
 
 def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
-    return _json(status, {"error": {"code": status, "message": message, "status": HTTPStatus(status).phrase.upper().replace(" ", "_")}})
+    return _json(
+        status,
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "status": HTTPStatus(status).phrase.upper().replace(" ", "_"),
+            }
+        },
+    )
 
 
 class _Server(ThreadingHTTPServer):
@@ -904,7 +1033,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._count("discovery")
             return self._send(200, emu._discovery.encode(), {"Content-Type": "application/json"})
         parts = path.strip("/").split("/")
-        if len(parts) == 4 and parts[0] == "v1" and parts[1] == "projects" and parts[3] == "algorithms":
+        if (
+            len(parts) == 4
+            and parts[0] == "v1"
+            and parts[1] == "projects"
+            and parts[3] == "algorithms"
+        ):
             self._count("algorithms")
             return self._send(200, emu._algorithms.encode(), {"Content-Type": "application/json"})
         if len(parts) > 4 and parts[:2] == ["v1", "projects"] and parts[3] == "assets":

@@ -250,7 +250,11 @@ def make_tiny_catalog(root: str | os.PathLike) -> TinyCatalog:
                 {"rel": "parent", "href": "../collection.json", "type": "application/json"},
             ]
             sub_links += [
-                {"rel": "item", "href": f"./{d['id']}/{d['id']}.json", "type": "application/geo+json"}
+                {
+                    "rel": "item",
+                    "href": f"./{d['id']}/{d['id']}.json",
+                    "type": "application/geo+json",
+                }
                 for d in docs
             ]
             _write_json(
@@ -263,7 +267,9 @@ def make_tiny_catalog(root: str | os.PathLike) -> TinyCatalog:
                     "links": sub_links,
                 },
             )
-            coll_links.append({"rel": "child", "href": f"./{date}/catalog.json", "type": "application/json"})
+            coll_links.append(
+                {"rel": "child", "href": f"./{date}/catalog.json", "type": "application/json"}
+            )
         all_docs = [d for docs in dates.values() for d in docs]
         _write_json(
             root / cid / "collection.json",
@@ -274,7 +280,9 @@ def make_tiny_catalog(root: str | os.PathLike) -> TinyCatalog:
                 coll_links,
             ),
         )
-        root_links.append({"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json"})
+        root_links.append(
+            {"rel": "child", "href": f"./{cid}/collection.json", "type": "application/json"}
+        )
     _write_json(
         root / "catalog.json",
         {
@@ -379,9 +387,17 @@ def make_synthetic_catalog(
             links.append({"rel": "item", "href": f"./{iid}.json", "type": "application/geo+json"})
         _write_json(
             part_dir / "catalog.json",
-            {"type": "Catalog", "stac_version": STAC_VERSION, "id": name, "description": name, "links": links},
+            {
+                "type": "Catalog",
+                "stac_version": STAC_VERSION,
+                "id": name,
+                "description": name,
+                "links": links,
+            },
         )
-        coll_links.append({"rel": "child", "href": f"./{name}/catalog.json", "type": "application/json"})
+        coll_links.append(
+            {"rel": "child", "href": f"./{name}/catalog.json", "type": "application/json"}
+        )
     end = t0 + timedelta(days=days)
     _write_json(
         coll_dir / "collection.json",
@@ -393,7 +409,11 @@ def make_synthetic_catalog(
             "license": "CC0-1.0",
             "extent": {
                 "spatial": {"bbox": [list(bbox)]},
-                "temporal": {"interval": [[t0.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]]},
+                "temporal": {
+                    "interval": [
+                        [t0.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+                    ]
+                },
             },
             "links": coll_links,
         },
@@ -407,7 +427,11 @@ def make_synthetic_catalog(
             "description": "synthetic catalog",
             "links": [
                 {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-                {"rel": "child", "href": f"./{SYNTHETIC_COLLECTION}/collection.json", "type": "application/json"},
+                {
+                    "rel": "child",
+                    "href": f"./{SYNTHETIC_COLLECTION}/collection.json",
+                    "type": "application/json",
+                },
             ],
         },
     )

@@ -154,7 +154,10 @@ class ZenodoEmulator:
     def start(self) -> ZenodoEmulator:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="zenodo-emulator", daemon=True
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="zenodo-emulator",
+                daemon=True,
             )
             self._thread.start()
         return self

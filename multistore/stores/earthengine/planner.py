@@ -104,7 +104,9 @@ def split_counts(
 ) -> tuple[int, int]:
     """The fewest ``(kx, ky)`` pieces so that every piece fits the budget and the axis limit."""
     if bpp > budget:
-        raise PlanError(f"one pixel needs {bpp} bytes, more than the request budget of {budget} bytes")
+        raise PlanError(
+            f"one pixel needs {bpp} bytes, more than the request budget of {budget} bytes"
+        )
     best: tuple[int, int, int, float] | None = None  # (count, kx, ky, squareness)
     kx = max(1, math.ceil(width / max_dimension))
     while kx <= width:
@@ -131,7 +133,12 @@ def split_window(window: Window, kx: int, ky: int) -> tuple[Window, ...]:
     for r in range(window.row_off, window.row_off + window.height, ph):
         for c in range(window.col_off, window.col_off + window.width, pw):
             out.append(
-                Window(c, r, min(pw, window.col_off + window.width - c), min(ph, window.row_off + window.height - r))
+                Window(
+                    c,
+                    r,
+                    min(pw, window.col_off + window.width - c),
+                    min(ph, window.row_off + window.height - r),
+                )
             )
     return tuple(out)
 

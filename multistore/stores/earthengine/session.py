@@ -41,7 +41,9 @@ class SessionParams:
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
-            raise StoreError(f"earthengine: max_concurrency must be >= 1, got {self.max_concurrency}")
+            raise StoreError(
+                f"earthengine: max_concurrency must be >= 1, got {self.max_concurrency}"
+            )
         if self.max_concurrency > MAX_CONCURRENCY:
             LOG.warning(
                 "earthengine: max_concurrency %d capped at %d (the project quota is 40 concurrent requests)",
@@ -112,22 +114,26 @@ def ensure_initialized(params: SessionParams) -> None:
         return
     with state.lock:
         if state.key != params.key:
-            _initialize(params)
+            _initialize(params, reset=state.key is not None)
             state.key = params.key
         state.limiter.set_capacity(params.max_concurrency)
 
 
-def _initialize(params: SessionParams) -> None:
+def _initialize(params: SessionParams, reset: bool) -> None:
     import ee
     import requests.adapters
     from ee import _state
 
+    if reset:  # ee.Initialize keeps old credentials when given None: start clean
+        ee.Reset()
     credentials = resolve_credentials(params.credentials)
     LOG.info("earthengine: initialising client for %s (project %s)", params.url, params.project)
     try:
         ee.Initialize(credentials=credentials, url=params.url, project=params.project)
     except ee.EEException as e:
-        raise StoreError(f"earthengine: cannot initialise the client for {params.url}: {e}") from None
+        raise StoreError(
+            f"earthengine: cannot initialise the client for {params.url}: {e}"
+        ) from None
     except OSError as e:
         raise StoreError(f"earthengine: cannot reach {params.url}: {type(e).__name__}") from None
     # Our fetcher owns retries (classified, counted); the client's would multiply them.
@@ -165,9 +171,8 @@ def resolve_credentials(spec: str) -> Any:
             text = f.read()
     try:
         info = json.loads(text)
-        from google.oauth2 import service_account
-
         import ee
+        from google.oauth2 import service_account
 
         return service_account.Credentials.from_service_account_info(info, scopes=ee.oauth.SCOPES)
     except (ValueError, KeyError, TypeError):

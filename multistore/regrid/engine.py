@@ -1,0 +1,462 @@
+"""``regrid_dataset``: put every spatial variable of a source onto a ``TargetGrid``.
+
+The result is lazy. Its dask graph has one task per output tile per plane;
+each task depends only on the source chunks that overlap the tile's source
+window (planned once, see ``plan.py``) and warps them with GDAL
+(``kernel.py``). Peak memory therefore follows chunk size x workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pyproj
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from rasterio.crs import CRS
+
+from ..errors import NoOverlapError, RegridError
+from ..grid import TargetGrid
+from . import plan
+from .kernel import Piece, Plane, TileTask, VarSpec, fill_block, warp_block
+from .methods import (
+    AGGREGATING_METHODS,
+    KERNEL_RADIUS,
+    ResampleParams,
+    gdal_resampling,
+    parse_params,
+    resolve_methods,
+)
+from .source import SourceGrid, detect_source_grid, source_nodata, spatial_variables
+
+LOG = logging.getLogger(__name__)
+
+# Chunk size for sources held in memory as numpy arrays (no copy is made).
+_NUMPY_SOURCE_CHUNK = 2048
+
+# Attributes that describe the source's storage, replaced by the output's encoding.
+_STORAGE_ATTRS = ("_FillValue", "missing_value", "nodata", "grid_mapping", "coordinates")
+
+# GDAL's warper has no kernels for these; they are warped in a wider type.
+_WORK_DTYPES = {np.dtype("bool"): np.dtype("uint8"), np.dtype("float16"): np.dtype("float32")}
+
+
+def regrid_dataset(
+    ds: xr.Dataset, target: TargetGrid, params: Mapping[str, Any] | None = None
+) -> xr.Dataset:
+    """Regrid ``ds`` onto ``target`` lazily (see docs/performance.md for the design).
+
+    ``params`` is the raw ``spatial_resample_params`` mapping of the config.
+    Raises ``NoOverlapError`` when the source misses the target grid and
+    ``SourceGridError`` when the source's grid cannot be understood.
+    """
+    p = parse_params(params)
+    ds = _select_variables(ds, p)
+    grid = detect_source_grid(ds)
+    spatial, other, partial = spatial_variables(ds, grid)
+    for name in partial:
+        LOG.warning(
+            "dropping variable %r: it has only one of the spatial dims %r/%r",
+            name,
+            grid.x_dim,
+            grid.y_dim,
+        )
+    gm_names = _grid_mapping_names(ds)
+    other = [n for n in other if n not in gm_names]
+    if not spatial:
+        raise RegridError(
+            f"no data variable has both spatial dims {grid.y_dim!r} and {grid.x_dim!r}"
+        )
+
+    own = grid.as_target_grid(target.tile_size)
+    if own is not None and target.same_grid(own):
+        data = {name: _passthrough(ds[name], grid, target, p) for name in spatial}
+    else:
+        data = _warp_variables(ds, spatial, grid, target, p)
+
+    coords = dict(target.coords())
+    for name, coord in ds.coords.items():
+        if name in (grid.x_dim, grid.y_dim) or name in gm_names:
+            continue
+        if grid.x_dim in coord.dims or grid.y_dim in coord.dims:
+            continue
+        coords[name] = coord
+    out = xr.Dataset(data, coords=coords, attrs=dict(ds.attrs))
+    for name in other:
+        out[name] = ds[name]
+    return out
+
+
+# -- warping ----------------------------------------------------------------------------
+
+
+def _warp_variables(
+    ds: xr.Dataset, names: list[str], grid: SourceGrid, target: TargetGrid, p: ResampleParams
+) -> dict[str, xr.DataArray]:
+    fp = plan.footprints(grid, target)
+    scale = fp.scale(target)
+    if not np.isfinite(scale).any() or not _overlaps(fp, grid, target):
+        raise NoOverlapError(_no_overlap_message(grid, target))
+    coarser = bool(np.nanmedian(scale) > 1.0 + 1e-6)
+    methods = resolve_methods({n: ds[n].dtype for n in names}, p, coarser)
+    windows_by_method: dict[str, list[list[plan.SourceWindow | None]]] = {}
+    out = {}
+    for name in names:
+        method = methods[name]
+        if method not in windows_by_method:
+            aggregating = method in AGGREGATING_METHODS
+            radius = 1 if aggregating else KERNEL_RADIUS[method]
+            # Interpolating kernels widen with the scale only when GDAL downsamples.
+            windows_by_method[method] = plan.windows(
+                fp, grid, target, radius, scale_margin=aggregating or coarser
+            )
+        out[name] = _warp_variable(ds[name], grid, target, p, method, windows_by_method[method])
+    LOG.debug("regrid %s -> %s, methods %s", grid.crs.name, target.describe(), methods)
+    return out
+
+
+def _warp_variable(
+    var: xr.DataArray,
+    grid: SourceGrid,
+    target: TargetGrid,
+    p: ResampleParams,
+    method: str,
+    windows: list[list[plan.SourceWindow | None]],
+) -> xr.DataArray:
+    name = str(var.name)
+    norm = grid.normalise(var)
+    src = norm.data
+    if not isinstance(src, da.Array):
+        src = da.from_array(
+            src, chunks=(1,) * (src.ndim - 2) + (_NUMPY_SOURCE_CHUNK, _NUMPY_SOURCE_CHUNK)
+        )
+    spec = _var_spec(var, p, method)
+    tiles = _tile_tasks(src, grid, target, windows)
+    extra_dims = norm.dims[:-2]
+    extra_shape = src.shape[:-2]
+    extra_bounds = [np.cumsum((0,) + c) for c in src.chunks[:-2]]
+    out_name = f"regrid-{name}-" + tokenize(
+        src.name, target.to_dict(), spec, [[_window_token(w) for w in line] for line in windows]
+    )
+    dsk: dict[tuple, Any] = {}
+    for plane in itertools.product(*(range(n) for n in extra_shape)):
+        chunk_idx = tuple(
+            int(np.searchsorted(b, i, side="right") - 1)
+            for b, i in zip(extra_bounds, plane, strict=True)
+        )
+        local = Plane(
+            tuple(i - int(b[c]) for b, i, c in zip(extra_bounds, plane, chunk_idx, strict=True))
+        )
+        for (ti, tj), tile in tiles.items():
+            key = (out_name, *plane, ti, tj)
+            if tile is None:
+                shape = (1,) * len(plane) + (target.chunks[0][ti], target.chunks[1][tj])
+                dsk[key] = (fill_block, shape, spec)
+            else:
+                inputs = tuple(
+                    (src.name, *chunk_idx, pc.row_chunk, pc.col_chunk) for pc in tile.pieces
+                )
+                dsk[key] = (warp_block, tile, spec, local, *inputs)
+    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[src])
+    chunks = tuple((1,) * n for n in extra_shape) + target.chunks
+    arr = da.Array(graph, out_name, chunks=chunks, dtype=spec.out_dtype)
+    dims = (*extra_dims, target.y_name, target.x_name)
+    return xr.DataArray(arr, dims=dims, attrs=_out_attrs(var), name=name).pipe(
+        _with_encoding, var, spec
+    )
+
+
+def _tile_tasks(
+    src: da.Array,
+    grid: SourceGrid,
+    target: TargetGrid,
+    windows: list[list[plan.SourceWindow | None]],
+) -> dict[tuple[int, int], TileTask | None]:
+    row_bounds = np.cumsum((0,) + src.chunks[-2])
+    col_bounds = np.cumsum((0,) + src.chunks[-1])
+    period = grid.period
+    dst_crs_wkt = CRS.from_wkt(target.crs_wkt).to_wkt()
+    base_src_wkt = CRS.from_wkt(grid.crs.to_wkt()).to_wkt()
+    tiles: dict[tuple[int, int], TileTask | None] = {}
+    for ti, line in enumerate(windows):
+        for tj, w in enumerate(line):
+            if w is None:
+                tiles[ti, tj] = None
+                continue
+            runs = plan.column_runs(w, grid.width, period)
+            pieces = []
+            for r_chunk in _overlapping(row_bounds, w.r0, w.r1):
+                rs = max(w.r0, int(row_bounds[r_chunk]))
+                re = min(w.r1, int(row_bounds[r_chunk + 1]))
+                for win_c, src_c, n in runs:
+                    for c_chunk in _overlapping(col_bounds, src_c, src_c + n):
+                        cs = max(src_c, int(col_bounds[c_chunk]))
+                        ce = min(src_c + n, int(col_bounds[c_chunk + 1]))
+                        pieces.append(
+                            Piece(
+                                row_chunk=r_chunk,
+                                col_chunk=c_chunk,
+                                src=(
+                                    slice(
+                                        rs - int(row_bounds[r_chunk]), re - int(row_bounds[r_chunk])
+                                    ),
+                                    slice(
+                                        cs - int(col_bounds[c_chunk]), ce - int(col_bounds[c_chunk])
+                                    ),
+                                ),
+                                dst=(
+                                    slice(rs - w.r0, re - w.r0),
+                                    slice(win_c + cs - src_c, win_c + ce - src_c),
+                                ),
+                            )
+                        )
+            covered = sum(n for _, _, n in runs)
+            window_box = target.window_transform(_target_window(target, ti, tj))
+            geoloc = None
+            src_transform = None
+            if grid.is_curvilinear:
+                geoloc = np.stack(
+                    [grid.lon[w.r0 : w.r1, w.c0 : w.c1], grid.lat[w.r0 : w.r1, w.c0 : w.c1]]
+                )
+                src_wkt = base_src_wkt
+            else:
+                src_transform = plan.window_transform(grid, w)
+                src_wkt = (
+                    _wrapped_wkt(base_src_wkt, w.center_lon)
+                    if w.center_lon is not None
+                    else base_src_wkt
+                )
+            tiles[ti, tj] = TileTask(
+                window_shape=w.shape,
+                pieces=tuple(pieces),
+                gaps=covered < (w.c1 - w.c0),
+                src_crs_wkt=src_wkt,
+                src_transform=src_transform,
+                geoloc=geoloc,
+                dst_crs_wkt=dst_crs_wkt,
+                dst_transform=window_box,
+                dst_shape=(target.chunks[0][ti], target.chunks[1][tj]),
+            )
+    return tiles
+
+
+def _overlapping(bounds: np.ndarray, start: int, stop: int) -> range:
+    first = int(np.searchsorted(bounds, start, side="right") - 1)
+    last = int(np.searchsorted(bounds, stop, side="left") - 1)
+    return range(max(first, 0), min(last, len(bounds) - 2) + 1)
+
+
+def _target_window(target: TargetGrid, ti: int, tj: int):
+    from ..grid import Window
+
+    rows, cols = target.chunks
+    return Window(sum(cols[:tj]), sum(rows[:ti]), cols[tj], rows[ti])
+
+
+def _wrapped_wkt(wkt: str, center_lon: float) -> str:
+    """A geographic CRS whose longitudes GDAL wraps into [center-180, center+180]."""
+    ext = f'EXTENSION["CENTER_LONG",{center_lon:.12g}]'
+    marker = ',AUTHORITY["'
+    last_authority = wkt.rfind(marker)
+    if last_authority != -1 and wkt.endswith("]]") and wkt.count("[", last_authority) == 1:
+        return f"{wkt[:last_authority]},{ext}{wkt[last_authority:]}"
+    return f"{wkt[:-1]},{ext}]"
+
+
+def _window_token(w: plan.SourceWindow | None) -> tuple | None:
+    return None if w is None else (w.r0, w.r1, w.c0, w.c1, w.center_lon)
+
+
+def _overlaps(fp: plan.Footprints, grid: SourceGrid, target: TargetGrid) -> bool:
+    """Whether any tile's footprint (without margin) meets the source pixels."""
+    exact = plan.windows(fp, grid, target, radius=0, scale_margin=False)
+    return any(w is not None for line in exact for w in line)
+
+
+def _no_overlap_message(grid: SourceGrid, target: TargetGrid) -> str:
+    west, south, east, north = grid.bounds()
+    try:
+        transformer = pyproj.Transformer.from_crs(grid.crs, target.crs, always_xy=True)
+        src_bounds = transformer.transform_bounds(west, south, east, north, densify_pts=21)
+        where = "in the target CRS"
+    except pyproj.exceptions.ProjError:
+        src_bounds = (west, south, east, north)
+        where = "in the source CRS"
+    fmt = ", ".join(f"{v:.6g}" for v in src_bounds)
+    tgt = ", ".join(f"{v:.6g}" for v in target.bounds)
+    return (
+        f"the source does not overlap the target grid: source bounds ({fmt}) {where} "
+        f"vs target bounds ({tgt}) [west, south, east, north]"
+    )
+
+
+# -- dtypes, nodata, attributes ------------------------------------------------------------
+
+
+def _var_spec(var: xr.DataArray, p: ResampleParams, method: str) -> VarSpec:
+    name = str(var.name)
+    src_dtype = np.dtype(var.dtype)
+    out_dtype = p.dtype_for(name) or src_dtype
+    nodata = source_nodata(var)
+    if nodata is not None and not np.issubdtype(src_dtype, np.floating):
+        if isinstance(nodata, float) and math.isnan(nodata):
+            nodata = None
+        elif not _representable(nodata, src_dtype):
+            LOG.warning("variable %r: nodata %r does not fit %s; ignored", name, nodata, src_dtype)
+            nodata = None
+    out_fill = _out_fill(p.fill_value_for(name), nodata, src_dtype, out_dtype, name)
+    work_dtype = _WORK_DTYPES.get(src_dtype, src_dtype)
+    if np.issubdtype(out_dtype, np.floating) and not np.issubdtype(work_dtype, np.floating):
+        work_dtype = out_dtype if out_dtype != np.float16 else np.dtype("float32")
+    if np.issubdtype(work_dtype, np.floating):
+        if np.issubdtype(src_dtype, np.floating):
+            work_nodata = nodata if nodata is not None else math.nan
+        else:
+            work_nodata = math.nan
+        work_fill = out_fill if work_dtype == out_dtype else math.nan
+    else:
+        work_nodata = nodata
+        work_fill = out_fill if work_dtype == out_dtype else _extreme(work_dtype, nodata)
+    return VarSpec(
+        resampling=gdal_resampling(method),
+        src_dtype=src_dtype,
+        work_dtype=np.dtype(work_dtype),
+        out_dtype=np.dtype(out_dtype),
+        src_nodata=nodata,
+        work_nodata=work_nodata,
+        work_fill=work_fill,
+        out_fill=out_fill,
+    )
+
+
+def _out_fill(
+    user: float | None, nodata: float | int | None, src: np.dtype, out: np.dtype, name: str
+) -> float | int:
+    if user is not None:
+        if not _representable(user, out):
+            raise RegridError(f"fill value {user!r} for variable {name!r} does not fit {out}")
+        return _cast_scalar(user, out)
+    if np.issubdtype(out, np.floating):
+        if nodata is not None and np.issubdtype(src, np.floating):
+            return float(nodata)
+        return math.nan
+    if nodata is not None and _representable(nodata, out):
+        return _cast_scalar(nodata, out)
+    return _extreme(out, None)
+
+
+def _extreme(dtype: np.dtype, nodata: float | int | None) -> int | bool:
+    """No nodata in an integer source: the dtype's max (unsigned) or min (signed) marks 'outside'."""
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        return int(nodata)
+    if dtype == np.bool_:
+        return False
+    info = np.iinfo(dtype)
+    return int(info.max if info.min == 0 else info.min)
+
+
+def _representable(value: float | int, dtype: np.dtype) -> bool:
+    if np.issubdtype(dtype, np.floating):
+        return True
+    if dtype == np.bool_:
+        return value in (0, 1)
+    if isinstance(value, float) and (math.isnan(value) or not value.is_integer()):
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def _cast_scalar(value: float | int, dtype: np.dtype) -> float | int:
+    return float(value) if np.issubdtype(dtype, np.floating) else int(value)
+
+
+def _out_attrs(var: xr.DataArray) -> dict[str, Any]:
+    attrs = {k: v for k, v in var.attrs.items() if k not in _STORAGE_ATTRS}
+    # rioxarray writes identity scale/offset on every band; they would make readers decode to float.
+    if attrs.get("scale_factor") == 1.0 and attrs.get("add_offset", 0.0) == 0.0:
+        attrs.pop("scale_factor")
+        attrs.pop("add_offset", None)
+    attrs["grid_mapping"] = "spatial_ref"
+    return attrs
+
+
+def _with_encoding(out: xr.DataArray, var: xr.DataArray, spec: VarSpec) -> xr.DataArray:
+    enc = var.encoding
+    decoded = "dtype" in enc and np.dtype(enc["dtype"]) != var.dtype and "_FillValue" in enc
+    if decoded and spec.out_dtype == var.dtype:
+        # Keep the source's packing (e.g. int16 + scale_factor): masked pixels are NaN in memory.
+        out.encoding = {
+            k: enc[k] for k in ("_FillValue", "scale_factor", "add_offset", "dtype") if k in enc
+        }
+    else:
+        out.encoding = {"_FillValue": spec.out_fill}
+        for k in ("scale_factor", "add_offset"):
+            if k in enc and spec.out_dtype == var.dtype:
+                out.encoding[k] = enc[k]
+    return out
+
+
+# -- same-grid passthrough and variable selection --------------------------------------------
+
+
+def _passthrough(
+    var: xr.DataArray, grid: SourceGrid, target: TargetGrid, p: ResampleParams
+) -> xr.DataArray:
+    """A source already on the target grid: only rename, re-chunk and cast."""
+    norm = grid.normalise(var)
+    norm = norm.drop_vars(
+        [c for c in norm.coords if c not in norm.dims or c in (grid.x_dim, grid.y_dim)]
+    )
+    norm = norm.rename({grid.y_dim: target.y_name, grid.x_dim: target.x_name})
+    spec = _var_spec(var, p, "nearest")
+    data = norm.data
+    if spec.out_dtype != spec.src_dtype:
+        data = data.astype(spec.out_dtype)
+    chunks = (1,) * (norm.ndim - 2) + (target.tile_size[1], target.tile_size[0])
+    data = da.asarray(data).rechunk(chunks)
+    out = xr.DataArray(
+        data,
+        dims=norm.dims,
+        coords={c: norm.coords[c] for c in norm.coords if c in norm.dims[:-2]},
+        attrs=_out_attrs(var),
+        name=var.name,
+    )
+    return _with_encoding(out, var, spec)
+
+
+def _select_variables(ds: xr.Dataset, p: ResampleParams) -> xr.Dataset:
+    if p.variables is None:
+        return ds
+    missing = [v for v in p.variables if v not in ds.data_vars]
+    if missing:
+        raise RegridError(
+            f"spatial_resample_params.variables names {missing}, which the source does not have "
+            f"(it has {sorted(map(str, ds.data_vars))})"
+        )
+    gm = _grid_mapping_names(ds)
+    keep = list(p.variables) + [n for n in gm if n in ds.data_vars]
+    return ds[keep]
+
+
+def _grid_mapping_names(ds: xr.Dataset) -> set[str]:
+    """Variables that only describe a CRS (replaced by the output's ``spatial_ref``)."""
+    names = set()
+    for var in ds.data_vars.values():
+        gm = var.attrs.get("grid_mapping") or var.encoding.get("grid_mapping")
+        if isinstance(gm, str) and gm in ds.variables:
+            names.add(gm)
+    for name in ("spatial_ref", "crs"):
+        if name in ds.variables and ds[name].ndim == 0:
+            attrs = ds[name].attrs
+            if {"crs_wkt", "spatial_ref", "grid_mapping_name"} & set(
+                attrs
+            ) or name == "spatial_ref":
+                names.add(name)
+    return names

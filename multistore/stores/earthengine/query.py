@@ -1,0 +1,255 @@
+"""Queries: what to fetch, as plain picklable values, and the ``ee`` expressions built from them.
+
+A ``Recipe`` holds strings and numbers only (collection id, dates, filters,
+reducer, bands, types, sentinels), so it travels to dask workers; each worker
+builds the ``ee.Image`` for a time step itself (no network call).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...errors import FilterError, SourceOpenError
+
+REDUCERS = ("mosaic", "median", "mean", "min", "max", "first")
+TEMPORAL_RESOLUTIONS = ("raw", "daily", "monthly", "yearly")
+_PERIOD = {"daily": "D", "monthly": "M", "yearly": "Y"}
+
+_FILTER = re.compile(r"^\s*([A-Za-z_][\w:.\-]*)\s*(<=|>=|==|!=|<|>|=)\s*(.+?)\s*$")
+_OPS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte", "=": "eq", "==": "eq", "!=": "neq"}
+
+# Earth Engine names of the pixel types we cast to.
+EE_TYPE = {
+    "uint8": "uint8",
+    "int8": "int8",
+    "uint16": "uint16",
+    "int16": "int16",
+    "uint32": "uint32",
+    "int32": "int32",
+    "int64": "int64",
+    "float32": "float",
+    "float64": "double",
+}
+
+
+@dataclass(frozen=True)
+class PropertyFilter:
+    """``PROPERTY OP VALUE``, e.g. ``CLOUDY_PIXEL_PERCENTAGE < 20``."""
+
+    name: str
+    op: str  # lt lte gt gte eq neq
+    value: Any
+
+    @classmethod
+    def parse(cls, text: str, where: str = "filters") -> PropertyFilter:
+        m = _FILTER.match(text) if isinstance(text, str) else None
+        if m is None:
+            raise FilterError(
+                f"{where}: {text!r} is not a property filter like 'CLOUDY_PIXEL_PERCENTAGE < 20' "
+                f"(operators: {', '.join(_OPS)})"
+            )
+        name, op, raw = m.groups()
+        return cls(name, _OPS[op], _parse_value(raw))
+
+    def to_ee(self) -> Any:
+        import ee
+
+        return getattr(ee.Filter, self.op)(self.name, self.value)
+
+
+def _parse_value(raw: str) -> Any:
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+        return raw[1:-1]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+@dataclass(frozen=True)
+class Query:
+    """Which images: a collection (or one image) id, a time range and property filters."""
+
+    data_id: str
+    is_collection: bool
+    time_range: tuple[str, str] | None = None  # [start, end) ISO dates
+    filters: tuple[PropertyFilter, ...] = ()
+
+    def collection(self, start_ms: int | None = None, end_ms: int | None = None) -> Any:
+        import ee
+
+        col = ee.ImageCollection(self.data_id)
+        if self.time_range is not None:
+            col = col.filterDate(self.time_range[0], self.time_range[1])
+        if start_ms is not None:
+            col = col.filterDate(ee.Date(start_ms), ee.Date(end_ms))
+        for f in self.filters:
+            col = col.filter(f.to_ee())
+        return col
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One image of a query: id, start time, bands and their types, native grid."""
+
+    id: str
+    time_ms: int | None
+    band_types: tuple[tuple[str, str], ...]  # (band, numpy dtype)
+    crs: str | None
+    transform: tuple[float, ...] | None
+    dimensions: tuple[int, int] | None
+    properties: dict[str, Any]
+
+    @property
+    def time(self) -> pd.Timestamp | None:
+        return None if self.time_ms is None else pd.Timestamp(self.time_ms, unit="ms")
+
+
+def list_images(query: Query) -> list[ImageInfo]:
+    """The images of ``query`` (one getInfo call), oldest first."""
+    import ee
+
+    try:
+        if query.is_collection:
+            info = query.collection().sort("system:time_start").getInfo()
+            features = info.get("features", [])
+        else:
+            features = [ee.Image(query.data_id).getInfo()]
+    except ee.EEException as e:
+        raise SourceOpenError(f"earthengine: cannot list images of {query.data_id}: {e}") from None
+    return [_image_info(f) for f in features]
+
+
+def _image_info(feature: dict[str, Any]) -> ImageInfo:
+    props = feature.get("properties") or {}
+    bands = feature.get("bands") or []
+    first = bands[0] if bands else {}
+    dims = first.get("dimensions")
+    return ImageInfo(
+        id=feature.get("id", ""),
+        time_ms=props.get("system:time_start"),
+        band_types=tuple((b["id"], numpy_dtype(b.get("data_type") or {})) for b in bands),
+        crs=first.get("crs"),
+        transform=tuple(first["crs_transform"]) if first.get("crs_transform") else None,
+        dimensions=(int(dims[0]), int(dims[1])) if dims else None,
+        properties=props,
+    )
+
+
+def numpy_dtype(data_type: dict[str, Any]) -> str:
+    """The smallest numpy type holding an Earth Engine ``PixelType``."""
+    precision = data_type.get("precision")
+    if precision == "double":
+        return "float64"
+    if precision == "float":
+        return "float32"
+    lo, hi = data_type.get("min"), data_type.get("max")
+    if lo is None or hi is None:
+        return "int64"
+    for dt in ("uint8", "int8", "uint16", "int16", "uint32", "int32"):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return dt
+    return "int64"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One time step of the output: a single image (raw) or a period to composite."""
+
+    time_ms: int | None
+    image_id: str | None = None  # raw steps
+    start_ms: int | None = None  # composite steps: [start, end)
+    end_ms: int | None = None
+    n_images: int = 1
+
+
+def time_steps(images: Sequence[ImageInfo], resolution: str) -> list[Step]:
+    """Raw: one step per image. Otherwise one step per UTC day/month/year that has images,
+    stamped with the period start."""
+    if resolution == "raw":
+        return [Step(i.time_ms, image_id=i.id) for i in images]
+    groups: dict[pd.Period, int] = {}
+    for img in images:
+        if img.time_ms is None:
+            raise SourceOpenError(
+                f"earthengine: image {img.id} has no system:time_start to group by"
+            )
+        period = pd.Timestamp(img.time_ms, unit="ms").to_period(_PERIOD[resolution])
+        groups[period] = groups.get(period, 0) + 1
+    steps = []
+    for period in sorted(groups):
+        start = _ms(period.start_time)
+        end = _ms((period + 1).start_time)
+        steps.append(Step(start, start_ms=start, end_ms=end, n_images=groups[period]))
+    return steps
+
+
+def _ms(ts: pd.Timestamp) -> int:
+    return int(ts.value // 1_000_000)
+
+
+@dataclass(frozen=True)
+class BandGroup:
+    """Bands cast to one type and unmasked with one sentinel."""
+
+    bands: tuple[str, ...]
+    ee_type: str
+    sentinel: float | int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines the pixels of a time step (picklable)."""
+
+    query: Query
+    reducer: str
+    bands: tuple[str, ...]
+    groups: tuple[BandGroup, ...]
+
+    def image(self, step: Step) -> Any:
+        """The ``ee.Image`` for ``step``: composited, selected, cast, masked pixels set to sentinels."""
+        import ee
+
+        if step.image_id is not None:
+            img = ee.Image(step.image_id)
+        elif not self.query.is_collection:
+            img = ee.Image(self.query.data_id)
+        else:
+            col = self.query.collection(step.start_ms, step.end_ms)
+            if self.reducer == "mosaic":  # newest on top
+                img = col.sort("system:time_start").mosaic()
+            elif self.reducer == "first":  # oldest valid observation on top
+                img = col.sort("system:time_start", False).mosaic()
+            else:
+                img = getattr(col, self.reducer)()
+        parts = [
+            img.select(list(g.bands))
+            .cast({b: g.ee_type for b in g.bands})
+            .unmask(g.sentinel, False)
+            for g in self.groups
+        ]
+        out = parts[0]
+        for part in parts[1:]:
+            out = out.addBands(part)
+        return out
+
+    def describe(self, step: Step) -> dict[str, Any]:
+        """A JSON-able identity of the step's pixels (for tile cache keys)."""
+        return {
+            "query": [
+                self.query.data_id,
+                self.query.time_range,
+                [vars(f) for f in self.query.filters],
+            ],
+            "reducer": self.reducer,
+            "groups": [[list(g.bands), g.ee_type, g.sentinel] for g in self.groups],
+            "step": [step.image_id, step.start_ms, step.end_ms],
+        }

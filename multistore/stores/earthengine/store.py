@@ -1,0 +1,737 @@
+"""``earthengine``: an xcube data store for Google Earth Engine images and collections.
+
+Opening is cheap and lazy: one ``getInfo`` lists the query's images (ids,
+dates, band types, native grid), the planner lays out the pixel requests,
+and the result is a dask-backed dataset with one block per output chunk and
+time step. Pixels are fetched only when the writer computes a block, all
+bands of a block in one request (or a few, when the planner splits it).
+Compositing (mosaic, mean, ...) and reprojection happen server-side, onto the
+project's target grid when one is given, so no local regrid is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pyproj
+import xarray as xr
+from affine import Affine
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from xcube.core.store import DATASET_TYPE, DataStore, DataTypeLike
+from xcube.core.store.descriptor import DatasetDescriptor, VariableDescriptor
+from xcube.util.jsonschema import (
+    JsonArraySchema,
+    JsonBooleanSchema,
+    JsonComplexSchema,
+    JsonIntegerSchema,
+    JsonNumberSchema,
+    JsonObjectSchema,
+    JsonStringSchema,
+)
+
+from ...errors import ConfigError, Problem, SourceGridError, SourceOpenError
+from ...grid import TargetGrid
+from .fetch import FetchCounters, PixelGrid, RetryPolicy, fetch_window
+from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_chunks
+from .query import (
+    EE_TYPE,
+    REDUCERS,
+    TEMPORAL_RESOLUTIONS,
+    BandGroup,
+    ImageInfo,
+    PropertyFilter,
+    Query,
+    Recipe,
+    Step,
+    list_images,
+    time_steps,
+)
+from .resume import TileCache, tile_key
+from .session import DEFAULT_CONCURRENCY, HIGH_VOLUME_URL, SessionParams, ensure_initialized
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_TILE_SIZE = 1024
+
+
+# -- parameters ------------------------------------------------------------------------
+
+
+def _store_params_schema() -> JsonObjectSchema:
+    return JsonObjectSchema(
+        properties=dict(
+            project=JsonStringSchema(title="Google Cloud project used for quota and billing"),
+            url=JsonStringSchema(default=HIGH_VOLUME_URL, title="Earth Engine API base URL"),
+            credentials=JsonStringSchema(
+                default="persistent",
+                title="'persistent', 'none', a service-account key file path or the key JSON",
+            ),
+            max_concurrency=JsonIntegerSchema(minimum=1, default=DEFAULT_CONCURRENCY),
+            request_byte_limit=JsonIntegerSchema(minimum=1024, default=DEFAULT_REQUEST_BYTE_LIMIT),
+            max_retries=JsonIntegerSchema(minimum=0, maximum=50, default=6),
+            deadline_s=JsonNumberSchema(exclusive_minimum=0, default=120.0),
+            backoff_s=JsonNumberSchema(minimum=0, default=0.5),
+        ),
+        additional_properties=False,
+    )
+
+
+def _open_params_schema() -> JsonObjectSchema:
+    number_or_pair = JsonComplexSchema(
+        one_of=[
+            JsonNumberSchema(),
+            JsonArraySchema(items=JsonNumberSchema(), min_items=2, max_items=2),
+        ]
+    )
+    return JsonObjectSchema(
+        properties=dict(
+            time_range=JsonArraySchema(items=JsonStringSchema(), min_items=2, max_items=2),
+            bands=JsonArraySchema(items=JsonStringSchema(), min_items=1),
+            filters=JsonArraySchema(items=JsonStringSchema()),
+            temporal_resolution=JsonStringSchema(enum=TEMPORAL_RESOLUTIONS, default="raw"),
+            reducer=JsonStringSchema(enum=REDUCERS, default="mosaic"),
+            rename_map=JsonObjectSchema(additional_properties=JsonStringSchema()),
+            scale_map=JsonObjectSchema(additional_properties=number_or_pair),
+            fill_value=JsonNumberSchema(nullable=True),
+            fill_values=JsonObjectSchema(additional_properties=JsonNumberSchema(nullable=True)),
+            target_grid=JsonObjectSchema(additional_properties=True),
+            crs=JsonStringSchema(),
+            scale=number_or_pair,
+            bbox=JsonArraySchema(items=JsonNumberSchema(), min_items=4, max_items=4),
+            tile_size=JsonComplexSchema(
+                one_of=[
+                    JsonIntegerSchema(minimum=1),
+                    JsonArraySchema(items=JsonIntegerSchema(minimum=1), min_items=2, max_items=2),
+                ]
+            ),
+            tile_cache=JsonStringSchema(
+                title="folder or fsspec URL keeping fetched tiles (resume)"
+            ),
+            tile_cache_storage_options=JsonObjectSchema(additional_properties=True),
+            with_time=JsonBooleanSchema(title="keep a time dimension for a single image"),
+        ),
+        additional_properties=False,
+    )
+
+
+def _validate(schema: JsonObjectSchema, params: Mapping[str, Any], where: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema.to_dict())
+    problems = [
+        Problem(".".join([where, *map(str, e.absolute_path)]), e.message)
+        for e in sorted(validator.iter_errors(dict(params)), key=str)
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An opened query: images, time steps, grid, planned requests and band handling."""
+
+    data_id: str
+    query: Query
+    images: tuple[ImageInfo, ...]
+    steps: tuple[Step, ...]
+    recipe: Recipe
+    grid: TargetGrid
+    chunks: tuple[ChunkPlan, ...]
+    bands: tuple[str, ...]  # output order
+    request_bands: tuple[str, ...]  # order in the NPY response (grouped by type)
+    request_dtypes: tuple[str, ...]
+    out_dtypes: dict[str, str]
+    fills: dict[str, float]
+    sentinels: dict[str, float]
+    scales: dict[str, tuple[float, float]]
+    names: dict[str, str]  # band -> variable name
+    with_time: bool
+    request_byte_limit: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+class EarthEngineDataStore(DataStore):
+    """Earth Engine ImageCollections and Images as lazy datasets, fetched in planned tiles."""
+
+    def __init__(self, **store_params: Any):
+        _validate(_store_params_schema(), store_params, "store_params")
+        self._session = SessionParams(
+            project=store_params.get("project"),
+            url=store_params.get("url", HIGH_VOLUME_URL).rstrip("/"),
+            credentials=store_params.get("credentials", "persistent"),
+            max_concurrency=store_params.get("max_concurrency", DEFAULT_CONCURRENCY),
+            max_retries=store_params.get("max_retries", 6),
+            deadline_s=float(store_params.get("deadline_s", 120.0)),
+        )
+        self._byte_limit = int(store_params.get("request_byte_limit", DEFAULT_REQUEST_BYTE_LIMIT))
+        self._policy = RetryPolicy(
+            max_retries=self._session.max_retries,
+            backoff_s=float(store_params.get("backoff_s", 0.5)),
+        )
+        self.counters = FetchCounters()
+
+    def __repr__(self) -> str:
+        return f"EarthEngineDataStore(url={self._session.url!r}, project={self._session.project!r})"
+
+    # -- xcube DataStore API -------------------------------------------------------------
+
+    @classmethod
+    def get_data_store_params_schema(cls) -> JsonObjectSchema:
+        return _store_params_schema()
+
+    @classmethod
+    def get_data_types(cls) -> tuple[str, ...]:
+        return (DATASET_TYPE.alias,)
+
+    def get_data_types_for_data(self, data_id: str) -> tuple[str, ...]:
+        return (DATASET_TYPE.alias,)
+
+    def get_data_ids(
+        self, data_type: DataTypeLike = None, include_attrs: Any = False
+    ) -> Iterator[Any]:
+        """Earth Engine's catalog cannot be enumerated through the API: nothing is listed.
+        Any ImageCollection or Image asset id can still be opened."""
+        return iter(())
+
+    def has_data(self, data_id: str, data_type: DataTypeLike = None) -> bool:
+        try:
+            self._asset_kind(data_id)
+        except SourceOpenError:
+            return False
+        return True
+
+    def get_data_opener_ids(
+        self, data_id: str | None = None, data_type: DataTypeLike = None
+    ) -> tuple[str, ...]:
+        return ("dataset:earthengine:earthengine",)
+
+    def get_open_data_params_schema(
+        self, data_id: str | None = None, opener_id: str | None = None
+    ) -> JsonObjectSchema:
+        return _open_params_schema()
+
+    def open_data(
+        self, data_id: str, opener_id: str | None = None, **open_params: Any
+    ) -> xr.Dataset:
+        return self._dataset(self._prepare(data_id, open_params))
+
+    def describe_data(
+        self, data_id: str, data_type: DataTypeLike = None, **open_params: Any
+    ) -> DatasetDescriptor:
+        """Bands with dtypes, resolution, time extent and image count for the query."""
+        p = self._prepare(data_id, open_params)
+        times = [i.time for i in p.images if i.time is not None]
+        t_dims = {"time": len(p.steps)} if p.with_time else {}
+        dims = {**t_dims, p.grid.y_name: p.grid.height, p.grid.x_name: p.grid.width}
+        var_dims = (*t_dims, p.grid.y_name, p.grid.x_name)
+        west, south, east, north = p.grid.bounds
+        crs = p.grid.crs
+        return DatasetDescriptor(
+            data_id=data_id,
+            crs=f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_wkt(),
+            bbox=[west, south, east, north],
+            time_range=[times[0].strftime("%Y-%m-%d"), times[-1].strftime("%Y-%m-%d")] if times else None,
+            spatial_res=p.grid.resolution[0],
+            dims=dims,
+            data_vars={
+                p.names[b]: VariableDescriptor(
+                    p.names[b], p.out_dtypes[b], var_dims, attrs={"band": b}
+                )
+                for b in p.bands
+            },
+            attrs={
+                "image_count": len(p.images),
+                "time_steps": len(p.steps),
+                "native_band_types": dict(p.images[0].band_types),
+                "requests": plan_of(p).n_requests,
+            },
+        )
+
+    def get_search_params_schema(self, data_type: DataTypeLike = None) -> JsonObjectSchema:
+        schema = _open_params_schema()
+        return JsonObjectSchema(
+            properties=dict(
+                data_id=JsonStringSchema(title="ImageCollection id"),
+                time_range=schema.properties["time_range"],
+                filters=schema.properties["filters"],
+            ),
+            required=["data_id"],
+            additional_properties=False,
+        )
+
+    def search_data(
+        self, data_type: DataTypeLike = None, **search_params: Any
+    ) -> Iterator[DatasetDescriptor]:
+        """One descriptor per image of a collection query (``data_id``, ``time_range``, ``filters``)."""
+        _validate(self.get_search_params_schema(), search_params, "search_params")
+        params = dict(search_params)
+        collection = params.pop("data_id")
+        for info in self._images(collection, params):
+            yield DatasetDescriptor(
+                data_id=info.id,
+                crs=info.crs,
+                time_range=(info.time.isoformat(), info.time.isoformat())
+                if info.time is not None
+                else None,
+                data_vars={b: VariableDescriptor(b, dt, ("y", "x")) for b, dt in info.band_types},
+                attrs={
+                    k: v for k, v in info.properties.items() if isinstance(v, str | int | float)
+                },
+            )
+
+    # -- multistore extras ---------------------------------------------------------------
+
+    def search(self, data_id: str, **params: Any) -> list[tuple[str, pd.Timestamp | None]]:
+        """Image ids and dates of a query (``time_range``, ``filters``), oldest first."""
+        _validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
+        return [(i.id, i.time) for i in self._images(data_id, params)]
+
+    def plan_requests(self, data_id: str, **open_params: Any) -> RequestPlan:
+        """The pixel requests ``open_data`` would send (for ``multistore plan``)."""
+        return plan_of(self._prepare(data_id, open_params))
+
+    # -- preparation ---------------------------------------------------------------------
+
+    def _asset_kind(self, data_id: str) -> bool:
+        """True for ImageCollections, False for Images."""
+        import ee
+
+        ensure_initialized(self._session)
+        try:
+            asset = ee.data.getAsset(data_id)
+        except ee.EEException as e:
+            raise SourceOpenError(
+                f"earthengine: asset {data_id!r} not found or not readable: {e}"
+            ) from None
+        kind = asset.get("type")
+        if kind not in ("IMAGE", "IMAGE_COLLECTION"):
+            raise SourceOpenError(
+                f"earthengine: {data_id!r} is a {kind}, not an Image or ImageCollection"
+            )
+        return kind == "IMAGE_COLLECTION"
+
+    def _images(self, data_id: str, params: Mapping[str, Any]) -> list[ImageInfo]:
+        query = self._query(data_id, params, self._asset_kind(data_id))
+        return list_images(query)
+
+    @staticmethod
+    def _query(data_id: str, params: Mapping[str, Any], is_collection: bool) -> Query:
+        filters = tuple(
+            PropertyFilter.parse(f, f"open_params.filters[{i}]")
+            for i, f in enumerate(params.get("filters") or ())
+        )
+        time_range = tuple(params["time_range"]) if params.get("time_range") else None
+        if not is_collection:
+            if filters or time_range:
+                LOG.info("earthengine: %s is one image; time_range and filters are ignored", data_id)
+            return Query(data_id, False)
+        return Query(data_id, True, time_range, filters)
+
+    def _prepare(self, data_id: str, params: Mapping[str, Any]) -> _Prepared:
+        _validate(_open_params_schema(), params, "open_params")
+        is_collection = self._asset_kind(data_id)
+        query = self._query(data_id, params, is_collection)
+        images = list_images(query)
+        if not images:
+            raise SourceOpenError(
+                f"earthengine: no image of {data_id} matches the query "
+                f"(time_range={params.get('time_range')}, filters={params.get('filters')})"
+            )
+        native = dict(images[0].band_types)
+        bands = tuple(params.get("bands") or native)
+        missing = [b for b in bands if b not in native]
+        if missing:
+            raise SourceOpenError(
+                f"earthengine: {data_id} has no band(s) {missing}; bands: {list(native)}"
+            )
+        resolution = params.get("temporal_resolution", "raw") if is_collection else "raw"
+        reducer = params.get("reducer", "mosaic")
+        steps = time_steps(images, resolution)
+
+        scales = {b: _scale_pair(v) for b, v in (params.get("scale_map") or {}).items()}
+        unknown = [b for b in scales if b not in bands]
+        if unknown:
+            raise ConfigError(
+                [Problem("open_params.scale_map", f"no band(s) {unknown} among {list(bands)}")]
+            )
+        averaged = resolution != "raw" and reducer in ("mean", "median")
+        req_dtype, out_dtype, fills, sentinels = {}, {}, {}, {}
+        for b in bands:
+            nat = np.dtype(native[b])
+            req = np.dtype("float64" if nat == np.float64 else "float32") if averaged else nat
+            out = np.dtype("float64" if req == np.float64 else "float32") if b in scales else req
+            fill = _fill_value(b, out, params)
+            req_dtype[b], out_dtype[b], fills[b] = req.name, out.name, fill
+            sentinels[b] = _sentinel(b, req, None if b in scales else fill)
+        groups: dict[tuple[str, float], list[str]] = {}
+        for b in bands:
+            groups.setdefault((req_dtype[b], sentinels[b]), []).append(b)
+        band_groups = tuple(BandGroup(tuple(bs), EE_TYPE[dt], s) for (dt, s), bs in groups.items())
+        request_bands = tuple(b for g in band_groups for b in g.bands)
+        recipe = Recipe(query, reducer, bands, band_groups)
+
+        grid = self._grid(data_id, params, images, bands[0])
+        request_dtypes = tuple(req_dtype[b] for b in request_bands)
+        chunks = plan_chunks(list(grid.windows()), request_dtypes, self._byte_limit)
+        rename = dict(params.get("rename_map") or {})
+        names = {b: rename.get(b, b) for b in bands}
+        with_time = is_collection or bool(params.get("with_time", False))
+        return _Prepared(
+            data_id,
+            query,
+            tuple(images),
+            tuple(steps),
+            recipe,
+            grid,
+            chunks,
+            bands,
+            request_bands,
+            request_dtypes,
+            out_dtype,
+            fills,
+            sentinels,
+            scales,
+            names,
+            with_time,
+            self._byte_limit,
+            dict(params),
+        )
+
+    def _grid(
+        self, data_id: str, params: Mapping[str, Any], images: list[ImageInfo], band: str
+    ) -> TargetGrid:
+        tile_size = params.get("tile_size", DEFAULT_TILE_SIZE)
+        if params.get("target_grid"):
+            try:
+                return TargetGrid.from_dict(params["target_grid"])
+            except (KeyError, TypeError, ValueError, pyproj.exceptions.CRSError) as e:
+                raise ConfigError(
+                    [Problem("open_params.target_grid", f"not a target grid: {e}")]
+                ) from None
+        if params.get("crs") or params.get("scale"):
+            if not (params.get("crs") and params.get("scale") and params.get("bbox")):
+                raise ConfigError(
+                    [
+                        Problem(
+                            "open_params",
+                            "crs, scale and bbox (in that crs) must be given together",
+                        )
+                    ]
+                )
+            return TargetGrid.from_bbox(params["bbox"], params["crs"], params["scale"], tile_size)
+        return _native_grid(data_id, images, params.get("bbox"), tile_size)
+
+    # -- the lazy dataset ----------------------------------------------------------------
+
+    def _dataset(self, p: _Prepared) -> xr.Dataset:
+        cache = (
+            TileCache(p.params["tile_cache"], p.data_id, p.params.get("tile_cache_storage_options"))
+            if p.params.get("tile_cache")
+            else None
+        )
+        source = ChunkSource(
+            session=self._session,
+            recipe=p.recipe,
+            steps=p.steps,
+            pixel_grid=_pixel_grid(p.grid),
+            chunks=p.chunks,
+            request_bands=p.request_bands,
+            request_dtypes=p.request_dtypes,
+            out_dtypes=p.out_dtypes,
+            fills=p.fills,
+            sentinels=p.sentinels,
+            scales=p.scales,
+            policy=self._policy,
+            counters=self.counters,
+            cache=cache,
+            data_id=p.data_id,
+        )
+        row_chunks, col_chunks = p.grid.chunks
+        n_cols = len(col_chunks)
+        token = tokenize(
+            p.data_id,
+            self._session.key,
+            repr(p.recipe),
+            p.grid.to_dict(),
+            self._byte_limit,
+            repr(p.steps),
+        )
+        fetch_name = f"ee-fetch-{token}"
+        n_steps = len(p.steps) if p.with_time else 1
+        fetch_layer = {}
+        for t in range(n_steps):
+            for ci in range(len(p.chunks)):
+                iy, ix = divmod(ci, n_cols)
+                key = (fetch_name, t, iy, ix) if p.with_time else (fetch_name, iy, ix)
+                fetch_layer[key] = (source, t, ci)
+        coords: dict[str, Any] = dict(p.grid.coords())
+        dims: tuple[str, ...] = (p.grid.y_name, p.grid.x_name)
+        chunks: tuple[tuple[int, ...], ...] = (row_chunks, col_chunks)
+        if p.with_time:
+            times = pd.to_datetime([s.time_ms for s in p.steps], unit="ms")
+            coords["time"] = xr.DataArray(np.asarray(times, dtype="datetime64[ns]"), dims="time")
+            dims = ("time", *dims)
+            chunks = ((1,) * n_steps, *chunks)
+        data_vars = {}
+        for b in p.bands:
+            name = f"ee-{b}-{token}"
+            layer = {(name, *key[1:]): (_band_block, key, b, p.with_time) for key in fetch_layer}
+            graph = HighLevelGraph(
+                {fetch_name: fetch_layer, name: layer}, {fetch_name: set(), name: {fetch_name}}
+            )
+            arr = da.Array(graph, name, chunks, dtype=np.dtype(p.out_dtypes[b]))
+            attrs = {"grid_mapping": "spatial_ref", "source_band": b}
+            if b in p.scales:
+                attrs["scale_factor_applied"], attrs["add_offset_applied"] = p.scales[b]
+            var = xr.DataArray(arr, dims=dims, attrs=attrs)
+            var.encoding["_FillValue"] = p.fills[b]
+            var.encoding["chunks"] = tuple(c[0] for c in chunks)
+            data_vars[p.names[b]] = var
+        attrs = {
+            "source": "Google Earth Engine",
+            "ee_data_id": p.data_id,
+            "ee_temporal_resolution": p.params.get("temporal_resolution", "raw"),
+            "ee_reducer": p.recipe.reducer,
+            "ee_image_count": len(p.images),
+        }
+        if p.query.time_range:
+            attrs["ee_time_range"] = list(p.query.time_range)
+        if p.query.filters:
+            attrs["ee_filters"] = [f"{f.name} {f.op} {f.value}" for f in p.query.filters]
+        if not p.with_time and p.steps[0].time_ms is not None:
+            attrs["time_start"] = pd.Timestamp(p.steps[0].time_ms, unit="ms").isoformat()
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _band_block(fetched: Mapping[str, np.ndarray], band: str, with_time: bool) -> np.ndarray:
+    return fetched[band][np.newaxis] if with_time else fetched[band]
+
+
+def plan_of(p: _Prepared) -> RequestPlan:
+    return RequestPlan(
+        data_id=p.data_id,
+        n_time_steps=len(p.steps) if p.with_time else 1,
+        chunks=p.chunks,
+        bands=p.request_bands,
+        bytes_per_pixel=sum(np.dtype(dt).itemsize + 1 for dt in p.request_dtypes),
+        request_byte_limit=p.request_byte_limit,
+    )
+
+
+# -- fetching a chunk (runs in dask workers) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """Fetches one output chunk of one time step: ``source(t, chunk_index) -> {band: array}``.
+
+    Picklable: a worker process initialises the ``ee`` client from ``session``
+    on its first call.
+    """
+
+    session: SessionParams
+    recipe: Recipe
+    steps: tuple[Step, ...]
+    pixel_grid: PixelGrid
+    chunks: tuple[ChunkPlan, ...]
+    request_bands: tuple[str, ...]
+    request_dtypes: tuple[str, ...]
+    out_dtypes: Mapping[str, str]
+    fills: Mapping[str, float]
+    sentinels: Mapping[str, float]
+    scales: Mapping[str, tuple[float, float]]
+    policy: RetryPolicy
+    counters: FetchCounters
+    cache: TileCache | None
+    data_id: str
+
+    def __call__(self, t: int, ci: int) -> dict[str, np.ndarray]:
+        return self.postprocess(self.raw(t, ci))
+
+    def key(self, t: int, ci: int) -> str:
+        w = self.chunks[ci].chunk
+        return tile_key(
+            [
+                self.recipe.describe(self.steps[t]),
+                self.pixel_grid.crs_value,
+                self.pixel_grid.transform,
+                [w.col_off, w.row_off, w.width, w.height],
+                list(self.request_bands),
+                list(self.request_dtypes),
+            ]
+        )
+
+    def raw(self, t: int, ci: int) -> np.ndarray:
+        """The chunk's structured array as the server sent it (sentinels in masked pixels)."""
+        key = self.key(t, ci) if self.cache is not None else ""
+        if self.cache is not None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+        ensure_initialized(self.session)
+        chunk = self.chunks[ci].chunk
+        step = self.steps[t]
+        what = f"{self.data_id} step {t}"
+        out = np.zeros(
+            (chunk.height, chunk.width),
+            dtype=list(zip(self.request_bands, self.request_dtypes, strict=True)),
+        )
+        for req in self.chunks[ci].requests:
+            arr = fetch_window(
+                lambda: step_image(self.recipe, step),
+                self.pixel_grid,
+                req,
+                self.request_bands,
+                self.request_dtypes,
+                self.policy,
+                self.counters,
+                what,
+            )
+            r, c = req.row_off - chunk.row_off, req.col_off - chunk.col_off
+            out[r : r + req.height, c : c + req.width] = arr
+        if self.cache is not None:
+            self.cache.put(key, out)
+        return out
+
+    def postprocess(self, arr: np.ndarray) -> dict[str, np.ndarray]:
+        result = {}
+        for b in self.request_bands:
+            raw = arr[b]
+            masked = raw == np.asarray(self.sentinels[b], dtype=raw.dtype)
+            out_dt = np.dtype(self.out_dtypes[b])
+            if b in self.scales:
+                scale, offset = self.scales[b]
+                values = (raw.astype("float64") * scale + offset).astype(out_dt)
+            else:
+                values = raw.astype(out_dt, copy=True)
+            fill = self.fills[b]
+            values[masked] = (
+                np.nan if fill is None or (isinstance(fill, float) and math.isnan(fill)) else fill
+            )
+            result[b] = values
+        return result
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_step_image(recipe: Recipe, step: Step) -> Any:
+    return recipe.image(step)
+
+
+def step_image(recipe: Recipe, step: Step) -> Any:
+    """The step's ``ee.Image``, built once per process: building it costs client CPU on
+    every request otherwise, which limits throughput at high concurrency."""
+    try:
+        return _cached_step_image(recipe, step)
+    except TypeError:  # an unhashable filter value (e.g. a list)
+        return recipe.image(step)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _scale_pair(value: Any) -> tuple[float, float]:
+    if isinstance(value, list | tuple):
+        return float(value[0]), float(value[1])
+    return float(value), 0.0
+
+
+def _fill_value(band: str, dtype: np.dtype, params: Mapping[str, Any]) -> float | int:
+    """The user's fill value, else NaN for floats, the type's max (unsigned) or min (signed)."""
+    per_band = params.get("fill_values") or {}
+    value = per_band.get(band, params.get("fill_value"))
+    if dtype.kind == "f":
+        return float("nan") if value is None else float(value)
+    info = np.iinfo(dtype)
+    if value is None:
+        return int(info.max if dtype.kind == "u" else info.min)
+    if not float(value).is_integer() or not info.min <= value <= info.max:
+        raise ConfigError(
+            [
+                Problem(
+                    f"open_params.fill_values.{band}", f"{value} is not a valid {dtype.name} value"
+                )
+            ]
+        )
+    return int(value)
+
+
+def _sentinel(band: str, req: np.dtype, fill: float | int | None) -> float | int:
+    """The value masked pixels are set to server-side (JSON cannot carry NaN)."""
+    if req.kind == "f":
+        if fill is not None and not math.isnan(fill):
+            return float(fill)
+        return float(np.finfo(req).min)
+    if fill is not None:
+        return int(fill)
+    info = np.iinfo(req)
+    return int(info.max if req.kind == "u" else info.min)
+
+
+def _pixel_grid(grid: TargetGrid) -> PixelGrid:
+    epsg = grid.crs.to_epsg()
+    t = grid.transform
+    transform = (t.a, t.b, t.c, t.d, t.e, t.f)
+    if epsg is not None:
+        return PixelGrid("crsCode", f"EPSG:{epsg}", transform)
+    return PixelGrid("crsWkt", grid.crs.to_wkt(pyproj.enums.WktVersion.WKT1_GDAL), transform)
+
+
+def _native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: Any) -> TargetGrid:
+    """The images' own grid; all images must share it. ``bbox`` (lon/lat) crops it."""
+    grids = {(i.crs, i.transform, i.dimensions) for i in images}
+    if len(grids) > 1:
+        raise SourceGridError(
+            f"earthengine: the images of {data_id} lie on {len(grids)} different native grids; "
+            "give crs, scale and bbox, or a grid_mapping, to put them on one grid"
+        )
+    crs, transform, dims = next(iter(grids))
+    if crs is None or transform is None:
+        raise SourceGridError(
+            f"earthengine: {data_id} has no native grid; give crs, scale and bbox"
+        )
+    a, b, c, d, e, f = transform
+    if b != 0 or d != 0 or a <= 0 or e >= 0:
+        raise SourceGridError(
+            f"earthengine: the native grid of {data_id} is not north-up ({transform})"
+        )
+    wkt = pyproj.CRS.from_user_input(crs).to_wkt()
+    if bbox is None:
+        if dims is None:
+            raise SourceGridError(f"earthengine: {data_id} has no native size; give a bbox")
+        return TargetGrid(wkt, Affine(a, 0.0, c, 0.0, e, f), dims[0], dims[1], _pair(tile_size))
+    to_native = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    west, south, east, north = to_native.transform_bounds(*bbox)
+    col0, col1 = _floor((west - c) / a), _ceil((east - c) / a)
+    row0, row1 = _floor((f - north) / -e), _ceil((f - south) / -e)
+    return TargetGrid(
+        wkt,
+        Affine(a, 0.0, c + col0 * a, 0.0, e, f + row0 * e),
+        max(1, col1 - col0),
+        max(1, row1 - row0),
+        _pair(tile_size),
+    )
+
+
+def _floor(v: float) -> int:
+    """Floor, but values within 1e-6 px of a whole number are that number (float noise)."""
+    return round(v) if abs(v - round(v)) < 1e-6 else math.floor(v)
+
+
+def _ceil(v: float) -> int:
+    return round(v) if abs(v - round(v)) < 1e-6 else math.ceil(v)
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, list | tuple) else (int(v), int(v))

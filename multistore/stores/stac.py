@@ -1,0 +1,583 @@
+"""The ``stac`` data store: STAC APIs, static catalogs and item indexes → mosaicked cubes.
+
+A data id is a collection id. Items are found by an API search (paged by
+pystac-client), a query of an item index (``stac_index``) or a pruned parallel
+crawl of a static catalog (``stac_crawl``); the same client-side query
+(``stac_query``) is applied to all three, so a filter means the same thing
+everywhere. Pixels are read by odc-stac, straight onto the pipeline's target
+grid when it passes one (each output tile then reads only the COG windows it
+needs), keeping asset dtypes and nodata.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import odc.stac
+import pyproj
+import pystac
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import box as geo_box
+from odc.loader._rio import RioDriver
+from pystac_client.conformance import ConformanceClasses
+from rasterio.warp import transform_bounds
+from xcube.core.store import DATASET_TYPE, DataStore, DataTypeLike
+from xcube.core.store.descriptor import DatasetDescriptor, VariableDescriptor
+from xcube.util.jsonschema import (
+    JsonArraySchema,
+    JsonComplexSchema,
+    JsonIntegerSchema,
+    JsonNumberSchema,
+    JsonObjectSchema,
+    JsonStringSchema,
+)
+
+from ..errors import DatasetError, FilterError, NoItemsError, SourceOpenError, StoreError
+from ..grid import TargetGrid
+from .stac_crawl import crawl
+from .stac_index import query_index
+from .stac_io import GdalAccess, JsonReader, gdal_access, is_url
+from .stac_query import ItemQuery
+
+LOG = logging.getLogger(__name__)
+
+GROUPBY = ("solar_day", "time", "id")
+RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max", "med", "q1", "q3")  # fmt: skip
+ON_MISSING_ASSET = ("fail", "skip")
+_WGS84 = pyproj.CRS.from_epsg(4326)
+
+
+class ScopedRioDriver(RioDriver):
+    """odc-stac's rasterio driver with this store's GDAL settings and AWS session.
+
+    odc-stac captures the environment once per load and restores it around every
+    chunk read (also on dask workers), so nothing is set process-wide.
+    """
+
+    def __init__(self, access: GdalAccess):
+        super().__init__()
+        self._access = access
+
+    def capture_env(self) -> dict[str, Any]:
+        env = {**super().capture_env(), **self._access.options}
+        if self._access.aws is not None:
+            env["_aws"] = dict(self._access.aws)
+        return env
+
+
+class StacDataStore(DataStore):
+    """STAC catalogs and APIs mosaicked into cubes (odc-stac)."""
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        index: str | None = None,
+        max_concurrency: int = 16,
+        on_missing_asset: str = "fail",
+        retries: int = 3,
+    ):
+        self._url = url if is_url(url) else _abspath(url)
+        self._storage_options = dict(storage_options or {})
+        self._index = index
+        self._concurrency = int(max_concurrency)
+        self._on_missing_asset = on_missing_asset
+        self._retries = int(retries)
+        self._reader = JsonReader(
+            self._storage_options, retries=retries, pool_size=self._concurrency
+        )
+
+    # -- schemas ---------------------------------------------------------------------
+
+    @classmethod
+    def get_data_store_params_schema(cls) -> JsonObjectSchema:
+        return JsonObjectSchema(
+            properties=dict(
+                url=JsonStringSchema(
+                    min_length=1,
+                    title="STAC API root or static catalog/collection JSON (path, http(s), s3)",
+                ),
+                storage_options=JsonObjectSchema(
+                    additional_properties=True,
+                    title="fsspec options (anon, key, secret, endpoint_url, client_kwargs, headers); "
+                    "also applied to GDAL for asset reads",
+                ),
+                index=JsonStringSchema(
+                    title="item index (stac-geoparquet) built by 'multistore stac index'"
+                ),
+                max_concurrency=JsonIntegerSchema(minimum=1, default=16),
+                on_missing_asset=JsonStringSchema(enum=list(ON_MISSING_ASSET), default="fail"),
+                retries=JsonIntegerSchema(minimum=0, default=3),
+            ),
+            required=["url"],
+            additional_properties=False,
+        )
+
+    @classmethod
+    def get_data_types(cls) -> tuple[str, ...]:
+        return (DATASET_TYPE.alias,)
+
+    def get_data_types_for_data(self, data_id: str) -> tuple[str, ...]:
+        self._require_collection(data_id)
+        return (DATASET_TYPE.alias,)
+
+    def get_data_opener_ids(
+        self, data_id: str = None, data_type: DataTypeLike = None
+    ) -> tuple[str, ...]:
+        return ("dataset:stac:multistore",)
+
+    @classmethod
+    def get_search_params_schema(cls, data_type: DataTypeLike = None) -> JsonObjectSchema:
+        return JsonObjectSchema(additional_properties=False)
+
+    def search_data(
+        self, data_type: DataTypeLike = None, **search_params
+    ) -> Iterator[DatasetDescriptor]:
+        if search_params:
+            raise StoreError(
+                f"stac store: search_data takes no parameters, got {sorted(search_params)}"
+            )
+        for cid in self.get_data_ids():
+            yield self.describe_data(cid)
+
+    def get_open_data_params_schema(
+        self, data_id: str = None, opener_id: str = None
+    ) -> JsonObjectSchema:
+        return open_params_schema()
+
+    # -- discovery -------------------------------------------------------------------
+
+    @cached_property
+    def _root(self) -> dict[str, Any]:
+        try:
+            return self._reader.read(self._url)
+        except StoreError as e:
+            raise StoreError(f"STAC catalog {self._url} is unreachable: {e}") from None
+
+    @cached_property
+    def is_api(self) -> bool:
+        """True for a STAC API with item search (else a static catalog)."""
+        conforms = self._root.get("conformsTo") or []
+        has_search = any(link.get("rel") == "search" for link in self._root.get("links") or [])
+        return has_search and _conforms(conforms, ConformanceClasses.ITEM_SEARCH)
+
+    @cached_property
+    def _client(self):
+        from pystac_client import Client
+        from pystac_client.stac_api_io import StacApiIO
+
+        headers = self._storage_options.get("headers")
+        io = StacApiIO(
+            headers=dict(headers) if isinstance(headers, Mapping) else None,
+            max_retries=self._retries,
+        )
+        try:
+            return Client.open(self._url, stac_io=io)
+        except Exception as e:  # pystac-client raises many kinds (APIError, requests, pystac)
+            raise StoreError(f"cannot open STAC API {self._url}: {e}") from None
+
+    @cached_property
+    def _collections(self) -> dict[str, dict[str, Any]]:
+        """Collection id → collection document (API: /collections; static: a crawl above items)."""
+        if self.is_api:
+            try:
+                return {c.id: c.to_dict() for c in self._client.get_collections()}
+            except Exception as e:
+                raise StoreError(f"cannot list collections of STAC API {self._url}: {e}") from None
+        if self._root.get("type") == "Collection":
+            return {self._root["id"]: self._root}
+        found: dict[str, dict[str, Any]] = {}
+
+        def descend(node: Mapping[str, Any]) -> bool:
+            if node.get("type") == "Collection":
+                found[node["id"]] = dict(node)
+                return False
+            return True
+
+        crawl(
+            self._reader,
+            self._url,
+            concurrency=self._concurrency,
+            descend=descend,
+            keep_item=lambda i: False,
+        )
+        return found
+
+    def get_data_ids(
+        self, data_type: DataTypeLike = None, include_attrs: Container[str] | bool = False
+    ) -> Iterator[str] | Iterator[tuple[str, dict[str, Any]]]:
+        for cid, doc in sorted(self._collections.items()):
+            if include_attrs is False:
+                yield cid
+            else:
+                attrs = {"title": doc.get("title") or cid, "description": doc.get("description")}
+                if include_attrs is not True:
+                    attrs = {k: v for k, v in attrs.items() if k in include_attrs}
+                yield cid, attrs
+
+    def has_data(self, data_id: str, data_type: DataTypeLike = None) -> bool:
+        return data_id in self._collections
+
+    def _require_collection(self, data_id: str) -> dict[str, Any]:
+        doc = self._collections.get(data_id)
+        if doc is None:
+            raise StoreError(
+                f"collection {data_id!r} not found in {self._url} (available: {sorted(self._collections)})"
+            )
+        return doc
+
+    def describe_data(self, data_id: str, data_type: DataTypeLike = None) -> DatasetDescriptor:
+        doc = self._require_collection(data_id)
+        extent = doc.get("extent") or {}
+        bbox = ((extent.get("spatial") or {}).get("bbox") or [None])[0]
+        interval = ((extent.get("temporal") or {}).get("interval") or [[None, None]])[0]
+        data_vars = {}
+        for key, asset in (doc.get("item_assets") or {}).items():
+            bands = asset.get("raster:bands") or asset.get("bands") or [{}]
+            info = bands[0] if bands else {}
+            attrs = {k: v for k, v in (("nodata", info.get("nodata")), ("roles", asset.get("roles")),
+                                         ("title", asset.get("title")), ("type", asset.get("type")))
+                     if v is not None}  # fmt: skip
+            eo = asset.get("eo:bands") or []
+            if eo:
+                attrs["eo:bands"] = eo
+            dtype = info.get("data_type") or "float64"
+            data_vars[key] = VariableDescriptor(key, dtype, ("time", "y", "x"), attrs=attrs)
+        return DatasetDescriptor(
+            data_id,
+            crs="EPSG:4326" if bbox else None,
+            bbox=tuple(bbox[:4]) if bbox and len(bbox) == 4 else None,
+            time_range=tuple(v[:10] if v else None for v in interval[:2]),
+            data_vars=data_vars or None,
+            attrs={"title": doc.get("title") or data_id, "description": doc.get("description")},
+            open_params_schema=open_params_schema(),
+        )
+
+    # -- items -----------------------------------------------------------------------
+
+    def find_items(self, query: ItemQuery, max_items: int | None = None) -> list[dict[str, Any]]:
+        """Items matching ``query`` (index, API or crawl), sorted by (datetime, id)."""
+        if self._index:
+            items = query_index(self._index, query)
+        elif self.is_api:
+            items = self._search_api(query, max_items)
+        else:
+            items, _ = crawl(
+                self._reader,
+                self._url,
+                concurrency=self._concurrency,
+                descend=query.may_contain,
+                keep_item=query.matches,
+            )
+        items.sort(key=lambda d: ((d.get("properties") or {}).get("datetime") or "", d["id"]))
+        return items[:max_items] if max_items is not None else items
+
+    def _search_api(self, query: ItemQuery, max_items: int | None) -> list[dict[str, Any]]:
+        client = self._client
+        kwargs: dict[str, Any] = {
+            "collections": sorted(query.collections) if query.collections else None,
+            "bbox": list(query.bbox) if query.bbox else None,
+            "datetime": query.time_range_str,
+        }
+        pushed = query.filter.is_empty
+        if not query.filter.is_empty and client.conforms_to(ConformanceClasses.FILTER):
+            kwargs.update(filter=query.filter.to_cql2(), filter_lang="cql2-json")
+            pushed = True
+        elif query.filter.to_query() is not None and client.conforms_to(ConformanceClasses.QUERY):
+            kwargs["query"] = query.filter.to_query()
+            pushed = True
+        if pushed and max_items is not None:
+            kwargs["max_items"] = max_items
+        try:
+            found = list(client.search(**kwargs).items_as_dicts())
+        except Exception as e:
+            raise StoreError(
+                f"STAC API search at {self._url} failed ({query.describe()}): {e}"
+            ) from None
+        # the API already filtered; this re-check also covers APIs that ignore a parameter
+        return [d for d in found if query.matches(d)]
+
+    # -- opening -----------------------------------------------------------------------
+
+    def open_data(self, data_id: str, opener_id: str = None, **open_params) -> xr.Dataset:
+        open_params.pop("data_type", None)
+        _validate(open_params)
+        grid = (
+            TargetGrid.from_dict(open_params["target_grid"])
+            if open_params.get("target_grid")
+            else None
+        )
+        collections = list(open_params.get("collections") or [data_id])
+        bbox_crs = pyproj.CRS.from_user_input(open_params.get("crs") or "EPSG:4326")
+        bbox = open_params.get("bbox")
+        query_bbox = None
+        if bbox is not None:
+            query_bbox = _to_lonlat(bbox, bbox_crs)
+        elif grid is not None:
+            query_bbox = _to_lonlat(grid.bounds, grid.crs)
+        query = ItemQuery.create(
+            bbox=query_bbox,
+            time_range=open_params.get("time_range"),
+            collections=collections,
+            query=open_params.get("query"),
+            filter=open_params.get("filter"),
+        )
+        items = self.find_items(query, open_params.get("max_items"))
+        if not items:
+            raise NoItemsError(f"no STAC items in {self._url} for {query.describe()}")
+        mask = open_params.get("mask")
+        asset_names = open_params.get("asset_names")
+        needed = list(asset_names) if asset_names else None
+        if mask and needed is not None and mask["asset"] not in needed:
+            needed.append(mask["asset"])
+        items = self._with_assets(items, needed, query)
+        pystac_items = [pystac.Item.from_dict(d, preserve_dict=False) for d in items]
+        LOG.info("stac: loading %d item(s) of %s from %s", len(items), collections, self._url)
+        ds = self._load(pystac_items, needed, grid, open_params, bbox, bbox_crs)
+        return _finish(ds, grid, asset_names, mask, items, collections)
+
+    def _with_assets(
+        self, items: list[dict[str, Any]], needed: Sequence[str] | None, query: ItemQuery
+    ) -> list[dict[str, Any]]:
+        if needed is None:
+            return items
+        kept = []
+        for item in items:
+            missing = [a for a in needed if a not in (item.get("assets") or {})]
+            if not missing:
+                kept.append(item)
+                continue
+            available = sorted(item.get("assets") or {})
+            message = f"STAC item {item['id']} has no asset(s) {missing} (available: {available})"
+            if self._on_missing_asset == "fail":
+                raise SourceOpenError(message)
+            LOG.warning("%s: item skipped (on_missing_asset=skip)", message)
+        if not kept:
+            raise NoItemsError(f"no STAC items with assets {list(needed)} for {query.describe()}")
+        return kept
+
+    def _load(
+        self,
+        items: list[pystac.Item],
+        bands: Sequence[str] | None,
+        grid: TargetGrid | None,
+        params: Mapping[str, Any],
+        bbox: Sequence[float] | None,
+        bbox_crs: pyproj.CRS,
+    ) -> xr.Dataset:
+        access = gdal_access(self._storage_options, max_retry=self._retries)
+        groupby = params.get("groupby", "solar_day")
+        kwargs: dict[str, Any] = dict(
+            bands=list(bands) if bands else None,
+            groupby="id" if params.get("mask") else groupby,
+            preserve_original_order=bool(params.get("mask")),
+            resampling=params.get("resampling", "nearest"),
+            driver=ScopedRioDriver(access),
+            fail_on_error=self._on_missing_asset == "fail",
+        )
+        if grid is not None:
+            kwargs["geobox"] = GeoBox((grid.height, grid.width), grid.transform, grid.crs_wkt)
+            kwargs["chunks"] = {"time": 1, "x": grid.tile_size[0], "y": grid.tile_size[1]}
+        else:
+            kwargs["chunks"] = {"time": 1, "x": 1024, "y": 1024}
+            if params.get("spatial_res") is not None:
+                kwargs["crs"] = bbox_crs.to_wkt()
+                kwargs["resolution"] = params["spatial_res"]
+            if bbox is not None:
+                kwargs["geopolygon"] = geo_box(*bbox, crs=bbox_crs.to_wkt())
+        if params.get("chunks"):
+            kwargs["chunks"] = {**kwargs["chunks"], **params["chunks"]}
+        try:
+            ds = odc.stac.load(items, **kwargs)
+        except ValueError as e:
+            hint = ""
+            if grid is None and params.get("spatial_res") is None:
+                hint = " (items in several CRSs or without projection info need crs + spatial_res or a grid_mapping)"
+            raise SourceOpenError(f"cannot load STAC items from {self._url}: {e}{hint}") from None
+        if params.get("mask"):
+            ds = _mask_and_fuse(ds, items, params["mask"], groupby)
+        return ds
+
+
+# -- open params -------------------------------------------------------------------------
+
+
+def open_params_schema() -> JsonObjectSchema:
+    """Open params; ``target_grid`` tells the pipeline to pass its grid (read straight onto it)."""
+    return JsonObjectSchema(
+        properties=dict(
+            collections=JsonArraySchema(items=JsonStringSchema(min_length=1), min_items=1),
+            bbox=JsonArraySchema(
+                items=[JsonNumberSchema()] * 4, title="west, south, east, north in crs"
+            ),
+            crs=JsonStringSchema(
+                default="EPSG:4326", title="CRS of bbox (and of the output with spatial_res)"
+            ),
+            spatial_res=JsonNumberSchema(
+                exclusive_minimum=0, title="output resolution without a target grid"
+            ),
+            time_range=JsonArraySchema(
+                items=[JsonStringSchema(nullable=True), JsonStringSchema(nullable=True)]
+            ),
+            query=JsonObjectSchema(
+                additional_properties=True, title='e.g. {"eo:cloud_cover": {"lt": 20}}'
+            ),
+            filter=JsonComplexSchema(
+                any_of=[
+                    JsonStringSchema(min_length=1),
+                    JsonArraySchema(items=JsonStringSchema(min_length=1)),
+                    JsonObjectSchema(additional_properties=True),
+                ],
+                title="'prop op value' string(s) (ops < <= > >= = !=) or CQL2-JSON",
+            ),
+            asset_names=JsonArraySchema(items=JsonStringSchema(min_length=1), min_items=1),
+            groupby=JsonStringSchema(enum=list(GROUPBY), default="solar_day"),
+            resampling=JsonStringSchema(enum=list(RESAMPLING), default="nearest"),
+            mask=JsonObjectSchema(
+                properties=dict(
+                    asset=JsonStringSchema(min_length=1),
+                    values=JsonArraySchema(items=JsonNumberSchema(), min_items=1),
+                ),
+                required=["asset", "values"],
+                additional_properties=False,
+            ),
+            max_items=JsonIntegerSchema(minimum=1),
+            chunks=JsonObjectSchema(additional_properties=JsonIntegerSchema(minimum=1)),
+            target_grid=JsonObjectSchema(additional_properties=True),
+        ),
+        additional_properties=False,
+    )
+
+
+def _validate(params: Mapping[str, Any]) -> None:
+    try:
+        open_params_schema().validate_instance(dict(params))
+    except Exception as e:  # jsonschema.ValidationError; message names the bad key
+        raise DatasetError(f"invalid stac open params: {getattr(e, 'message', e)}") from None
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _abspath(path: str) -> str:
+    import os
+
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _conforms(uris: Sequence[str], cls: ConformanceClasses) -> bool:
+    return any(isinstance(u, str) and cls.pattern.fullmatch(u) for u in uris)
+
+
+def _to_lonlat(bbox: Sequence[float], crs: pyproj.CRS) -> tuple[float, float, float, float]:
+    if len(bbox) != 4:
+        raise FilterError(f"bbox must be [west, south, east, north], got {list(bbox)!r}")
+    if crs.equals(_WGS84, ignore_axis_order=True):
+        return tuple(float(v) for v in bbox)
+    return tuple(transform_bounds(crs, _WGS84, *bbox, densify_pts=21))
+
+
+def _nodata_of(da: xr.DataArray) -> Any:
+    return da.attrs.get("nodata")
+
+
+def _is_missing(da: xr.DataArray, nodata: Any) -> xr.DataArray:
+    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
+        return da.isnull()
+    return da == nodata
+
+
+def _mask_and_fuse(
+    ds: xr.Dataset, items: list[pystac.Item], mask: Mapping[str, Any], groupby: str
+) -> xr.Dataset:
+    """Drop masked pixels of each item, then fuse items per group (first valid wins).
+
+    Masking before fusing keeps a cloud in one item from hiding a clear pixel of
+    another item of the same day. Items arrive sorted by (datetime, id) with one
+    time step each (``groupby="id"``), which is also odc-stac's fusing order.
+    """
+    ((mid_lon, _),) = ds.odc.geobox.extent.centroid.to_crs("epsg:4326").points
+    bad = ds[mask["asset"]].isin(list(mask["values"]))
+    keys = _group_keys(items, groupby, mid_lon)
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    order = sorted(groups.values(), key=lambda idx: (keys[idx[0]], idx[0]))
+    times = [ds.time.values[idx[0]] for idx in order]
+    fused_vars = {}
+    for name, da in ds.data_vars.items():
+        nodata = _nodata_of(da)
+        dtype = da.dtype if nodata is not None else np.result_type(da.dtype, np.float32)
+        fill = nodata if nodata is not None else np.nan
+        # the mask asset itself is fused unmasked, so it still shows the classes
+        src = da if name == mask["asset"] else da.where(~bad, fill).astype(dtype)
+        steps = []
+        for idx in order:
+            out = src.isel(time=idx[0])
+            for i in idx[1:]:
+                out = out.where(~_is_missing(out, nodata), src.isel(time=i))
+            steps.append(out.drop_vars("time", errors="ignore").astype(dtype))
+        fused_vars[name] = xr.concat(steps, dim="time").assign_attrs(da.attrs)
+    fused = xr.Dataset(fused_vars, attrs=ds.attrs).assign_coords(time=("time", np.array(times)))
+    if "spatial_ref" in ds.coords:
+        fused = fused.assign_coords(spatial_ref=ds.coords["spatial_ref"])
+    return fused
+
+
+def _group_keys(items: list[pystac.Item], groupby: str, mid_lon: float) -> list[Any]:
+    """odc-stac's group keys: solar day at the output's centre longitude, time, or item."""
+    if groupby == "id":
+        return list(range(len(items)))
+    parsed = list(odc.stac.parse_items(items))
+    if groupby == "time":
+        return [p.nominal_datetime for p in parsed]
+    return [p.solar_date_at(mid_lon).date() for p in parsed]
+
+
+def _finish(
+    ds: xr.Dataset,
+    grid: TargetGrid | None,
+    asset_names: Sequence[str] | None,
+    mask: Mapping[str, Any] | None,
+    items: list[dict[str, Any]],
+    collections: list[str],
+) -> xr.Dataset:
+    if mask and asset_names is not None and mask["asset"] not in asset_names:
+        ds = ds.drop_vars(mask["asset"])
+    renames = {k: v for k, v in (("longitude", "lon"), ("latitude", "lat")) if k in ds.dims}
+    ds = ds.rename(renames)
+    if grid is not None:
+        ds = ds.rename(
+            {
+                old: new
+                for old, new in zip(("x", "y"), (grid.x_name, grid.y_name), strict=True)
+                if old in ds.dims and old != new
+            }
+        )
+        ds = ds.drop_vars("spatial_ref", errors="ignore").assign_coords(grid.coords())
+    elif "spatial_ref" in ds.coords:
+        sr = ds["spatial_ref"]
+        if "crs_wkt" not in sr.attrs and "spatial_ref" in sr.attrs:
+            ds["spatial_ref"].attrs["crs_wkt"] = sr.attrs["spatial_ref"]
+    for da in ds.data_vars.values():
+        nodata = da.attrs.get("nodata")
+        encoding = {"grid_mapping": "spatial_ref"}
+        if nodata is not None:
+            encoding["_FillValue"] = (
+                np.array(nodata).astype(da.dtype).item() if da.dtype.kind in "iu" else nodata
+            )
+        da.encoding.update(encoding)
+        da.attrs.pop("grid_mapping", None)
+    ds.attrs.update(
+        {
+            "source": "STAC",
+            "stac_collections": list(collections),
+            "stac_item_count": len(items),
+        }
+    )
+    return ds

@@ -1,0 +1,75 @@
+"""A generation killed mid-write leaves a cube that the next run rebuilds, never skips."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import xarray as xr
+
+from multistore import MultiSourceDataStore
+from multistore.demo import data
+from multistore.status import Status
+from multistore.writer import CubeState
+
+SLOW_HOOK = """
+import time
+
+
+def _nap(block):
+    time.sleep(0.15)
+    return block
+
+
+def slow(ds):
+    return ds.map(lambda v: v.map_blocks(_nap) if v.chunks else v)
+"""
+
+
+def test_killed_generation_is_rebuilt_not_skipped(project):
+    (project.root / "hooks" / "slow.py").write_text(SLOW_HOOK)
+    config = project.base_config()
+    config["grid_mappings"][0]["tile_size"] = 32
+    config["general"]["dask"] = {"scheduler": "threads", "num_workers": 2}
+    config["datasets"].append(
+        {
+            "identifier": "slow_cube",
+            "grid_mapping": "gm",
+            "variables": [
+                {"identifier": "land_cover", "store": "local", "data_id": data.LANDCOVER}
+            ],
+            "custom_processing": {"module_path": "hooks/slow.py", "function_name": "slow"},
+        }
+    )
+    path = project(config)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "multistore", "generate", str(path), "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    killed = False
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event.get("status") == "writing" and (event.get("progress") or 0) >= 0.2:
+            proc.kill()
+            killed = True
+            break
+        assert time.monotonic() < deadline, "generation never reached the write phase"
+    proc.wait(timeout=30)
+    assert killed, "the run finished before it could be interrupted"
+
+    msds = MultiSourceDataStore(path)
+    assert (project.root / "out" / "slow_cube.zarr").exists()  # partial bytes are there...
+    assert [s.state for s in msds.status()] == [CubeState.INCOMPLETE]  # ...but not counted as done
+
+    report = msds.generate()
+    assert report["slow_cube"].status is Status.COMPLETED
+    cube = xr.open_zarr(project.root / "out" / "slow_cube.zarr", mask_and_scale=False)
+    assert cube["land_cover"].dtype == np.uint8
+    assert int((cube["land_cover"].values != 255).sum()) > 1000
+    assert [s.state for s in MultiSourceDataStore(path).status()] == [CubeState.COMPLETE]

@@ -1,0 +1,39 @@
+"""pytest fixtures: the offline Earth Engine emulator (``multistore.testing.ee_emulator``).
+
+The real ``earthengine-api`` client is pointed at it; the deprecated-assets
+catalog fetch (a call to Google storage made by ``ee.Initialize``) is patched
+out so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from unittest import mock
+
+import pytest
+
+from multistore.testing.ee_emulator import Emulator
+
+
+@pytest.fixture
+def ee_offline() -> Iterator[None]:
+    import ee.deprecation
+
+    with (
+        mock.patch.dict(os.environ, {"NO_GCE_CHECK": "true"}),
+        mock.patch.object(ee.deprecation, "_FetchDataCatalogStac", return_value={}),
+    ):
+        yield
+
+
+@pytest.fixture
+def ee_emulator(ee_offline: None) -> Iterator[Emulator]:
+    """A fresh emulator per test (no latency, no caps, the real 48 MB limit)."""
+    with Emulator() as emu:
+        yield emu
+
+
+def store_params(emu: Emulator, **overrides: object) -> dict[str, object]:
+    """Store params pointing the ``earthengine`` store at ``emu`` without credentials."""
+    return {"url": emu.url, "project": "test-project", "credentials": "none", "backoff_s": 0.01, **overrides}

@@ -1,0 +1,476 @@
+"""The zenodo data store against the offline emulator: preload, open, errors, secrets, S3 cache."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import xarray as xr
+from servers.zenodo import zenodo  # noqa: F401
+from xcube.core.store import new_data_store
+
+from multistore.errors import ChecksumError, PreloadError, StoreError, UnsafeArchiveError
+from multistore.stores.zenodo import ZenodoDataStore
+from multistore.stores.zenodo_api import resolve_record_id
+from multistore.testing.sample_zenodo import geotiff_bytes, zip_bytes
+
+RID = "13333034"
+ANNUAL = (np.arange(3 * 32 * 32) % 7).astype(np.uint8).reshape(3, 32, 32)
+ANNUAL[:, :2, :2] = 255
+MASK = (np.arange(32 * 32) % 2).astype(np.uint8).reshape(32, 32)
+HEIGHT = np.linspace(0, 40, 32 * 32, dtype=np.float32).reshape(32, 32)
+FAST = dict(max_retries=3, backoff_s=0.01)
+
+
+def tif(data, **kw) -> bytes:
+    return geotiff_bytes(data, **kw)
+
+
+FRANCE = zip_bytes(
+    {
+        "annual_disturbances_1985_2023_france.tif": tif(ANNUAL, nodata=255),
+        "forest_mask_france.tif": tif(MASK, nodata=255),
+    }
+)
+HEIGHT_TIF = tif(HEIGHT, nodata=-9999.0)
+
+
+@pytest.fixture
+def record(zenodo):  # noqa: F811
+    zenodo.add_record(
+        RID,
+        {
+            "france.zip": FRANCE,
+            "france2.zip": zip_bytes({"france2/forest_mask_france2.tif": tif(MASK, nodata=255)}),
+            "planet_canopy_height_30m_v0.1.tif": HEIGHT_TIF,
+        },
+    )
+    return zenodo
+
+
+def new_store(server, tmp_path, **params) -> ZenodoDataStore:
+    params.setdefault("cache_store_params", {"root": str(tmp_path / "cache")})
+    params = {**FAST, **params}
+    return new_data_store(
+        "zenodo", root=params.pop("root", RID), base_url=server.base_url, **params
+    )
+
+
+def downloads(server, key):
+    return [
+        r for r in server.requests if r.path == f"/records/{RID}/files/{key}" and r.method == "GET"
+    ]
+
+
+def cache_files(tmp_path) -> set[str]:
+    """Every file in the cache, staging area (partial downloads, work folders) included."""
+    root = tmp_path / "cache"
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        RID,
+        int(RID),
+        "10.5281/zenodo.13333034",
+        "https://doi.org/10.5281/zenodo.13333034",
+        "https://zenodo.org/records/13333034",
+        "https://zenodo.org/records/13333034/files/x.zip?download=1",
+        "https://zenodo.org/api/records/13333034",
+        "https://zenodo.org/record/13333034",
+    ],
+)
+def test_root_resolves_to_record_id(root):
+    assert resolve_record_id(root) == RID
+
+
+@pytest.mark.parametrize("root", ["france", "10.1000/xyz123", "https://example.org/x/13333034", ""])
+def test_bad_root_is_a_clear_error(root):
+    with pytest.raises(StoreError, match="not a Zenodo record id"):
+        resolve_record_id(root)
+
+
+def test_plugin_entry_point_and_listing(record, tmp_path):
+    store = new_store(record, tmp_path, root="10.5281/zenodo.13333034")
+    assert isinstance(store, ZenodoDataStore)
+    assert store.list_data_ids() == [
+        "france.zip",
+        "france2.zip",
+        "planet_canopy_height_30m_v0.1.tif",
+    ]
+    info = store.describe_data("france.zip").attrs
+    assert info["size"] == len(FRANCE) and info["format"] == "zip" and not info["preloaded"]
+    assert info["checksum"].startswith("md5:")
+
+
+def test_preload_archive_then_open_converted_rasters(record, tmp_path):
+    store = new_store(record, tmp_path)
+    events = []
+    assert store.preload_data("france.zip", progress=events.append) is store
+    ids = store.list_data_ids()
+    assert {
+        "france/annual_disturbances_1985_2023_france.tif",
+        "france/annual_disturbances_1985_2023_france.zarr",
+        "france/forest_mask_france.tif",
+        "france/forest_mask_france.zarr",
+    } <= set(ids)
+    assert not any(
+        i.startswith("france2/") for i in ids
+    )  # exact keys: france2.zip is not preloaded
+
+    ds = store.open_data("france/annual_disturbances_1985_2023_france.zarr")
+    band_data = ds.band_data
+    assert band_data.dims == ("band", "y", "x") and band_data.dtype == np.uint8
+    assert band_data.attrs["_FillValue"] == 255
+    assert ds.rio.crs.to_epsg() == 3035
+    np.testing.assert_array_equal(band_data.values, ANNUAL)
+
+    # what a custom_processing hook does: band -> time
+    hooked = ds.rename({"band": "time"}).assign_coords(time=[1985, 1986, 1987])
+    assert hooked.band_data.sel(time=1986).values.tolist() == ANNUAL[1].tolist()
+
+    split = store.open_data(
+        "france/annual_disturbances_1985_2023_france.zarr", band_as_variable=True
+    )
+    assert sorted(split.data_vars) == ["band_1", "band_2", "band_3"]
+    np.testing.assert_array_equal(split.band_3.values, ANNUAL[2])
+
+    mask = store.open_data("france/forest_mask_france.zarr")
+    assert mask.band_data.dims == ("y", "x") and mask.band_data.dtype == np.uint8
+
+    # the unpacked GeoTIFF itself opens through xcube's GeoTIFF opener, params passed through
+    member = store.open_data(
+        "france/annual_disturbances_1985_2023_france.tif", band_as_variable=False
+    )
+    (name,) = member.data_vars
+    assert member[name].dims == ("band", "y", "x") and member[name].dtype == np.uint8
+    np.testing.assert_array_equal(member[name].values, ANNUAL)
+
+    phases = [e.phase for e in events]
+    assert phases[0] == "download" and phases[-1] == "done"
+    assert {"verify", "unpack", "convert"} <= set(phases)
+    last_download = [e for e in events if e.phase == "download"][-1]
+    assert last_download.bytes_done == last_download.bytes_total == len(FRANCE)
+    assert store.describe_data("france.zip").attrs["preloaded"] is True
+    assert store.preload_handle.get_state("france.zip").status.name == "completed"
+
+
+def test_already_preloaded_is_skipped_across_restarts_and_force_redoes(record, tmp_path):
+    new_store(record, tmp_path).preload_data("france.zip")
+    assert len(downloads(record, "france.zip")) == 1
+    restarted = new_store(record, tmp_path)
+    events = []
+    restarted.preload_data("france.zip", progress=events.append)
+    assert len(downloads(record, "france.zip")) == 1
+    assert [e.phase for e in events] == ["skipped"]
+
+    # france2.zip shares a prefix with france.zip: it is not considered preloaded
+    restarted.preload_data("france2.zip")
+    assert len(downloads(record, "france2.zip")) == 1
+    assert "france2/forest_mask_france2.zarr" in restarted.list_data_ids()  # top folder not doubled
+
+    restarted.preload_data("france.zip", force=True)
+    assert len(downloads(record, "france.zip")) == 2
+
+    # a lost output makes the preload incomplete: it is redone
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache/france/forest_mask_france.zarr")
+    restarted.preload_data("france.zip")
+    assert len(downloads(record, "france.zip")) == 3
+
+
+def test_archive_member_without_preload_says_to_preload(record, tmp_path):
+    store = new_store(record, tmp_path)
+    with pytest.raises(StoreError, match=r"inside the archive 'france.zip'.*preload"):
+        store.open_data("france/annual_disturbances_1985_2023_france.zarr")
+    with pytest.raises(StoreError, match=r"is an archive: preload it"):
+        store.open_data("france.zip")
+    with pytest.raises(StoreError, match="Zarr conversion of 'planet_canopy_height_30m_v0.1.tif'"):
+        store.open_data("planet_canopy_height_30m_v0.1.zarr")
+    with pytest.raises(StoreError, match=r"no data 'nope.tif'; available: 'france.zip'"):
+        store.open_data("nope.tif")
+
+
+def test_lazy_open_over_range_reads(record, tmp_path):
+    store = new_store(record, tmp_path)
+    ds = store.open_data("planet_canopy_height_30m_v0.1.tif", band_as_variable=False)
+    np.testing.assert_array_equal(
+        ds["band_data" if "band_data" in ds else next(iter(ds.data_vars))].values, HEIGHT
+    )
+    gets = downloads(record, "planet_canopy_height_30m_v0.1.tif")
+    assert gets and all(r.range is not None and r.status == 206 for r in gets)
+    assert sum(1 for r in gets if r.range == "bytes=0-0") == 1  # the 206 probe
+    assert not any(p.endswith(".tif") for p in cache_files(tmp_path))  # nothing downloaded
+    assert ds.rio.crs.to_epsg() == 3035
+
+
+def test_without_range_support_the_file_is_downloaded_into_the_cache(record, tmp_path):
+    record.file(RID, "planet_canopy_height_30m_v0.1.tif").faults.range_support = False
+    store = new_store(record, tmp_path)
+    ds = store.open_data("planet_canopy_height_30m_v0.1.tif")
+    np.testing.assert_array_equal(ds.band_1.values, HEIGHT)
+    assert "planet_canopy_height_30m_v0.1.tif" in cache_files(tmp_path)
+    assert store.describe_data("planet_canopy_height_30m_v0.1.tif").attrs["preloaded"] is True
+
+
+def test_root_raster_preload_gives_a_zarr_keeping_float32(record, tmp_path):
+    store = new_store(record, tmp_path)
+    store.preload_data("planet_canopy_height_30m_v0.1.tif")
+    ds = store.open_data("planet_canopy_height_30m_v0.1.zarr")
+    assert ds.band_data.dtype == np.float32 and ds.band_data.attrs["_FillValue"] == -9999
+    np.testing.assert_array_equal(ds.band_data.values, HEIGHT)
+    desc = store.describe_data("planet_canopy_height_30m_v0.1.zarr")
+    assert desc.attrs["converted_from"] == "geotiff" and "band_data" in desc.data_vars
+
+
+def test_resume_after_killed_preload(record, tmp_path):
+    faults = record.file(RID, "france.zip").faults
+    faults.truncate, faults.truncate_at = 1, len(FRANCE) // 3
+    with pytest.raises(
+        PreloadError, match=r"Zenodo record 13333034, file 'france.zip': download interrupted"
+    ):
+        new_store(record, tmp_path, max_retries=0).preload_data("france.zip")
+    (partial,) = cache_files(tmp_path)
+    assert partial.startswith(".multistore/staging/partial/france.zip.")
+    assert new_store(record, tmp_path).describe_data("france.zip").attrs["preloaded"] is False
+    new_store(record, tmp_path).preload_data("france.zip")
+    gets = downloads(record, "france.zip")
+    assert [g.range for g in gets] == [None, f"bytes={len(FRANCE) // 3}-"]
+    ds = new_store(record, tmp_path).open_data("france/forest_mask_france.zarr")
+    np.testing.assert_array_equal(ds.band_data.values, MASK)
+
+
+def test_checksum_mismatch_fails_loudly_and_caches_nothing(record, tmp_path):
+    record.file(RID, "france.zip").faults.wrong_checksum = True
+    store = new_store(record, tmp_path)
+    with pytest.raises(
+        ChecksumError, match=r"Zenodo record 13333034, file 'france.zip': md5 mismatch after 3"
+    ):
+        store.preload_data("france.zip")
+    assert len(downloads(record, "france.zip")) == 3
+    assert cache_files(tmp_path) == set()
+    assert store.list_data_ids() == [
+        "france.zip",
+        "france2.zip",
+        "planet_canopy_height_30m_v0.1.tif",
+    ]
+
+
+def test_429_and_503_storms_are_survived(record, tmp_path):
+    record.faults.status_429, record.faults.retry_after = 2, 0
+    store = new_store(record, tmp_path)
+    store.preload_data("france2.zip")
+    record.file(RID, "france.zip").faults.status_503 = 2
+    record.file(RID, "france.zip").faults.retry_after = 0
+    store.preload_data("france.zip")
+    assert [r.status for r in downloads(record, "france.zip")] == [503, 503, 200]
+    assert "france/forest_mask_france.zarr" in store.list_data_ids()
+
+
+def test_record_and_key_errors(record, tmp_path):
+    with pytest.raises(
+        StoreError, match=r"Zenodo record 999 not found at http://127.0.0.1:\d+ \(HTTP 404\)"
+    ):
+        new_store(record, tmp_path, root="999").list_data_ids()
+    store = new_store(record, tmp_path)
+    with pytest.raises(
+        StoreError, match=r"has no file 'spain.zip'; available: 'france.zip', 'france2.zip'"
+    ):
+        store.preload_data("spain.zip")
+    with pytest.raises(StoreError, match="invalid preload params"):
+        store.preload_data("france.zip", bogus=1)
+
+
+def unsafe_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("ok.tif", tif(MASK))
+        zf.writestr("../../evil.tif", b"EVIL")
+    return buffer.getvalue()
+
+
+def test_unsafe_and_corrupt_archives(zenodo, tmp_path):  # noqa: F811
+    zenodo.add_record(
+        RID, {"evil.zip": unsafe_zip(), "broken.zip": b"PK\x03\x04 definitely not a zip"}
+    )
+    store = new_store(zenodo, tmp_path)
+    with pytest.raises(
+        UnsafeArchiveError, match=r"Zenodo record 13333034, evil.zip: member '../../evil.tif'"
+    ):
+        store.preload_data("evil.zip")
+    with pytest.raises(PreloadError, match=r"Zenodo record 13333034, broken.zip: not a zip or tar"):
+        store.preload_data("broken.zip")
+    assert not list(tmp_path.rglob("evil.tif"))
+    assert cache_files(tmp_path) == set()
+
+
+def test_two_failures_are_reported_together(zenodo, tmp_path):  # noqa: F811
+    zenodo.add_record(RID, {"evil.zip": unsafe_zip(), "broken.zip": b"nope"})
+    with pytest.raises(PreloadError, match=r"2 of 2 preloads failed:\n.*\n.*"):
+        new_store(zenodo, tmp_path).preload_data("evil.zip", "broken.zip")
+
+
+def test_tar_gz_holding_a_zarr(zenodo, tmp_path):  # noqa: F811
+    cube = xr.Dataset({"v": (("time", "lat"), np.arange(6, dtype=np.int16).reshape(2, 3))})
+    cube.to_zarr(tmp_path / "cube.zarr", zarr_format=2, consolidated=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        tf.add(tmp_path / "cube.zarr", arcname="cube.zarr")
+        tf.add(tmp_path / "cube.zarr" / "v" / ".zarray", arcname="notes/readme.txt")
+    zenodo.add_record(RID, {"cube.tar.gz": buffer.getvalue()})
+    store = new_store(zenodo, tmp_path)
+    store.preload_data("cube.tar.gz")
+    ids = store.list_data_ids()
+    assert ids == ["cube.tar.gz", "cube/cube.zarr", "cube/notes/readme.txt"]
+    np.testing.assert_array_equal(store.open_data("cube/cube.zarr").v.values, cube.v.values)
+
+
+def test_token_is_sent_but_never_shown(zenodo, tmp_path, caplog):  # noqa: F811
+    token = "s3cr3t-t0ken-value"
+    zenodo.add_record(RID, {"france.zip": FRANCE}, access_token=token)
+    caplog.set_level(logging.DEBUG)
+    store = new_store(zenodo, tmp_path, access_token=token)
+    store.preload_data("france.zip")
+    assert store.open_data("france/forest_mask_france.zarr").band_data.dtype == np.uint8
+    assert all(r.authorized for r in zenodo.requests)
+    with pytest.raises(StoreError) as info:
+        new_store(zenodo, tmp_path, access_token="wrong-t0ken-value").list_data_ids()
+    texts = [
+        caplog.text,
+        str(info.value),
+        repr(store),
+        repr(store.describe_data("france.zip").to_dict()),
+        json.dumps(store.list_data_ids(include_attrs=True)),
+        str(store.get_data_store_params_schema().to_dict()),
+    ]
+    texts += [p.read_text(errors="ignore") for p in (tmp_path / "cache").rglob("*.json")]
+    assert "access denied (HTTP 403)" in str(info.value)
+    for text in texts:
+        assert token not in text and "wrong-t0ken-value" not in text
+
+
+def test_cache_on_s3(record, tmp_path, s3_bucket, s3_storage_options):
+    params = dict(
+        cache_store_id="s3",
+        cache_store_params={"root": f"{s3_bucket}/zenodo", "storage_options": s3_storage_options},
+        staging_dir=str(tmp_path / "staging"),
+    )
+    store = new_store(record, tmp_path, **params)
+    store.preload_data("france.zip")
+    ds = store.open_data("france/annual_disturbances_1985_2023_france.zarr")
+    assert ds.band_data.dtype == np.uint8
+    np.testing.assert_array_equal(ds.band_data.values, ANNUAL)
+    fs = store.cache_store.fs
+    assert fs.exists(f"{s3_bucket}/zenodo/france/forest_mask_france.zarr/.zmetadata")
+    assert fs.exists(f"{s3_bucket}/zenodo/.multistore/manifest/france.zip.json")
+
+    again = new_store(record, tmp_path, **params)
+    again.preload_data("france.zip")
+    assert len(downloads(record, "france.zip")) == 1
+    np.testing.assert_array_equal(
+        again.open_data("france/forest_mask_france.zarr").band_data.values, MASK
+    )
+
+
+def test_emulator_speaks_zenodo_shapes(record):
+    import hashlib
+
+    import requests
+
+    base = record.base_url
+    body = requests.get(f"{base}/api/records/{RID}", timeout=5).json()
+    assert body["id"] == int(RID) and body["doi"] == f"10.5281/zenodo.{RID}"
+    entry = next(f for f in body["files"] if f["key"] == "france.zip")
+    assert entry["size"] == len(FRANCE)
+    assert entry["checksum"] == "md5:" + hashlib.md5(FRANCE).hexdigest()
+    assert entry["links"]["self"] == f"{base}/api/records/{RID}/files/france.zip/content"
+    listing = requests.get(f"{base}/api/records/{RID}/files", timeout=5).json()
+    assert [e["key"] for e in listing["entries"]] == [f["key"] for f in body["files"]]
+
+    # like zenodo.org: Range on /records/<id>/files/<key>, not on .../content
+    ranged = requests.get(
+        f"{base}/records/{RID}/files/france.zip?download=1",
+        headers={"Range": "bytes=10-19"},
+        timeout=5,
+    )
+    assert ranged.status_code == 206 and ranged.content == FRANCE[10:20]
+    assert ranged.headers["Content-Range"] == f"bytes 10-19/{len(FRANCE)}"
+    suffix = requests.get(
+        f"{base}/records/{RID}/files/france.zip", headers={"Range": "bytes=-5"}, timeout=5
+    )
+    assert suffix.content == FRANCE[-5:]
+    content = requests.get(entry["links"]["self"], headers={"Range": "bytes=10-19"}, timeout=5)
+    assert content.status_code == 200 and content.content == FRANCE
+    head = requests.head(f"{base}/records/{RID}/files/france.zip", timeout=5)
+    assert (
+        head.headers["Content-Length"] == str(len(FRANCE))
+        and head.headers["Accept-Ranges"] == "bytes"
+    )
+
+    missing = requests.get(f"{base}/api/records/1", timeout=5)
+    assert missing.status_code == 404 and missing.json()["status"] == 404
+    assert requests.get(f"{base}/records/{RID}/files/nope.zip", timeout=5).status_code == 404
+    record.faults.status_429, record.faults.retry_after = 1, 7
+    limited = requests.get(f"{base}/api/records/{RID}", timeout=5)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "7"
+    assert [r.status for r in record.requests][-2:] == [404, 429]
+
+
+def test_sample_record_is_deterministic_and_served():
+    import hashlib
+
+    import requests
+
+    from multistore.testing.sample_zenodo import sample_record_files, serve_sample_record
+
+    files = sample_record_files()
+    assert files == sample_record_files()
+    with serve_sample_record() as url:
+        body = requests.get(f"{url}/api/records/{RID}", timeout=5).json()
+    assert {f["key"]: f["checksum"] for f in body["files"]} == {
+        k: "md5:" + hashlib.md5(v).hexdigest() for k, v in files.items()
+    }
+
+
+def test_demo_config_builds_a_multi_variable_cube(tmp_path, monkeypatch):
+    """The issue's end-to-end case: a zip of GeoTIFFs preloaded, merged, band -> time by a hook."""
+    import shutil
+    from pathlib import Path
+
+    from multistore.api import MultiSourceDataStore
+    from multistore.testing.sample_zenodo import annual_disturbances, serve_sample_record
+
+    configs = Path(__file__).parents[2] / "configs"
+    shutil.copy(configs / "demo-zenodo.yml", tmp_path)
+    shutil.copytree(configs / "hooks", tmp_path / "hooks")
+    with serve_sample_record() as url:
+        monkeypatch.setenv("MULTISTORE_ZENODO_URL", url)
+        msds = MultiSourceDataStore(tmp_path / "demo-zenodo.yml")
+        report = msds.generate()
+        assert [r.status.value for r in report.results] == ["completed"] * 3
+        cube = msds.open_cube("forest_disturbance")
+    assert set(cube.data_vars) == {"disturbance", "forest_mask"}
+    assert cube.disturbance.dims[0] == "time" and cube.sizes["time"] == 39
+    assert (
+        str(cube.time.values[0])[:10] == "1985-01-01"
+        and str(cube.time.values[-1])[:10] == "2023-01-01"
+    )
+    values = cube.disturbance.values
+    valid = values[~np.isnan(values)]
+    assert set(np.unique(valid).tolist()) <= {
+        0.0,
+        1.0,
+    }  # nearest: only source values, nodata masked
+    assert 0 < valid.mean() < 0.2
+    assert abs(valid.mean() - (annual_disturbances() == 1).mean()) < 0.02
+    assert set(np.unique(cube.forest_mask.values[~np.isnan(cube.forest_mask.values)]).tolist()) == {
+        0.0,
+        1.0,
+    }
