@@ -20,6 +20,7 @@ import yaml
 from .config import Config, config_schema, load_config, redact
 from .cube import build_cube
 from .display import live_display
+from .gdalenv import gdal_environment
 from .generate import Generator, RunReport
 from .grid import TargetGrid
 from .plan import CubePlan, Plan, build_plan
@@ -135,6 +136,7 @@ class MultiSourceDataStore:
         mode = display or self.config.general.display
         with (
             self._scrubbed_logs(),
+            gdal_environment(self.config.general.gdal_http_params),
             live_display(board, mode, title=self._title()),
             dask_runner(self.config.general.dask) as runner,
         ):

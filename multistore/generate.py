@@ -15,10 +15,11 @@ import xarray as xr
 
 from .config.model import Config, PreloadConfig
 from .cube import build_cube
-from .errors import DatasetError
+from .errors import DatasetError, WriteError
 from .grid import TargetGrid
 from .plan import CubePlan, Plan
 from .quicklook import write_quicklook
+from .retry import with_retries
 from .scheduler import DaskRunner
 from .scrub import Scrubber
 from .status import DatasetResult, Status, StatusBoard
@@ -175,10 +176,14 @@ class Generator:
                 obj, progress=lambda p: self.board.update(cube.identifier, progress=p)
             )
 
-        if cube.dataset.format_id == "netcdf":
-            write_netcdf(ds, target, cube.fingerprint, compute)
-        else:
-            write_zarr(ds, target, cube.fingerprint, compute, self.config.general.zarr_format)
+        def write() -> None:
+            if cube.dataset.format_id == "netcdf":
+                write_netcdf(ds, target, cube.fingerprint, compute)
+            else:
+                write_zarr(ds, target, cube.fingerprint, compute, self.config.general.zarr_format)
+
+        # A retry rewrites the cube from scratch, so a transient failure leaves nothing half-done.
+        with_retries(write, self.config.general.retries, f"writing {cube.output}", classify=_cause)
 
     def _fail(self, ident: str, error: BaseException) -> None:
         log.debug("%s failed", ident, exc_info=error)
@@ -189,7 +194,14 @@ class Generator:
         self.board.update(ident, status=Status.FAILED, message=message, error=error)
 
 
+def _cause(error: BaseException) -> BaseException:
+    """WriteError wraps the I/O error that decides whether a retry can help."""
+    return error.__cause__ if isinstance(error, WriteError) and error.__cause__ else error
+
+
 def _describe(ds: xr.Dataset) -> str:
-    dims = "x".join(f"{ds.sizes[d]}" for d in ds.dims)
+    first = next(iter(ds.data_vars.values()), None)
+    dims = tuple(first.dims) if first is not None else tuple(ds.dims)
+    shape = "x".join(str(ds.sizes[d]) for d in dims)
     mb = sum(v.nbytes for v in ds.data_vars.values()) / 1e6
-    return f"{len(ds.data_vars)} var(s), {dims} ({', '.join(map(str, ds.dims))}), {mb:.1f} MB raw"
+    return f"{len(ds.data_vars)} var(s), {shape} ({', '.join(map(str, dims))}), {mb:.1f} MB raw"

@@ -11,9 +11,18 @@ from xcube.util import extension
 
 # store_id -> (module:class, description)
 STORES: dict[str, tuple[str, str]] = {
-    "earthengine": ("multistore.stores.earthengine.store:EarthEngineDataStore", "Google Earth Engine images and collections, downloaded in planned tiles"),
-    "stac": ("multistore.stores.stac:StacDataStore", "STAC catalogs and APIs mosaicked into cubes (odc-stac)"),
-    "zenodo": ("multistore.stores.zenodo:ZenodoDataStore", "Zenodo records (files and archives), with verified preload"),
+    "earthengine": (
+        "multistore.stores.earthengine.store:EarthEngineDataStore",
+        "Google Earth Engine images and collections, downloaded in planned tiles",
+    ),
+    "stac": (
+        "multistore.stores.stac:StacDataStore",
+        "STAC catalogs and APIs mosaicked into cubes (odc-stac)",
+    ),
+    "zenodo": (
+        "multistore.stores.zenodo:ZenodoDataStore",
+        "Zenodo records (files and archives), with verified preload",
+    ),
 }
 
 

@@ -48,6 +48,7 @@ def with_retries(
     config: RetryConfig,
     what: str,
     sleep: Callable[[float], None] = time.sleep,
+    classify: Callable[[BaseException], BaseException] = lambda e: e,
 ) -> T:
     """Call ``fn``; on a transient error wait ``backoff * 2**n`` (with jitter) and try again."""
     attempt = 0
@@ -55,7 +56,7 @@ def with_retries(
         try:
             return fn()
         except Exception as e:
-            if attempt >= config.max_retries or not is_transient(e):
+            if attempt >= config.max_retries or not is_transient(classify(e)):
                 raise
             delay = min(config.max_backoff_s, config.backoff_s * 2**attempt)
             delay *= 0.5 + random.random() / 2

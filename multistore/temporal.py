@@ -69,15 +69,13 @@ def _aggregate(da: xr.DataArray, kwargs: dict, method: str) -> xr.DataArray:
     fill = fill_value_of(da)
     is_int = np.issubdtype(da.dtype, np.integer)
     masked = (
-        da.where(da != fill)
-        if fill is not None and not (isinstance(fill, float) and np.isnan(fill))
-        else da
+        da if fill is None or (isinstance(fill, float) and np.isnan(fill)) else da.where(da != fill)
     )
-    result = (
-        getattr(masked.resample(**kwargs), method)(skipna=True)
-        if method not in ("first", "last", "count")
-        else getattr(masked.resample(**kwargs), method)()
-    )
+    grouped = masked.resample(**kwargs)
+    if method in ("first", "last", "count"):
+        result = getattr(grouped, method)()
+    else:
+        result = getattr(grouped, method)(skipna=True)
     if method == "count":
         result = result.astype("int32")
     elif is_int and method in _KEEP_DTYPE | {"median"}:

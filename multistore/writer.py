@@ -135,7 +135,6 @@ def write_zarr(
     zarr_format: int = 2,
 ) -> None:
     """Write ``ds`` as a consolidated Zarr, then the completion marker."""
-    fs = target.fs
     _clear(target)
     try:
         delayed = ds.to_zarr(

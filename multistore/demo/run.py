@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from ..gdalenv import scoped_env
 from . import data
-from .servers import DEMO_KEY, DEMO_SECRET, local_s3, s3_filesystem, scoped_env
+from .servers import DEMO_KEY, DEMO_SECRET, local_s3, s3_filesystem
 
 DEMO_BUCKET = "multistore-demo"
 DATA_FOLDER = "demo_data"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,18 +34,3 @@ def s3_filesystem(endpoint: str) -> s3fs.S3FileSystem:
         secret=DEMO_SECRET,
         client_kwargs={"endpoint_url": endpoint},
     )
-
-
-@contextmanager
-def scoped_env(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of a block, then restore them."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

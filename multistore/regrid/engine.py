@@ -25,7 +25,15 @@ from rasterio.crs import CRS
 from ..errors import NoOverlapError, RegridError
 from ..grid import TargetGrid
 from . import plan
-from .kernel import Piece, Plane, TileTask, VarSpec, fill_block, warp_block
+from .kernel import (
+    Piece,
+    PlaneGroup,
+    TileTask,
+    VarSpec,
+    fill_block,
+    take_plane,
+    warp_group,
+)
 from .methods import (
     AGGREGATING_METHODS,
     KERNEL_RADIUS,
@@ -40,6 +48,10 @@ LOG = logging.getLogger(__name__)
 
 # Chunk size for sources held in memory as numpy arrays (no copy is made).
 _NUMPY_SOURCE_CHUNK = 2048
+
+# Memory budgets of one warp task: output planes, and source blocks it depends on.
+_GROUP_OUT_BYTES = 32 * 2**20
+_GROUP_IN_BYTES = 256 * 2**20
 
 # Attributes that describe the source's storage, replaced by the output's encoding.
 _STORAGE_ATTRS = ("_FillValue", "missing_value", "nodata", "grid_mapping", "coordinates")
@@ -141,30 +153,43 @@ def _warp_variable(
     tiles = _tile_tasks(src, grid, target, windows)
     extra_dims = norm.dims[:-2]
     extra_shape = src.shape[:-2]
-    extra_bounds = [np.cumsum((0,) + c) for c in src.chunks[:-2]]
     out_name = f"regrid-{name}-" + tokenize(
         src.name, target.to_dict(), spec, [[_window_token(w) for w in line] for line in windows]
     )
-    dsk: dict[tuple, Any] = {}
-    for plane in itertools.product(*(range(n) for n in extra_shape)):
-        chunk_idx = tuple(
-            int(np.searchsorted(b, i, side="right") - 1)
-            for b, i in zip(extra_bounds, plane, strict=True)
-        )
-        local = Plane(
-            tuple(i - int(b[c]) for b, i, c in zip(extra_bounds, plane, chunk_idx, strict=True))
-        )
-        for (ti, tj), tile in tiles.items():
-            key = (out_name, *plane, ti, tj)
-            if tile is None:
-                shape = (1,) * len(plane) + (target.chunks[0][ti], target.chunks[1][tj])
-                dsk[key] = (fill_block, shape, spec)
-            else:
-                inputs = tuple(
-                    (src.name, *chunk_idx, pc.row_chunk, pc.col_chunk) for pc in tile.pieces
+    group_name = f"warp-{out_name}"
+    planes = list(itertools.product(*(range(n) for n in extra_shape)))
+    per_group = _planes_per_group(src, target, spec, tiles)
+    groups = [planes[i : i + per_group] for i in range(0, len(planes), per_group)]
+    locate = _plane_locator(src)
+    warp_dsk: dict[tuple, Any] = {}
+    out_dsk: dict[tuple, Any] = {}
+    for (ti, tj), tile in tiles.items():
+        if tile is None:
+            shape = (1,) * len(extra_shape) + tile_shape(target, ti, tj)
+            for plane in planes:
+                out_dsk[(out_name, *plane, ti, tj)] = (fill_block, shape, spec)
+            continue
+        for gi, group in enumerate(groups):
+            inputs: dict[tuple, int] = {}
+            refs = []
+            for plane in group:
+                chunk_idx, local = locate(plane)
+                positions = tuple(
+                    inputs.setdefault(
+                        (src.name, *chunk_idx, pc.row_chunk, pc.col_chunk), len(inputs)
+                    )
+                    for pc in tile.pieces
                 )
-                dsk[key] = (warp_block, tile, spec, local, *inputs)
-    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[src])
+                refs.append((local, positions))
+            group_key = (group_name, gi, ti, tj)
+            warp_dsk[group_key] = (warp_group, tile, spec, PlaneGroup(tuple(refs)), *inputs)
+            for k, plane in enumerate(group):
+                out_dsk[(out_name, *plane, ti, tj)] = (take_plane, group_key, k, len(extra_shape))
+    warp_graph = HighLevelGraph.from_collections(group_name, warp_dsk, dependencies=[src])
+    graph = HighLevelGraph(
+        {**warp_graph.layers, out_name: out_dsk},
+        {**warp_graph.dependencies, out_name: {group_name}},
+    )
     chunks = tuple((1,) * n for n in extra_shape) + target.chunks
     arr = da.Array(graph, out_name, chunks=chunks, dtype=spec.out_dtype)
     dims = (*extra_dims, target.y_name, target.x_name)
@@ -245,6 +270,43 @@ def _tile_tasks(
                 dst_shape=(target.chunks[0][ti], target.chunks[1][tj]),
             )
     return tiles
+
+
+def tile_shape(target: TargetGrid, ti: int, tj: int) -> tuple[int, int]:
+    return target.chunks[0][ti], target.chunks[1][tj]
+
+
+def _planes_per_group(
+    src: da.Array, target: TargetGrid, spec: VarSpec, tiles: Mapping[tuple[int, int], Any]
+) -> int:
+    """How many planes one task warps: as many as fit the memory budgets.
+
+    GDAL transforms coordinates once per call for all planes, so grouping
+    cuts the cost per plane several times; the budgets keep task memory flat.
+    """
+    item = max(spec.work_dtype.itemsize, spec.out_dtype.itemsize)
+    out_plane = target.tile_size[0] * target.tile_size[1] * item
+    pieces = max((len(t.pieces) for t in tiles.values() if t is not None), default=1)
+    block = max(src.chunks[-2]) * max(src.chunks[-1]) * src.dtype.itemsize
+    # planes held per source block (a block spanning several planes serves them all)
+    planes_per_block = max(1, int(np.prod([max(c) for c in src.chunks[:-2]], dtype=int)))
+    in_plane = pieces * block / planes_per_block
+    n = min(_GROUP_OUT_BYTES // max(out_plane, 1), _GROUP_IN_BYTES // max(int(in_plane), 1))
+    return max(1, int(n))
+
+
+def _plane_locator(src: da.Array):
+    """plane index -> (chunk index along non-spatial dims, index inside that chunk)."""
+    bounds = [np.cumsum((0,) + c) for c in src.chunks[:-2]]
+
+    def locate(plane: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        chunk = tuple(
+            int(np.searchsorted(b, i, side="right") - 1) for b, i in zip(bounds, plane, strict=True)
+        )
+        local = tuple(i - int(b[c]) for b, i, c in zip(bounds, plane, chunk, strict=True))
+        return chunk, local
+
+    return locate
 
 
 def _overlapping(bounds: np.ndarray, start: int, stop: int) -> range:

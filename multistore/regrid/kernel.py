@@ -57,21 +57,30 @@ class VarSpec:
     out_fill: float | int  # value written where there is no data
 
 
-@dataclass(frozen=True)
-class Plane:
-    """Index into the non-spatial dims of a source block (wrapped so dask leaves it alone)."""
+@dataclass(frozen=True, eq=False)
+class PlaneGroup:
+    """Planes warped together in one GDAL call (GDAL computes coordinates once for all).
 
-    index: tuple[int, ...]
+    ``planes[k]`` is (index of plane k inside its source blocks, position in
+    the task's inputs of the block for each piece of the tile).
+    """
+
+    planes: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
 
 
 def fill_block(shape: tuple[int, ...], spec: VarSpec) -> np.ndarray:
     return np.full(shape, spec.out_fill, dtype=spec.out_dtype)
 
 
-def warp_block(tile: TileTask, spec: VarSpec, plane: Plane, *blocks: np.ndarray) -> np.ndarray:
-    """Warp one plane of one tile; returns an array with leading size-1 plane dims."""
-    window = _assemble(tile, spec, plane, blocks)
-    dst = np.empty(tile.dst_shape, dtype=spec.work_dtype)
+def take_plane(group: np.ndarray, k: int, n_extra: int) -> np.ndarray:
+    """Plane ``k`` of a warped group as a block with size-1 non-spatial dims."""
+    return group[k].reshape((1,) * n_extra + group.shape[1:])
+
+
+def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.ndarray) -> np.ndarray:
+    """Warp the planes of ``group`` for one tile; returns (planes, height, width)."""
+    window = _assemble(tile, spec, group, blocks)
+    dst = np.empty((len(group.planes), *tile.dst_shape), dtype=spec.work_dtype)
     kwargs = {}
     if tile.geoloc is not None:
         kwargs["src_geoloc_array"] = tile.geoloc
@@ -88,18 +97,23 @@ def warp_block(tile: TileTask, spec: VarSpec, plane: Plane, *blocks: np.ndarray)
         resampling=spec.resampling,
         num_threads=1,
         init_dest_nodata=True,
+        # each plane keeps its own nodata mask (GDAL may otherwise unify them across bands)
+        UNIFIED_SRC_NODATA="NO",
         **kwargs,
     )
-    out = _to_out_dtype(dst, spec)
-    return out.reshape((1,) * len(plane.index) + out.shape)
+    if _differs(spec.work_nodata, spec.work_fill):
+        dst[_equal(dst, spec.work_nodata)] = spec.work_fill
+    return _to_out_dtype(dst, spec)
 
 
-def _assemble(tile: TileTask, spec: VarSpec, plane: Plane, blocks: tuple[np.ndarray, ...]):
-    window = np.empty(tile.window_shape, dtype=spec.work_dtype)
+def _assemble(tile: TileTask, spec: VarSpec, group: PlaneGroup, blocks: tuple[np.ndarray, ...]):
+    window = np.empty((len(group.planes), *tile.window_shape), dtype=spec.work_dtype)
     covered = np.zeros(tile.window_shape, dtype=bool) if tile.gaps else None
-    for block, piece in zip(blocks, tile.pieces, strict=True):
-        window[piece.dst] = np.asarray(block[plane.index + piece.src])
-        if covered is not None:
+    for k, (local, inputs) in enumerate(group.planes):
+        for pos, piece in zip(inputs, tile.pieces, strict=True):
+            window[(k, *piece.dst)] = blocks[pos][local + piece.src]
+    if covered is not None:
+        for piece in tile.pieces:
             covered[piece.dst] = True
     if spec.src_nodata is not None and spec.work_nodata is not None:
         src_nan = isinstance(spec.src_nodata, float) and math.isnan(spec.src_nodata)
@@ -112,10 +126,19 @@ def _assemble(tile: TileTask, spec: VarSpec, plane: Plane, blocks: tuple[np.ndar
             window[np.isnan(window)] = spec.work_nodata
     if covered is not None and not covered.all():
         if spec.work_nodata is not None:
-            window[~covered] = spec.work_nodata
+            window[:, ~covered] = spec.work_nodata
         else:
-            return np.ma.masked_array(window, mask=~covered)
+            mask = np.broadcast_to(~covered, window.shape)
+            return np.ma.masked_array(window, mask=mask)
     return window
+
+
+def _differs(nodata: float | int | None, fill: float | int) -> bool:
+    if nodata is None:
+        return False
+    if isinstance(nodata, float) and math.isnan(nodata):
+        return False
+    return nodata != fill
 
 
 def _equal(a: np.ndarray, value: float | int) -> np.ndarray:

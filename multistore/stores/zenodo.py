@@ -475,6 +475,8 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         keys = tuple(dict.fromkeys(data_ids))
         record = self.record
         files = {key: record.file(key) for key in keys}  # unknown keys fail before any work
+        # Our own record of failures: xcube's handle can miss a job that fails very fast.
+        failures: dict[str, BaseException] = {}
         handle = ExecutorPreloadHandle(
             keys,
             preload_data=functools.partial(
@@ -483,6 +485,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 force=params["force"],
                 options=options,
                 progress=progress,
+                failures=failures,
             ),
             executor=ThreadPoolExecutor(
                 max_workers=self._max_concurrency, thread_name_prefix="zenodo-preload"
@@ -491,11 +494,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
             silent=params["silent"],
         )
         self.preload_handle = handle
-        errors = [
-            handle.get_state(key).exception
-            for key in keys
-            if handle.get_state(key).status == PreloadStatus.failed
-        ]
+        errors = [failures[key] for key in keys if key in failures]
         if len(errors) == 1:
             raise errors[0]
         if errors:
@@ -515,13 +514,17 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         force: bool,
         options: PreloadOptions,
         progress: ProgressCallback | None,
+        failures: dict[str, BaseException],
     ) -> None:
         emit = functools.partial(self._emit, handle, progress, key)
         try:
             self._preload_steps(handle, files[key], force, options, emit)
         except BaseException as e:
+            failures[key] = e
             emit("failed", message=str(e))
+            handle.notify(PreloadState(key, status=PreloadStatus.failed, exception=e))
             raise
+        handle.notify(PreloadState(key, status=PreloadStatus.completed))
 
     def _preload_steps(
         self,

@@ -265,53 +265,56 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
         url = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(url.path)
-        self._status = 0
-        try:
-            if emulator.faults.delay_s:
-                time.sleep(emulator.faults.delay_s)
-            parts = path.strip("/").split("/")
-            record_file = _route(parts)
-            record = emulator._record(record_file[1]) if record_file else None
-            file = record.files.get(record_file[2]) if record and record_file[2] else None
-            file_faults = file.faults if file is not None else None
-            if file_faults is not None and file_faults.delay_s:
-                time.sleep(file_faults.delay_s)
-            for faults in (emulator.faults, file_faults):
-                if faults is None:
-                    continue
-                if emulator._take(faults, "status_429"):
-                    return self._error(429, "Too many requests", retry_after=faults.retry_after)
-                if emulator._take(faults, "status_503"):
-                    return self._error(503, "Service unavailable", retry_after=faults.retry_after)
-            if record_file is None:
-                return self._error(404, "The requested URL was not found on the server.")
-            kind, record_id, key = record_file
-            if record is None:
-                return self._error(404, "The persistent identifier does not exist.")
-            if record.access_token is not None:
-                auth = self.headers.get("Authorization", "")
-                if auth != f"Bearer {record.access_token}":
-                    return self._error(403, "Permission denied.")
-            if kind == "record":
-                return self._json(200, emulator._record_json(record), head)
-            if kind == "files":
-                entries = [emulator._file_json(record, f) for f in record.files.values()]
-                return self._json(200, {"entries": entries}, head)
-            if file is None:
-                return self._error(404, f"File {key!r} not found in record {record_id}.")
-            ranged = kind == "download"
-            return self._content(file, head, ranged)
-        finally:
-            emulator._append(
-                LoggedRequest(
-                    method=self.command,
-                    path=path,
-                    query=url.query,
-                    range=self.headers.get("Range"),
-                    status=self._status,
-                    authorized="Authorization" in self.headers,
-                )
+        self._logged = (path, url.query)
+        if emulator.faults.delay_s:
+            time.sleep(emulator.faults.delay_s)
+        parts = path.strip("/").split("/")
+        record_file = _route(parts)
+        record = emulator._record(record_file[1]) if record_file else None
+        file = record.files.get(record_file[2]) if record and record_file[2] else None
+        file_faults = file.faults if file is not None else None
+        if file_faults is not None and file_faults.delay_s:
+            time.sleep(file_faults.delay_s)
+        for faults in (emulator.faults, file_faults):
+            if faults is None:
+                continue
+            if emulator._take(faults, "status_429"):
+                return self._error(429, "Too many requests", retry_after=faults.retry_after)
+            if emulator._take(faults, "status_503"):
+                return self._error(503, "Service unavailable", retry_after=faults.retry_after)
+        if record_file is None:
+            return self._error(404, "The requested URL was not found on the server.")
+        kind, record_id, key = record_file
+        if record is None:
+            return self._error(404, "The persistent identifier does not exist.")
+        if record.access_token is not None:
+            auth = self.headers.get("Authorization", "")
+            if auth != f"Bearer {record.access_token}":
+                return self._error(403, "Permission denied.")
+        if kind == "record":
+            return self._json(200, emulator._record_json(record), head)
+        if kind == "files":
+            entries = [emulator._file_json(record, f) for f in record.files.values()]
+            return self._json(200, {"entries": entries}, head)
+        if file is None:
+            return self._error(404, f"File {key!r} not found in record {record_id}.")
+        ranged = kind == "download"
+        return self._content(file, head, ranged)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Logged before any byte is sent, so a client never sees an answer the log lacks.
+        path, query = getattr(self, "_logged", (self.path, ""))
+        self.emulator._append(
+            LoggedRequest(
+                method=self.command,
+                path=path,
+                query=query,
+                range=self.headers.get("Range"),
+                status=code,
+                authorized="Authorization" in self.headers,
             )
+        )
+        super().send_response(code, message)
 
     # -- answers ------------------------------------------------------------------
 
@@ -332,14 +335,12 @@ class _Handler(BaseHTTPRequestHandler):
                 start = int(first)
                 end = min(int(last), size - 1) if last else size - 1
             if start >= size or start > end:
-                self._status = 416
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             status = 206
-        self._status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(end - start + 1))
@@ -367,7 +368,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, body: Any, head: bool = False) -> None:
         data = json.dumps(body).encode("utf-8")
-        self._status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -378,7 +378,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, retry_after: int | None = None) -> None:
         data = json.dumps({"status": status, "message": message}).encode("utf-8")
-        self._status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

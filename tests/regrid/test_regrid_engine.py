@@ -18,7 +18,7 @@ from rasterio.warp import reproject, transform_bounds
 from multistore.errors import NoOverlapError, RegridError, SourceGridError
 from multistore.grid import TargetGrid
 from multistore.regrid import regrid_dataset
-from multistore.regrid.kernel import warp_block
+from multistore.regrid.kernel import warp_group
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
@@ -438,29 +438,47 @@ def test_zarr_round_trip_keeps_dtype_and_fill(tmp_path, uint8_geotiff):
 
 def test_tasks_read_only_their_windows():
     rng = np.random.default_rng(6)
-    data = categorical(rng, (2, 512, 512))
+    data = categorical(rng, (3, 512, 512))
     transform = Affine(30, 0, 4_200_000, 0, -30, 2_900_000)
-    ds = affine_dataset(data, transform, LAEA.to_wkt(), extra=("band", [1, 2]), chunks=64)
+    ds = affine_dataset(data, transform, LAEA.to_wkt(), extra=("band", [1, 2, 3]), chunks=64)
     bounds = (4_200_000, 2_900_000 - 512 * 30, 4_200_000 + 512 * 30, 2_900_000)
     target = target_around(LAEA, bounds, "EPSG:4326", 0.0004, 64)
     arr = regrid_dataset(ds, target, {"method": "nearest"})["v"].data
-    layer = arr.__dask_graph__().layers[arr.name]
-    src_chunks = 2 * 8 * 8
-    warp_tasks = 0
-    for key, task in dict(layer).items():
-        if task[0] is not warp_block:
-            continue
-        warp_tasks += 1
-        tile = task[1]
-        inputs = task[4:]
-        assert len(inputs) <= 12, "a tile must depend on a few source chunks only"
-        assert len(inputs) < src_chunks / 8
-        assert all(k[1] == key[1] for k in inputs)  # the same band plane
+    assert arr.chunksize[0] == 1  # one block per tile per plane
+    graph = arr.__dask_graph__()
+    src_name = ds["v"].data.name
+    warp_layers = [name for name in graph.layers if name.startswith("warp-")]
+    assert len(warp_layers) == 1
+    n_tasks = 0
+    for task in dict(graph.layers[warp_layers[0]]).values():
+        assert task[0] is warp_group
+        n_tasks += 1
+        tile, group, inputs = task[1], task[3], task[4:]
+        assert all(k[0] == src_name for k in inputs)
+        # a few source chunks per plane, never the 8 x 8 chunks of a whole plane
+        assert len(inputs) <= 12 * len(group.planes)
         h, w = tile.window_shape
         assert h * w < 0.15 * 512 * 512
-    assert warp_tasks == arr.npartitions
-    # the graph computes with the threaded scheduler, tile by tile
+    tiles = arr.numblocks[1] * arr.numblocks[2]
+    assert n_tasks <= tiles  # planes are warped together (one GDAL call per tile here)
     with dask.config.set(scheduler="threads", num_workers=2):
         got = arr.compute()
     ref = gdal_reference(data, transform, LAEA, target, "nearest", None, 255)
     assert np.mean(got == ref) > 0.99
+
+
+def test_planes_keep_their_own_nodata_masks():
+    data = np.full((2, 64, 64), 3, dtype="uint8")
+    data[0, :, :32] = 255  # plane 0: west half missing
+    data[1, 32:, :] = 255  # plane 1: south half missing
+    transform = Affine(0.01, 0, 10.0, 0, -0.01, 45.64)
+    ds = affine_dataset(
+        data, transform, CRS.from_epsg(4326).to_wkt(), dims=("lat", "lon"),
+        extra=("time", [0, 1]), attrs={"_FillValue": 255},
+    )  # fmt: skip
+    target = TargetGrid.from_bbox([10.0, 45.0, 10.64, 45.64], "EPSG:32632", 500, 16)
+    got = regrid_dataset(ds, target, {"method": "nearest", "fill_values": 0})["v"].values
+    assert set(np.unique(got)) <= {0, 3}  # source nodata never leaks into the output
+    ref = [gdal_reference(data[t], transform, "EPSG:4326", target, "nearest", 255, 0) for t in (0, 1)]
+    for t in (0, 1):
+        assert np.mean(got[t] == ref[t]) > 0.99

@@ -122,6 +122,7 @@ def ensure_initialized(params: SessionParams) -> None:
 def _initialize(params: SessionParams, reset: bool) -> None:
     import ee
     import requests.adapters
+    import requests.utils
     from ee import _state
 
     if reset:  # ee.Initialize keeps old credentials when given None: start clean
@@ -146,6 +147,13 @@ def _initialize(params: SessionParams, reset: bool) -> None:
     )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    # requests re-reads proxy and CA settings from the environment on every request
+    # (~2.5 ms of CPU each, a limit at 40 requests in flight): read them once instead.
+    session.proxies.update(requests.utils.get_environ_proxies(params.url))
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if ca_bundle:
+        session.verify = ca_bundle
+    session.trust_env = False
 
 
 def resolve_credentials(spec: str) -> Any:
