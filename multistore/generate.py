@@ -116,9 +116,18 @@ class Generator:
             self.board.add(cube.identifier)
         self.preload()
         workers = max(1, self.config.general.max_parallel_datasets)
-        with ThreadPoolExecutor(workers, thread_name_prefix="multistore-cube") as pool:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="multistore-cube")
+        try:
             for level in plan.levels:
                 list(pool.map(self._run_one, [plan.cube(i) for i in level]))
+        except KeyboardInterrupt:
+            # Unfinished cubes keep no completion marker, so the next run rebuilds them.
+            for result in self.board.results():
+                if not result.status.is_final:
+                    self.board.update(result.identifier, status=Status.FAILED, message="interrupted")
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return RunReport(tuple(self.board.results()))
 
     def _run_one(self, cube: CubePlan) -> None:

@@ -87,9 +87,9 @@ class DaskRunner:
                 self._client = Client(self._cluster, set_as_default=False)
         return self
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
         if self._client is not None:
             self._client.close()
         if self._cluster is not None:
@@ -115,5 +115,7 @@ def dask_runner(config: DaskConfig) -> Iterator[DaskRunner]:
     runner = DaskRunner(config).start()
     try:
         yield runner
-    finally:
-        runner.close()
+    except BaseException:
+        runner.close(wait=False)  # e.g. Ctrl-C: do not wait for running tiles
+        raise
+    runner.close()

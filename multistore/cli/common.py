@@ -14,6 +14,7 @@ from ..errors import ConfigError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 config_argument = click.argument(
     "config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -8,6 +10,7 @@ from ..api import MultiSourceDataStore
 from ..errors import ConfigError
 from .common import (
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
     config_argument,
     load_or_exit,
     report_config_error,
@@ -39,4 +42,8 @@ def generate(
     except ConfigError as e:
         report_config_error(e)
         raise SystemExit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: unfinished cubes will be rebuilt by the next run", err=True)
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # worker threads may still be inside GDAL; do not wait
     raise SystemExit(report.exit_code)

@@ -476,7 +476,7 @@ def test_planes_keep_their_own_nodata_masks():
         data, transform, CRS.from_epsg(4326).to_wkt(), dims=("lat", "lon"),
         extra=("time", [0, 1]), attrs={"_FillValue": 255},
     )  # fmt: skip
-    target = TargetGrid.from_bbox([10.0, 45.0, 10.64, 45.64], "EPSG:32632", 500, 16)
+    target = target_around("EPSG:4326", (10.0, 45.0, 10.64, 45.64), "EPSG:32632", 500, 16)
     got = regrid_dataset(ds, target, {"method": "nearest", "fill_values": 0})["v"].values
     assert set(np.unique(got)) <= {0, 3}  # source nodata never leaks into the output
     ref = [gdal_reference(data[t], transform, "EPSG:4326", target, "nearest", 255, 0) for t in (0, 1)]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from multistore import MultiSourceDataStore
@@ -29,7 +31,8 @@ def slow(ds):
 """
 
 
-def test_killed_generation_is_rebuilt_not_skipped(project):
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_interrupted_generation_is_rebuilt_not_skipped(project, how):
     (project.root / "hooks" / "slow.py").write_text(SLOW_HOOK)
     config = project.base_config()
     config["grid_mappings"][0]["tile_size"] = 32
@@ -56,12 +59,15 @@ def test_killed_generation_is_rebuilt_not_skipped(project):
     for line in proc.stdout:
         event = json.loads(line)
         if event.get("status") == "writing" and (event.get("progress") or 0) >= 0.2:
-            proc.kill()
+            proc.send_signal(getattr(signal, how))
             killed = True
             break
         assert time.monotonic() < deadline, "generation never reached the write phase"
-    proc.wait(timeout=30)
+    returncode = proc.wait(timeout=30)
     assert killed, "the run finished before it could be interrupted"
+    if how == "SIGINT":  # Ctrl-C: a prompt exit with the conventional code, no traceback
+        assert returncode == 130
+        assert "Traceback" not in proc.stderr.read()
 
     msds = MultiSourceDataStore(path)
     assert (project.root / "out" / "slow_cube.zarr").exists()  # partial bytes are there...
