@@ -76,7 +76,9 @@ def run(concurrency: int, latency: float, tiles: int, tile: int, n_bands: int, s
     try:
         url = parent.recv()
         with mock.patch.object(ee.deprecation, "_FetchDataCatalogStac", return_value={}):
-            store = EarthEngineDataStore(url=url, project="bench", credentials="none", max_concurrency=concurrency)
+            store = EarthEngineDataStore(
+                url=url, project="bench", credentials="none", max_concurrency=concurrency
+            )
             plan = store.plan_requests("TEST/MULTI/uint16", bands=bands, target_grid=grid.to_dict())
             n_requests = plan.n_requests * steps
             ds = store.open_data("TEST/MULTI/uint16", bands=bands, target_grid=grid.to_dict())
@@ -116,7 +118,9 @@ def run(concurrency: int, latency: float, tiles: int, tile: int, n_bands: int, s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--concurrency", type=int, default=40)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--tiles", type=int, default=16, help="chunks per axis (one request each)")

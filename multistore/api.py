@@ -132,7 +132,7 @@ class MultiSourceDataStore:
     ) -> RunReport:
         """Build the selected cubes (all by default); complete, unchanged cubes are skipped."""
         plan = self.plan(datasets)
-        board = StatusBoard(plan.identifiers)
+        board = StatusBoard()
         mode = display or self.config.general.display
         with (
             self._scrubbed_logs(),

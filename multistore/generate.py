@@ -112,6 +112,8 @@ class Generator:
     # -- cubes -----------------------------------------------------------------------
 
     def run(self, plan: Plan) -> RunReport:
+        for preload in self.config.preload_datasets:
+            self.board.add(preload_label(preload), kind="preload")
         for cube in plan.cubes:
             self.board.add(cube.identifier)
         self.preload()

@@ -50,8 +50,8 @@ def setup_logging(verbose: int, json_logs: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("multistore").setLevel(level)
-    for noisy in ("werkzeug", "botocore", "urllib3", "distributed"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for noisy in ("werkzeug", "botocore", "urllib3", "distributed", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def console() -> Console:

@@ -21,7 +21,8 @@ def demo_environment(config_dir: Path) -> Iterator[dict[str, str]]:
     with ExitStack() as stack:
         endpoint = stack.enter_context(local_s3())
         fs = s3_filesystem(endpoint)
-        fs.mkdir(DEMO_BUCKET)
+        if not fs.exists(DEMO_BUCKET):  # moto keeps buckets across servers of one process
+            fs.mkdir(DEMO_BUCKET)
         data.elevation_dataset().to_zarr(
             fs.get_mapper(f"{DEMO_BUCKET}/{data.ELEVATION}"),
             mode="w",

@@ -23,7 +23,7 @@ from dask.highlevelgraph import HighLevelGraph
 from rasterio.crs import CRS
 
 from ..errors import NoOverlapError, RegridError
-from ..grid import TargetGrid
+from ..grid import TargetGrid, Window
 from . import plan
 from .kernel import (
     Piece,
@@ -165,7 +165,7 @@ def _warp_variable(
     out_dsk: dict[tuple, Any] = {}
     for (ti, tj), tile in tiles.items():
         if tile is None:
-            shape = (1,) * len(extra_shape) + tile_shape(target, ti, tj)
+            shape = (1,) * len(extra_shape) + _tile_shape(target, ti, tj)
             for plane in planes:
                 out_dsk[(out_name, *plane, ti, tj)] = (fill_block, shape, spec)
             continue
@@ -272,7 +272,7 @@ def _tile_tasks(
     return tiles
 
 
-def tile_shape(target: TargetGrid, ti: int, tj: int) -> tuple[int, int]:
+def _tile_shape(target: TargetGrid, ti: int, tj: int) -> tuple[int, int]:
     return target.chunks[0][ti], target.chunks[1][tj]
 
 
@@ -315,9 +315,7 @@ def _overlapping(bounds: np.ndarray, start: int, stop: int) -> range:
     return range(max(first, 0), min(last, len(bounds) - 2) + 1)
 
 
-def _target_window(target: TargetGrid, ti: int, tj: int):
-    from ..grid import Window
-
+def _target_window(target: TargetGrid, ti: int, tj: int) -> Window:
     rows, cols = target.chunks
     return Window(sum(cols[:tj]), sum(rows[:ti]), cols[tj], rows[ti])
 

@@ -80,7 +80,8 @@ def take_plane(group: np.ndarray, k: int, n_extra: int) -> np.ndarray:
 def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.ndarray) -> np.ndarray:
     """Warp the planes of ``group`` for one tile; returns (planes, height, width)."""
     window = _assemble(tile, spec, group, blocks)
-    dst = np.empty((len(group.planes), *tile.dst_shape), dtype=spec.work_dtype)
+    # Filled here, not by GDAL: rasterio drops a dst_nodata of 0 for INIT_DEST.
+    dst = np.full((len(group.planes), *tile.dst_shape), spec.work_fill, dtype=spec.work_dtype)
     kwargs = {}
     if tile.geoloc is not None:
         kwargs["src_geoloc_array"] = tile.geoloc
@@ -96,7 +97,7 @@ def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.nda
         dst_nodata=spec.work_fill,
         resampling=spec.resampling,
         num_threads=1,
-        init_dest_nodata=True,
+        init_dest_nodata=False,
         # each plane keeps its own nodata mask (GDAL may otherwise unify them across bands)
         UNIFIED_SRC_NODATA="NO",
         **kwargs,

@@ -801,7 +801,10 @@ class Emulator:
         server.emulator = self
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ee-emulator", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="ee-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self

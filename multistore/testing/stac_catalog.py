@@ -127,7 +127,7 @@ def _utm_transform(epsg: int, lon: float, lat: float) -> Affine:
 
 def _footprint(epsg: int, transform: Affine) -> tuple[list[float], dict]:
     to_ll = pyproj.Transformer.from_crs(epsg, 4326, always_xy=True)
-    corners = [transform * (c, r) for c, r in ((0, 0), (_SIZE, 0), (_SIZE, _SIZE), (0, _SIZE))]
+    corners = [transform @ (c, r) for c, r in ((0, 0), (_SIZE, 0), (_SIZE, _SIZE), (0, _SIZE))]
     ring = [list(to_ll.transform(x, y)) for x, y in corners]
     ring.append(ring[0])
     lons = [p[0] for p in ring]

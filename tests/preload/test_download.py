@@ -199,3 +199,23 @@ def test_rate_limiter_spreads_requests():
     for _ in range(100):
         unlimited.acquire()
     assert time.monotonic() - start < 0.1
+
+
+def test_slow_server_times_out_with_a_clear_error(served, tmp_path):
+    served.file("7", "data.bin").faults.delay_s = 0.5
+    policy = RetryPolicy(max_retries=1, backoff_s=0.01)
+    with pytest.raises(
+        PreloadError, match=r"record 7, file 'data.bin': download failed: .*timed out"
+    ):
+        download_file(
+            new_session(policy),
+            remote(served),
+            tmp_path / "data.bin",
+            partial_dir=tmp_path / "p",
+            policy=policy,
+            timeout=0.2,
+        )
+    deadline = time.monotonic() + 5  # the server logs a request when it finally answers
+    while len(downloads(served)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(downloads(served)) == 2  # first try + one retry

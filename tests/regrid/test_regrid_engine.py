@@ -67,6 +67,7 @@ def gdal_reference(data, transform, crs, target, method, src_nodata, dst_nodata,
         dst_crs=CRS.from_wkt(target.crs_wkt),
         dst_nodata=dst_nodata,
         resampling=Resampling[method],
+        init_dest_nodata=False,  # filled above (rasterio ignores a dst_nodata of 0 here)
         **kwargs,
     )
     return out
@@ -168,7 +169,9 @@ def test_categorical_stack_from_xcube_geotiff(uint8_geotiff, method, res):
 def test_int16_dem_custom_wkt_to_utm(crs_wkt, unit):
     rng = np.random.default_rng(2)
     yy, xx = np.mgrid[0:300, 0:260]
-    dem = (800 + 300 * np.sin(xx / 40) * np.cos(yy / 55) + rng.normal(0, 3, xx.shape)).astype("int16")
+    dem = (800 + 300 * np.sin(xx / 40) * np.cos(yy / 55) + rng.normal(0, 3, xx.shape)).astype(
+        "int16"
+    )
     dem[:20, :30] = -32768
     dem[150:170, 100:140] = -32768
     res = 30.0 / unit
@@ -197,7 +200,9 @@ def test_float_time_stack_average_to_coarser_grid():
     data[:, 50:80, 60:120] = np.nan
     data[2] = np.nan  # an all-missing time step
     transform = Affine(100, 0, 600_000, 0, -100, 5_400_000)
-    time = np.array(["2020-01-01", "2020-02-01", "2020-03-01", "2020-04-01"], dtype="datetime64[ns]")
+    time = np.array(
+        ["2020-01-01", "2020-02-01", "2020-03-01", "2020-04-01"], dtype="datetime64[ns]"
+    )
     ds = affine_dataset(data, transform, CRS.from_epsg(32632).to_wkt(), extra=("time", time))
     bounds = (600_000, 5_400_000 - 20_000, 624_000, 5_400_000)
     target = target_around("EPSG:32632", bounds, "EPSG:4326", 0.004, 5)
@@ -330,7 +335,9 @@ def test_scale_factor_and_decoded_packing_are_kept():
     ds = affine_dataset(raw, transform, CRS.from_epsg(4326).to_wkt(), dims=("lat", "lon"))
     ds["v"].attrs.update(scale_factor=0.1, add_offset=5.0, _FillValue=-1)
     decoded = ds.copy()
-    decoded["v"] = (decoded["v"].astype("float32") * 0.1 + 5.0).assign_attrs(grid_mapping="spatial_ref")
+    decoded["v"] = (decoded["v"].astype("float32") * 0.1 + 5.0).assign_attrs(
+        grid_mapping="spatial_ref"
+    )
     decoded["v"].encoding.update(dtype="int16", scale_factor=0.1, add_offset=5.0, _FillValue=-1)
     target = TargetGrid.from_bbox([5.2, 47.6, 5.6, 47.9], "EPSG:4326", 0.01, 20)
     out = regrid_dataset(ds, target, {"method": "nearest"})["v"]
@@ -339,7 +346,12 @@ def test_scale_factor_and_decoded_packing_are_kept():
     assert out.encoding["_FillValue"] == -1
     out2 = regrid_dataset(decoded, target, {"method": "nearest"})["v"]
     assert out2.dtype == np.float32
-    assert out2.encoding == {"_FillValue": -1, "scale_factor": 0.1, "add_offset": 5.0, "dtype": "int16"}
+    assert out2.encoding == {
+        "_FillValue": -1,
+        "scale_factor": 0.1,
+        "add_offset": 5.0,
+        "dtype": "int16",
+    }
     np.testing.assert_allclose(out2.values, out.values * 0.1 + 5.0, rtol=1e-6)
 
 
@@ -479,6 +491,8 @@ def test_planes_keep_their_own_nodata_masks():
     target = target_around("EPSG:4326", (10.0, 45.0, 10.64, 45.64), "EPSG:32632", 500, 16)
     got = regrid_dataset(ds, target, {"method": "nearest", "fill_values": 0})["v"].values
     assert set(np.unique(got)) <= {0, 3}  # source nodata never leaks into the output
-    ref = [gdal_reference(data[t], transform, "EPSG:4326", target, "nearest", 255, 0) for t in (0, 1)]
+    ref = [
+        gdal_reference(data[t], transform, "EPSG:4326", target, "nearest", 255, 0) for t in (0, 1)
+    ]
     for t in (0, 1):
         assert np.mean(got[t] == ref[t]) > 0.99

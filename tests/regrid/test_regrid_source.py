@@ -18,8 +18,16 @@ def test_cf_netcdf_with_grid_mapping_and_km_coordinates():
     ds = xr.Dataset(
         {"tas": (("time", "yc", "xc"), np.zeros((2, 3, 4)), {"grid_mapping": "lambert"})},
         coords={
-            "xc": ("xc", [0.5, 1.5, 2.5, 3.5], {"standard_name": "projection_x_coordinate", "units": "km"}),
-            "yc": ("yc", [2.5, 1.5, 0.5], {"standard_name": "projection_y_coordinate", "units": "km"}),
+            "xc": (
+                "xc",
+                [0.5, 1.5, 2.5, 3.5],
+                {"standard_name": "projection_x_coordinate", "units": "km"},
+            ),
+            "yc": (
+                "yc",
+                [2.5, 1.5, 0.5],
+                {"standard_name": "projection_y_coordinate", "units": "km"},
+            ),
         },
     )
     ds["lambert"] = xr.DataArray(0, attrs=crs.to_cf())

@@ -36,4 +36,10 @@ def ee_emulator(ee_offline: None) -> Iterator[Emulator]:
 
 def store_params(emu: Emulator, **overrides: object) -> dict[str, object]:
     """Store params pointing the ``earthengine`` store at ``emu`` without credentials."""
-    return {"url": emu.url, "project": "test-project", "credentials": "none", "backoff_s": 0.01, **overrides}
+    return {
+        "url": emu.url,
+        "project": "test-project",
+        "credentials": "none",
+        "backoff_s": 0.01,
+        **overrides,
+    }

@@ -474,3 +474,17 @@ def test_demo_config_builds_a_multi_variable_cube(tmp_path, monkeypatch):
         0.0,
         1.0,
     }
+
+
+def test_open_params_schemas_pass_xcube_openers_through(record, tmp_path):
+    store = new_store(record, tmp_path)
+    remote = store.get_open_data_params_schema("planet_canopy_height_30m_v0.1.tif").to_dict()
+    assert {"band_as_variable", "tile_size", "overview_level"} <= set(remote["properties"])
+    store.preload_data("france.zip")
+    converted = store.get_open_data_params_schema("france/forest_mask_france.zarr").to_dict()
+    assert {"band_as_variable", "mask_and_scale", "chunks"} <= set(converted["properties"])
+    assert store.get_data_opener_ids("france/forest_mask_france.tif") == ("dataset:geotiff:file",)
+    assert store.get_data_opener_ids("france.zip") == ()
+    from xcube.core.store import list_data_store_ids
+
+    assert "zenodo" in list_data_store_ids()

@@ -11,7 +11,6 @@ project's target grid when one is given, so no local regrid is needed.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -40,7 +39,7 @@ from xcube.util.jsonschema import (
 
 from ...errors import ConfigError, Problem, SourceGridError, SourceOpenError
 from ...grid import TargetGrid
-from .fetch import FetchCounters, PixelGrid, RetryPolicy, fetch_window
+from .fetch import FetchCounters, PixelGrid, RetryPolicy
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_chunks
 from .query import (
     EE_TYPE,
@@ -55,8 +54,9 @@ from .query import (
     list_images,
     time_steps,
 )
-from .resume import TileCache, tile_key
+from .resume import TileCache
 from .session import DEFAULT_CONCURRENCY, HIGH_VOLUME_URL, SessionParams, ensure_initialized
+from .source import ChunkSource
 
 LOG = logging.getLogger(__name__)
 
@@ -242,7 +242,9 @@ class EarthEngineDataStore(DataStore):
             data_id=data_id,
             crs=f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_wkt(),
             bbox=[west, south, east, north],
-            time_range=[times[0].strftime("%Y-%m-%d"), times[-1].strftime("%Y-%m-%d")] if times else None,
+            time_range=[times[0].strftime("%Y-%m-%d"), times[-1].strftime("%Y-%m-%d")]
+            if times
+            else None,
             spatial_res=p.grid.resolution[0],
             dims=dims,
             data_vars={
@@ -335,7 +337,9 @@ class EarthEngineDataStore(DataStore):
         time_range = tuple(params["time_range"]) if params.get("time_range") else None
         if not is_collection:
             if filters or time_range:
-                LOG.info("earthengine: %s is one image; time_range and filters are ignored", data_id)
+                LOG.info(
+                    "earthengine: %s is one image; time_range and filters are ignored", data_id
+                )
             return Query(data_id, False)
         return Query(data_id, True, time_range, filters)
 
@@ -374,7 +378,7 @@ class EarthEngineDataStore(DataStore):
             out = np.dtype("float64" if req == np.float64 else "float32") if b in scales else req
             fill = _fill_value(b, out, params)
             req_dtype[b], out_dtype[b], fills[b] = req.name, out.name, fill
-            sentinels[b] = _sentinel(b, req, None if b in scales else fill)
+            sentinels[b] = _sentinel(req, None if b in scales else fill)
         groups: dict[tuple[str, float], list[str]] = {}
         for b in bands:
             groups.setdefault((req_dtype[b], sentinels[b]), []).append(b)
@@ -530,114 +534,6 @@ def plan_of(p: _Prepared) -> RequestPlan:
     )
 
 
-# -- fetching a chunk (runs in dask workers) ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChunkSource:
-    """Fetches one output chunk of one time step: ``source(t, chunk_index) -> {band: array}``.
-
-    Picklable: a worker process initialises the ``ee`` client from ``session``
-    on its first call.
-    """
-
-    session: SessionParams
-    recipe: Recipe
-    steps: tuple[Step, ...]
-    pixel_grid: PixelGrid
-    chunks: tuple[ChunkPlan, ...]
-    request_bands: tuple[str, ...]
-    request_dtypes: tuple[str, ...]
-    out_dtypes: Mapping[str, str]
-    fills: Mapping[str, float]
-    sentinels: Mapping[str, float]
-    scales: Mapping[str, tuple[float, float]]
-    policy: RetryPolicy
-    counters: FetchCounters
-    cache: TileCache | None
-    data_id: str
-
-    def __call__(self, t: int, ci: int) -> dict[str, np.ndarray]:
-        return self.postprocess(self.raw(t, ci))
-
-    def key(self, t: int, ci: int) -> str:
-        w = self.chunks[ci].chunk
-        return tile_key(
-            [
-                self.recipe.describe(self.steps[t]),
-                self.pixel_grid.crs_value,
-                self.pixel_grid.transform,
-                [w.col_off, w.row_off, w.width, w.height],
-                list(self.request_bands),
-                list(self.request_dtypes),
-            ]
-        )
-
-    def raw(self, t: int, ci: int) -> np.ndarray:
-        """The chunk's structured array as the server sent it (sentinels in masked pixels)."""
-        key = self.key(t, ci) if self.cache is not None else ""
-        if self.cache is not None:
-            cached = self.cache.get(key)
-            if cached is not None:
-                return cached
-        ensure_initialized(self.session)
-        chunk = self.chunks[ci].chunk
-        step = self.steps[t]
-        what = f"{self.data_id} step {t}"
-        out = np.zeros(
-            (chunk.height, chunk.width),
-            dtype=list(zip(self.request_bands, self.request_dtypes, strict=True)),
-        )
-        for req in self.chunks[ci].requests:
-            arr = fetch_window(
-                lambda: step_image(self.recipe, step),
-                self.pixel_grid,
-                req,
-                self.request_bands,
-                self.request_dtypes,
-                self.policy,
-                self.counters,
-                what,
-            )
-            r, c = req.row_off - chunk.row_off, req.col_off - chunk.col_off
-            out[r : r + req.height, c : c + req.width] = arr
-        if self.cache is not None:
-            self.cache.put(key, out)
-        return out
-
-    def postprocess(self, arr: np.ndarray) -> dict[str, np.ndarray]:
-        result = {}
-        for b in self.request_bands:
-            raw = arr[b]
-            masked = raw == np.asarray(self.sentinels[b], dtype=raw.dtype)
-            out_dt = np.dtype(self.out_dtypes[b])
-            if b in self.scales:
-                scale, offset = self.scales[b]
-                values = (raw.astype("float64") * scale + offset).astype(out_dt)
-            else:
-                values = raw.astype(out_dt, copy=True)
-            fill = self.fills[b]
-            values[masked] = (
-                np.nan if fill is None or (isinstance(fill, float) and math.isnan(fill)) else fill
-            )
-            result[b] = values
-        return result
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_step_image(recipe: Recipe, step: Step) -> Any:
-    return recipe.image(step)
-
-
-def step_image(recipe: Recipe, step: Step) -> Any:
-    """The step's ``ee.Image``, built once per process: building it costs client CPU on
-    every request otherwise, which limits throughput at high concurrency."""
-    try:
-        return _cached_step_image(recipe, step)
-    except TypeError:  # an unhashable filter value (e.g. a list)
-        return recipe.image(step)
-
-
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -667,7 +563,7 @@ def _fill_value(band: str, dtype: np.dtype, params: Mapping[str, Any]) -> float 
     return int(value)
 
 
-def _sentinel(band: str, req: np.dtype, fill: float | int | None) -> float | int:
+def _sentinel(req: np.dtype, fill: float | int | None) -> float | int:
     """The value masked pixels are set to server-side (JSON cannot carry NaN)."""
     if req.kind == "f":
         if fill is not None and not math.isnan(fill):

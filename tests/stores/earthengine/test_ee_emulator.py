@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from multistore.testing.ee_emulator import TOO_MANY_REQUESTS, Emulator, RequestGrid
-from tests.servers.earthengine import ee_emulator, ee_offline  # noqa: F401
 
 GRID = {
     "dimensions": {"width": 6, "height": 4},
@@ -30,8 +29,12 @@ def test_client_initialises_and_fetches_asset_pixels(ee_emulator):
     _init(ee_emulator)
     assert ee_emulator.stats.by_kind["discovery"] >= 1
     # straddles the corner of the image's masked box (10.10, 45.10)
-    at_mask = dict(GRID, affineTransform=dict(GRID["affineTransform"], translateX=10.097, translateY=45.102))
-    arr = ee.data.getPixels({"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": at_mask})
+    at_mask = dict(
+        GRID, affineTransform=dict(GRID["affineTransform"], translateX=10.097, translateY=45.102)
+    )
+    arr = ee.data.getPixels(
+        {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": at_mask}
+    )
     grid = RequestGrid("EPSG:4326", (0.001, 0, 10.097, 0, -0.001, 45.102), 6, 4)
     expected = ee_emulator.catalog.render("TEST/LANDCOVER", ["Map"], grid)["Map"]
     assert arr.dtype.names == ("Map",) and arr["Map"].dtype == np.uint8
@@ -64,10 +67,17 @@ def test_real_error_messages(ee_offline):
             match=r"^Total request size \(288 bytes\) must be less than or equal to 100 bytes\.$",
         ):
             # 6 x 4 px x 4 uint16 bands x (2 + 1 mask byte)
-            ee.data.getPixels({"assetId": "TEST/S2LIKE/20240120", "fileFormat": "NUMPY_NDARRAY", "grid": GRID})
+            ee.data.getPixels(
+                {"assetId": "TEST/S2LIKE/20240120", "fileFormat": "NUMPY_NDARRAY", "grid": GRID}
+            )
         big = dict(GRID, dimensions={"width": 40000, "height": 1})
-        with pytest.raises(ee.EEException, match=r"^Pixel grid dimensions \(40000x1\) must be less than or equal to 32768\.$"):
-            ee.data.getPixels({"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": big})
+        with pytest.raises(
+            ee.EEException,
+            match=r"^Pixel grid dimensions \(40000x1\) must be less than or equal to 32768\.$",
+        ):
+            ee.data.getPixels(
+                {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": big}
+            )
         with pytest.raises(ee.EEException, match="not found"):
             ee.data.getPixels({"assetId": "TEST/NOPE", "fileFormat": "NUMPY_NDARRAY", "grid": GRID})
         assert emu.stats.size_errors == 1 and emu.stats.dimension_errors == 1
@@ -80,7 +90,9 @@ def test_concurrency_cap_answers_429(ee_offline):
 
         def fetch() -> None:
             try:
-                ee.data.getPixels({"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": GRID})
+                ee.data.getPixels(
+                    {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": GRID}
+                )
             except ee.EEException as e:
                 errors.append(str(e))
 

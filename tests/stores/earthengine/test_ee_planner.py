@@ -28,7 +28,13 @@ def test_bytes_per_pixel_counts_the_mask_byte():
 
 @pytest.mark.parametrize(
     ("width", "height", "bpp", "budget"),
-    [(1024, 1024, 12, 10_000_000), (1024, 1024, 108, 1_000_000), (37, 11, 9, 300), (5, 1, 9, 10), (1, 100, 3, 7)],
+    [
+        (1024, 1024, 12, 10_000_000),
+        (1024, 1024, 108, 1_000_000),
+        (37, 11, 9, 300),
+        (5, 1, 9, 10),
+        (1, 100, 3, 7),
+    ],
 )
 def test_split_counts_is_minimal_and_fits(width, height, bpp, budget):
     kx, ky = split_counts(width, height, bpp, budget)
@@ -56,7 +62,8 @@ def test_one_pixel_over_budget_is_a_plan_error():
 
 
 @pytest.mark.parametrize(
-    ("dtype", "n_bands"), list(itertools.product(["uint8", "uint16", "float32", "float64"], [1, 5, 12]))
+    ("dtype", "n_bands"),
+    list(itertools.product(["uint8", "uint16", "float32", "float64"], [1, 5, 12])),
 )
 def test_plan_chunks_tile_each_chunk_exactly_within_budget(dtype, n_bands):
     grid = TargetGrid.from_bbox([0, 0, 1.0, 0.7], "EPSG:4326", 0.01, tile_size=(32, 24))

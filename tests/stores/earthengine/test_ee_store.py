@@ -15,7 +15,7 @@ from multistore.errors import ConfigError, FilterError, SourceOpenError, StoreEr
 from multistore.grid import TargetGrid
 from multistore.stores.earthengine.store import EarthEngineDataStore
 from multistore.testing.ee_emulator import RequestGrid
-from tests.servers.earthengine import ee_emulator, ee_offline, store_params  # noqa: F401
+from tests.servers.earthengine import store_params
 
 S2_JAN = ["TEST/S2LIKE/20240105A", "TEST/S2LIKE/20240105B", "TEST/S2LIKE/20240120"]
 
@@ -35,7 +35,9 @@ def store(ee_emulator) -> EarthEngineDataStore:
 
 # The grid straddles image A's cloud box (10.02-10.05, 45.02-45.05) and image B's
 # footprint edge (10.08); 7 x 5 tiles of 16 px, partial tiles at the edges.
-GRID_4326 = TargetGrid.from_bbox([10.0005, 45.0005, 10.1005, 45.0705], "EPSG:4326", 0.001, tile_size=16)
+GRID_4326 = TargetGrid.from_bbox(
+    [10.0005, 45.0005, 10.1005, 45.0705], "EPSG:4326", 0.001, tile_size=16
+)
 
 
 def test_plugin_entry_point_and_schemas(ee_emulator):
@@ -58,7 +60,10 @@ def test_secrets_never_shown(ee_emulator):
 
 def test_raw_values_exact_on_target_grid_across_tile_seams(store, ee_emulator):
     ds = store.open_data(
-        "TEST/S2LIKE", time_range=["2024-01-01", "2024-02-01"], bands=["B4", "B8"], target_grid=GRID_4326.to_dict()
+        "TEST/S2LIKE",
+        time_range=["2024-01-01", "2024-02-01"],
+        bands=["B4", "B8"],
+        target_grid=GRID_4326.to_dict(),
     )
     # lazy, one dask block per output chunk and time step
     assert ds.B4.chunks == ((1, 1, 1), GRID_4326.chunks[0], GRID_4326.chunks[1])
@@ -70,7 +75,9 @@ def test_raw_values_exact_on_target_grid_across_tile_seams(store, ee_emulator):
     assert ds.spatial_ref.attrs["crs_wkt"] == GRID_4326.crs_wkt
     assert TargetGrid.from_dataset(ds).same_grid(GRID_4326)
     assert ds.B4.encoding["_FillValue"] == 65535 and ds.B4.attrs["grid_mapping"] == "spatial_ref"
-    assert list(ds.time.values) == list(pd.to_datetime(["2024-01-05T10:00:00", "2024-01-05T10:00:10", "2024-01-20T10:00:00"]))
+    assert list(ds.time.values) == list(
+        pd.to_datetime(["2024-01-05T10:00:00", "2024-01-05T10:00:10", "2024-01-20T10:00:00"])
+    )
     ds = ds.compute()
     assert ee_emulator.stats.pixel_requests == 3 * 5 * 7
     for t, image_id in enumerate(S2_JAN):
@@ -96,8 +103,12 @@ def test_projected_grid_for_an_image_is_exact(store, ee_emulator):
 
 def test_daily_mosaic_newest_on_top(store, ee_emulator):
     ds = store.open_data(
-        "TEST/S2LIKE", time_range=["2024-01-05", "2024-01-06"], bands=["B2"], temporal_resolution="daily",
-        reducer="mosaic", target_grid=GRID_4326.to_dict(),
+        "TEST/S2LIKE",
+        time_range=["2024-01-05", "2024-01-06"],
+        bands=["B2"],
+        temporal_resolution="daily",
+        reducer="mosaic",
+        target_grid=GRID_4326.to_dict(),
     ).compute()
     assert ds.time.values.tolist() == [pd.Timestamp("2024-01-05").value]
     a, b = (render(ee_emulator, i, "B2", GRID_4326) for i in S2_JAN[:2])
@@ -108,8 +119,12 @@ def test_daily_mosaic_newest_on_top(store, ee_emulator):
 
 def test_first_reducer_keeps_oldest_valid(store, ee_emulator):
     ds = store.open_data(
-        "TEST/S2LIKE", time_range=["2024-01-05", "2024-01-06"], bands=["B2"], temporal_resolution="daily",
-        reducer="first", target_grid=GRID_4326.to_dict(),
+        "TEST/S2LIKE",
+        time_range=["2024-01-05", "2024-01-06"],
+        bands=["B2"],
+        temporal_resolution="daily",
+        reducer="first",
+        target_grid=GRID_4326.to_dict(),
     ).compute()
     a, b = (render(ee_emulator, i, "B2", GRID_4326) for i in S2_JAN[:2])
     expected = np.where(~a.mask, a.data, np.where(~b.mask, b.data, 65535))
@@ -117,14 +132,24 @@ def test_first_reducer_keeps_oldest_valid(store, ee_emulator):
 
 
 def test_monthly_mean_float_collection(store, ee_emulator):
-    grid = TargetGrid.from_bbox([10.0015, 45.0015, 10.2515, 45.2015], "EPSG:4326", 0.005, tile_size=24)
+    grid = TargetGrid.from_bbox(
+        [10.0015, 45.0015, 10.2515, 45.2015], "EPSG:4326", 0.005, tile_size=24
+    )
     ds = store.open_data(
-        "TEST/FLOAT", temporal_resolution="monthly", reducer="mean", target_grid=grid.to_dict(),
+        "TEST/FLOAT",
+        temporal_resolution="monthly",
+        reducer="mean",
+        target_grid=grid.to_dict(),
         rename_map={"temp": "t2m"},
     ).compute()
     assert set(ds.data_vars) == {"t2m", "precip"}
-    assert ds.time.values.tolist() == [pd.Timestamp("2024-01-01").value, pd.Timestamp("2024-02-01").value]
-    jan = np.ma.stack([render(ee_emulator, f"TEST/FLOAT/202401{d}", "temp", grid) for d in ("10", "25")])
+    assert ds.time.values.tolist() == [
+        pd.Timestamp("2024-01-01").value,
+        pd.Timestamp("2024-02-01").value,
+    ]
+    jan = np.ma.stack(
+        [render(ee_emulator, f"TEST/FLOAT/202401{d}", "temp", grid) for d in ("10", "25")]
+    )
     expected_jan = jan.astype("float64").mean(axis=0).astype("float32")
     np.testing.assert_array_equal(ds.t2m.isel(time=0).values, expected_jan.filled(np.nan))
     feb = render(ee_emulator, "TEST/FLOAT/20240215", "precip", grid)
@@ -137,23 +162,41 @@ def test_monthly_mean_float_collection(store, ee_emulator):
 
 def test_filters_select_images(store, ee_emulator):
     ds = store.open_data(
-        "TEST/S2LIKE", filters=["CLOUDY_PIXEL_PERCENTAGE < 20", "MGRS_TILE == '32TNR'"], bands=["B3"],
+        "TEST/S2LIKE",
+        filters=["CLOUDY_PIXEL_PERCENTAGE < 20", "MGRS_TILE == '32TNR'"],
+        bands=["B3"],
         target_grid=GRID_4326.to_dict(),
     )
-    assert list(pd.DatetimeIndex(ds.time.values)) == list(pd.to_datetime(["2024-01-05T10:00:00", "2024-01-20T10:00:00"]))
+    assert list(pd.DatetimeIndex(ds.time.values)) == list(
+        pd.to_datetime(["2024-01-05T10:00:00", "2024-01-20T10:00:00"])
+    )
     with pytest.raises(FilterError, match=r"filters\[0\]"):
-        store.open_data("TEST/S2LIKE", filters=["CLOUDY_PIXEL_PERCENTAGE ~ 3"], target_grid=GRID_4326.to_dict())
+        store.open_data(
+            "TEST/S2LIKE", filters=["CLOUDY_PIXEL_PERCENTAGE ~ 3"], target_grid=GRID_4326.to_dict()
+        )
     with pytest.raises(SourceOpenError, match="no image"):
-        store.open_data("TEST/S2LIKE", filters=["CLOUDY_PIXEL_PERCENTAGE < 1"], target_grid=GRID_4326.to_dict())
+        store.open_data(
+            "TEST/S2LIKE", filters=["CLOUDY_PIXEL_PERCENTAGE < 1"], target_grid=GRID_4326.to_dict()
+        )
 
 
 def test_search_and_describe(store):
-    found = store.search("TEST/S2LIKE", time_range=["2024-01-01", "2024-02-01"], filters=["CLOUDY_PIXEL_PERCENTAGE <= 35"])
+    found = store.search(
+        "TEST/S2LIKE",
+        time_range=["2024-01-01", "2024-02-01"],
+        filters=["CLOUDY_PIXEL_PERCENTAGE <= 35"],
+    )
     assert [i for i, _ in found] == S2_JAN
     assert found[0][1] == pd.Timestamp("2024-01-05T10:00:00")
     descriptors = list(store.search_data(data_id="TEST/FLOAT"))
-    assert [d.data_id for d in descriptors] == ["TEST/FLOAT/20240110", "TEST/FLOAT/20240125", "TEST/FLOAT/20240215"]
-    d = store.describe_data("TEST/S2LIKE", temporal_resolution="monthly", reducer="median", bands=["B4"])
+    assert [d.data_id for d in descriptors] == [
+        "TEST/FLOAT/20240110",
+        "TEST/FLOAT/20240125",
+        "TEST/FLOAT/20240215",
+    ]
+    d = store.describe_data(
+        "TEST/S2LIKE", temporal_resolution="monthly", reducer="median", bands=["B4"]
+    )
     assert d.attrs["image_count"] == 4 and d.dims["time"] == 2
     assert d.data_vars["B4"].dtype == "float32" and d.attrs["native_band_types"]["B4"] == "uint16"
     assert d.spatial_res == 10.0 and d.crs == "EPSG:32632"
@@ -162,7 +205,9 @@ def test_search_and_describe(store):
 
 
 def test_native_grid_with_bbox(store, ee_emulator):
-    ds = store.open_data("TEST/LANDCOVER", bbox=[10.095, 45.095, 10.125, 45.125], tile_size=128).compute()
+    ds = store.open_data(
+        "TEST/LANDCOVER", bbox=[10.095, 45.095, 10.125, 45.125], tile_size=128
+    ).compute()
     grid = TargetGrid.from_dataset(ds)
     assert grid.resolution == pytest.approx((0.0001, 0.0001))
     assert ds.Map.shape == (300, 300)
@@ -174,8 +219,14 @@ def test_native_grid_with_bbox(store, ee_emulator):
 
 def test_crs_scale_bbox_and_scale_map(store, ee_emulator):
     ds = store.open_data(
-        "TEST/S2LIKE", time_range=["2024-01-20", "2024-01-21"], bands=["B4"], crs="EPSG:32632", scale=20,
-        bbox=[580000, 4985000, 581000, 4986000], tile_size=25, scale_map={"B4": [0.0001, -0.1]},
+        "TEST/S2LIKE",
+        time_range=["2024-01-20", "2024-01-21"],
+        bands=["B4"],
+        crs="EPSG:32632",
+        scale=20,
+        bbox=[580000, 4985000, 581000, 4986000],
+        tile_size=25,
+        scale_map={"B4": [0.0001, -0.1]},
     ).compute()
     assert ds.B4.dtype == np.float32 and ds.B4.shape == (1, 50, 50)
     grid = TargetGrid.from_bbox([580000, 4985000, 581000, 4986000], "EPSG:32632", 20)
@@ -198,9 +249,14 @@ def test_bad_input_is_named(store):
 
 
 def test_fill_value_override(store, ee_emulator):
-    grid = TargetGrid.from_bbox([10.09505, 45.09505, 10.10505, 45.10505], "EPSG:4326", 0.001, tile_size=8)
+    grid = TargetGrid.from_bbox(
+        [10.09505, 45.09505, 10.10505, 45.10505], "EPSG:4326", 0.001, tile_size=8
+    )
     ds = store.open_data("TEST/LANDCOVER", target_grid=grid.to_dict(), fill_value=0)
     assert ds.Map.encoding["_FillValue"] == 0
     expected = render(ee_emulator, "TEST/LANDCOVER", "Map", grid)
     assert expected.mask.any()
-    xr.testing.assert_equal(ds.Map.compute().drop_vars("spatial_ref"), ds.Map.copy(data=expected.filled(0)).drop_vars("spatial_ref"))
+    xr.testing.assert_equal(
+        ds.Map.compute().drop_vars("spatial_ref"),
+        ds.Map.copy(data=expected.filled(0)).drop_vars("spatial_ref"),
+    )
