@@ -18,7 +18,7 @@ import xarray as xr
 import yaml
 
 from .config import Config, config_schema, load_config, redact
-from .cube import build_cube
+from .cube import build_cube, open_params_for
 from .display import live_display
 from .gdalenv import gdal_environment
 from .generate import Generator, RunReport
@@ -83,7 +83,7 @@ class MultiSourceDataStore:
                 ds = build_cube(cube, self.config, self.stores, grid)
                 if grid is None:
                     grids[cube.identifier] = _native_grid(ds)
-                summaries.append(_summarise(cube, grid, sources, ds, self._requests(cube)))
+                summaries.append(_summarise(cube, grid, sources, ds, self._requests(cube, grid)))
             except Exception as e:
                 grids.setdefault(cube.identifier, None)
                 summaries.append(
@@ -112,13 +112,16 @@ class MultiSourceDataStore:
             raise ValueError(f"the grid of {cube.grid_from!r} is unknown (it failed to plan)")
         return grid
 
-    def _requests(self, cube: CubePlan) -> str:
+    def _requests(self, cube: CubePlan, grid: TargetGrid | None) -> str:
+        """Request counts of stores that plan their own downloads (``plan_requests``)."""
         parts = []
         for source in cube.dataset.sources:
             store = self.stores[source.store]
             if hasattr(store, "plan_requests"):
-                req = store.plan_requests(source.data_id, **source.open_params)
-                parts.append(f"{source.identifier}: {req}")
+                params = open_params_for(source, store, grid)
+                parts.append(
+                    f"{source.identifier}: {store.plan_requests(source.data_id, **params)}"
+                )
         return "; ".join(parts)
 
     # -- generation ----------------------------------------------------------------------

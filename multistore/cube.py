@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import xarray as xr
@@ -56,27 +57,48 @@ _LAYOUT_ENCODING = (
 StepCallback = Callable[[str], None]
 
 
-def accepts_target_grid(store: DataStore, data_id: str) -> bool:
-    """Stores that can read straight onto a grid say so with a ``target_grid`` open param."""
+@dataclass(frozen=True)
+class Scratch:
+    """A per-cube folder (fsspec URL) where stores may keep resumable work; removed on completion."""
+
+    url: str
+    storage_options: Mapping[str, Any] | None = None
+
+
+def _open_param_names(store: DataStore, data_id: str) -> set[str]:
     try:
         schema = store.get_open_data_params_schema(data_id)
     except Exception:
-        return False
-    return "target_grid" in (getattr(schema, "properties", None) or {})
+        return set()
+    return set(getattr(schema, "properties", None) or {})
+
+
+def open_params_for(
+    source: SourceConfig, store: DataStore, grid: TargetGrid | None, scratch: Scratch | None = None
+) -> dict[str, Any]:
+    """The user's open params plus what the pipeline offers to stores that declare it:
+    ``target_grid`` (read straight onto the grid) and ``tile_cache`` (resume downloads)."""
+    params = dict(source.open_params)
+    declared = _open_param_names(store, source.data_id)
+    if grid is not None and "target_grid" in declared:
+        params.setdefault("target_grid", grid.to_dict())
+    if scratch is not None and "tile_cache" in declared and "tile_cache" not in params:
+        params["tile_cache"] = f"{scratch.url}/{source.identifier}"
+        if scratch.storage_options and "tile_cache_storage_options" in declared:
+            params.setdefault("tile_cache_storage_options", dict(scratch.storage_options))
+    return params
 
 
 def open_source(
-    source: SourceConfig, stores: StorePool, retries: RetryConfig, grid: TargetGrid | None
+    source: SourceConfig,
+    stores: StorePool,
+    retries: RetryConfig,
+    grid: TargetGrid | None,
+    scratch: Scratch | None = None,
 ) -> xr.Dataset:
     """Open one source through its xcube data store and run its hook."""
     store = stores[source.store]
-    params = dict(source.open_params)
-    if (
-        grid is not None
-        and "target_grid" not in params
-        and accepts_target_grid(store, source.data_id)
-    ):
-        params["target_grid"] = grid.to_dict()
+    params = open_params_for(source, store, grid, scratch)
 
     def _open() -> Any:
         return store.open_data(source.data_id, **params)
@@ -106,13 +128,14 @@ def build_cube(
     stores: StorePool,
     grid: TargetGrid | None,
     step: StepCallback = lambda _: None,
+    scratch: Scratch | None = None,
 ) -> xr.Dataset:
     """The lazy cube of ``plan`` on ``grid`` (None: keep the source's own grid)."""
     ds_cfg = plan.dataset
     parts = []
     for source in ds_cfg.sources:
         step("opening")
-        data = open_source(source, stores, config.general.retries, grid)
+        data = open_source(source, stores, config.general.retries, grid, scratch)
         step("processing")
         tparams = source.temporal_resample_params
         if tparams and tparams.get("stage", "before") == "before":

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import xarray as xr
 
-from .config.model import Config, PreloadConfig
-from .cube import build_cube
+from .config.model import STORAGE_STORE, Config, PreloadConfig
+from .cube import Scratch, build_cube
 from .errors import DatasetError, WriteError
 from .grid import TargetGrid
 from .plan import CubePlan, Plan
@@ -24,7 +24,15 @@ from .scheduler import DaskRunner
 from .scrub import Scrubber
 from .status import DatasetResult, Status, StatusBoard
 from .stores.pool import StorePool
-from .writer import CubeState, StorageTarget, cube_state, write_netcdf, write_zarr, zarr_store
+from .writer import (
+    CubeState,
+    StorageTarget,
+    cube_state,
+    remove_scratch,
+    write_netcdf,
+    write_zarr,
+    zarr_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +134,9 @@ class Generator:
             # Unfinished cubes keep no completion marker, so the next run rebuilds them.
             for result in self.board.results():
                 if not result.status.is_final:
-                    self.board.update(result.identifier, status=Status.FAILED, message="interrupted")
+                    self.board.update(
+                        result.identifier, status=Status.FAILED, message="interrupted"
+                    )
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
@@ -158,6 +168,7 @@ class Generator:
                 self.stores,
                 grid,
                 step=lambda s: self.board.update(ident, status=Status(s)),
+                scratch=self._scratch(target),
             )
             self.board.update(
                 ident,
@@ -167,12 +178,21 @@ class Generator:
                 message=_describe(ds),
             )
             self._write(cube, ds, target)
+            remove_scratch(target)
             if self.config.general.quicklook:
                 write_quicklook(target, self.runner.compute)
         except Exception as e:
             self._fail(ident, e)
             return
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=_describe(ds))
+
+    def _scratch(self, target: StorageTarget) -> Scratch:
+        protocol = target.fs.protocol
+        protocol = protocol if isinstance(protocol, str) else protocol[0]
+        if protocol in ("file", "local"):
+            return Scratch(target.scratch_path)
+        options = self.config.store(STORAGE_STORE).store_params.get("storage_options")
+        return Scratch(f"{protocol}://{target.scratch_path}", options)
 
     def _borrowed_grid(self, cube: CubePlan) -> TargetGrid | None:
         if cube.grid_from is None:

@@ -68,6 +68,11 @@ class StorageTarget:
         return f"{self.root}/{self.output}" if self.root else self.output
 
     @property
+    def scratch_path(self) -> str:
+        base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
+        return f"{base}/scratch/{self.output}"
+
+    @property
     def marker_path(self) -> str:
         base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
         return f"{base}/{self.output}.json"
@@ -80,6 +85,11 @@ def zarr_store(target: StorageTarget) -> Any:
     if "file" in protocols or "local" in protocols:
         return target.path
     return target.fs.get_mapper(target.path)
+
+
+def remove_scratch(target: StorageTarget) -> None:
+    if target.fs.exists(target.scratch_path):
+        target.fs.rm(target.scratch_path, recursive=True)
 
 
 def read_marker(target: StorageTarget) -> dict[str, Any] | None:

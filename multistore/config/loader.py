@@ -85,8 +85,12 @@ def _finish(problem: Problem, line_of: dict[str, int], secrets: set[str]) -> Pro
 
 
 def _line_of(location: str, lines: dict[str, int]) -> int | None:
+    """Line of ``location``, else of its closest parent that has one."""
     while location:
         if location in lines:
             return lines[location]
-        location = _LAST_PART.sub("", location)
+        parent = _LAST_PART.sub("", location)
+        if parent == location:  # a top-level key
+            return None
+        location = parent
     return None

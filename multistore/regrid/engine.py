@@ -129,7 +129,7 @@ def _warp_variables(
             windows_by_method[method] = plan.windows(
                 fp, grid, target, radius, scale_margin=aggregating or coarser
             )
-        out[name] = _warp_variable(ds[name], grid, target, p, method, windows_by_method[method])
+        out[name] = _warp_variable(ds[name], grid, target, p, method, windows_by_method[method], fp)
     LOG.debug("regrid %s -> %s, methods %s", grid.crs.name, target.describe(), methods)
     return out
 
@@ -141,6 +141,7 @@ def _warp_variable(
     p: ResampleParams,
     method: str,
     windows: list[list[plan.SourceWindow | None]],
+    fp: plan.Footprints,
 ) -> xr.DataArray:
     name = str(var.name)
     norm = grid.normalise(var)
@@ -150,7 +151,7 @@ def _warp_variable(
             src, chunks=(1,) * (src.ndim - 2) + (_NUMPY_SOURCE_CHUNK, _NUMPY_SOURCE_CHUNK)
         )
     spec = _var_spec(var, p, method)
-    tiles = _tile_tasks(src, grid, target, windows)
+    tiles = _tile_tasks(src, grid, target, windows, fp if method == "nearest" else None)
     extra_dims = norm.dims[:-2]
     extra_shape = src.shape[:-2]
     out_name = f"regrid-{name}-" + tokenize(
@@ -203,7 +204,13 @@ def _tile_tasks(
     grid: SourceGrid,
     target: TargetGrid,
     windows: list[list[plan.SourceWindow | None]],
+    lattice_from: plan.Footprints | None = None,
 ) -> dict[tuple[int, int], TileTask | None]:
+    """Per output tile: its source window, how to assemble it from chunks, and geometry.
+
+    With ``lattice_from`` (nearest), tiles whose coordinates interpolate
+    exactly enough carry their lattice so the task can gather by index.
+    """
     row_bounds = np.cumsum((0,) + src.chunks[-2])
     col_bounds = np.cumsum((0,) + src.chunks[-1])
     period = grid.period
@@ -258,6 +265,10 @@ def _tile_tasks(
                     if w.center_lon is not None
                     else base_src_wkt
                 )
+            lattice = None
+            if lattice_from is not None and _lattice_ok(lattice_from, ti, tj):
+                lat = lattice_from.lattice[ti, tj]
+                lattice = np.stack([lat[0] - w.c0, lat[1] - w.r0])
             tiles[ti, tj] = TileTask(
                 window_shape=w.shape,
                 pieces=tuple(pieces),
@@ -268,8 +279,13 @@ def _tile_tasks(
                 dst_crs_wkt=dst_crs_wkt,
                 dst_transform=window_box,
                 dst_shape=(target.chunks[0][ti], target.chunks[1][tj]),
+                lattice=lattice,
             )
     return tiles
+
+
+def _lattice_ok(fp: plan.Footprints, ti: int, tj: int) -> bool:
+    return fp.lattice_ok is not None and bool(fp.lattice_ok[ti, tj])
 
 
 def _tile_shape(target: TargetGrid, ti: int, tj: int) -> tuple[int, int]:

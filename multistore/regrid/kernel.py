@@ -41,6 +41,9 @@ class TileTask:
     dst_crs_wkt: str
     dst_transform: Affine
     dst_shape: tuple[int, int]
+    # Nearest only: source pixel coords (col, row) relative to the window at the tile's
+    # lattice of pixel edges, shape (2, m+1, m+1), when interpolating them is exact enough.
+    lattice: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ def take_plane(group: np.ndarray, k: int, n_extra: int) -> np.ndarray:
 def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.ndarray) -> np.ndarray:
     """Warp the planes of ``group`` for one tile; returns (planes, height, width)."""
     window = _assemble(tile, spec, group, blocks)
+    if tile.lattice is not None and spec.resampling == Resampling.nearest:
+        dst = _gather_nearest(window, tile, spec)
+        if spec.work_nodata is not None:
+            dst[_equal(dst, spec.work_nodata)] = spec.work_fill
+        return _to_out_dtype(dst, spec)
     # Filled here, not by GDAL: rasterio drops a dst_nodata of 0 for INIT_DEST.
     dst = np.full((len(group.planes), *tile.dst_shape), spec.work_fill, dtype=spec.work_dtype)
     kwargs = {}
@@ -132,6 +140,53 @@ def _assemble(tile: TileTask, spec: VarSpec, group: PlaneGroup, blocks: tuple[np
             mask = np.broadcast_to(~covered, window.shape)
             return np.ma.masked_array(window, mask=mask)
     return window
+
+
+def _gather_nearest(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.ndarray:
+    """Nearest neighbour by index: one coordinate computation serves every plane.
+
+    Source coordinates of the target pixel centres are interpolated bilinearly
+    from the tile's lattice (checked at plan time to be within GDAL's default
+    approximation error), then each target pixel takes the source pixel its
+    centre falls in, as GDAL's nearest kernel does. NumPy releases the GIL here.
+    """
+    h, w = tile.dst_shape
+    col = _interpolate(tile.lattice[0], h, w)
+    row = _interpolate(tile.lattice[1], h, w)
+    wh, ww = tile.window_shape
+    ci = np.floor(col).astype(np.intp)
+    ri = np.floor(row).astype(np.intp)
+    outside = (ci < 0) | (ci >= ww) | (ri < 0) | (ri >= wh)
+    index = ri * ww + ci
+    data = window.data if isinstance(window, np.ma.MaskedArray) else window
+    g = data.shape[0]
+    # One extra source "pixel" holding the fill value serves every pixel outside the window.
+    source = np.empty((g, wh * ww + 1), dtype=spec.work_dtype)
+    source[:, :-1] = data.reshape(g, -1)
+    source[:, -1] = spec.work_fill
+    if isinstance(window, np.ma.MaskedArray):
+        source[:, :-1][:, window.mask[0].ravel()] = spec.work_fill
+    index[outside] = wh * ww
+    index = index.ravel()
+    dst = np.empty((g, h * w), dtype=spec.work_dtype)
+    for k in range(g):
+        np.take(source[k], index, out=dst[k])
+    return dst.reshape(g, h, w)
+
+
+def _interpolate(lattice: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear interpolation of an (m+1)x(m+1) lattice of pixel edges at pixel centres."""
+    m = lattice.shape[0] - 1
+    kx, fx = _cell(w, m)
+    ky, fy = _cell(h, m)
+    along_x = lattice[:, kx] * (1 - fx) + lattice[:, kx + 1] * fx  # (m+1, w)
+    return along_x[ky] * (1 - fy)[:, None] + along_x[ky + 1] * fy[:, None]
+
+
+def _cell(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    pos = (np.arange(n) + 0.5) * (m / n)
+    k = np.minimum(np.floor(pos).astype(np.int64), m - 1)
+    return k, pos - k
 
 
 def _differs(nodata: float | int | None, fill: float | int) -> bool:

@@ -24,6 +24,9 @@ _SUBDIVISIONS_FEW_TILES = 16
 _SUBDIVISIONS_MANY_TILES = 8
 _MANY_TILES = 2000
 
+# Largest error (source pixels) accepted from interpolating coordinates: GDAL's default.
+APPROX_ERROR = 0.125
+
 
 @dataclass(frozen=True)
 class Footprints:
@@ -39,6 +42,12 @@ class Footprints:
     col_min: np.ndarray
     col_max: np.ndarray
     center_lon: np.ndarray | None  # geographic sources: longitude GDAL wraps around
+    # Source pixel coordinates (col, row) at each tile's (m+1)x(m+1) lattice of pixel
+    # edges, shape (tile rows, tile cols, 2, m+1, m+1); None for curvilinear sources.
+    lattice: np.ndarray | None = None
+    # Whether bilinear interpolation of the lattice is within ``APPROX_ERROR`` pixels
+    # of the exact transform everywhere in the tile (checked at cell centres).
+    lattice_ok: np.ndarray | None = None
 
     def scale(self, target: TargetGrid) -> np.ndarray:
         """Source pixels per target pixel, per tile (NaN for empty tiles)."""
@@ -99,6 +108,7 @@ def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
         tx = c + np.mod(tx - c + 180.0, 360.0) - 180.0
     col = (tx - grid.transform.c) / grid.transform.a
     row = (ty - grid.transform.f) / grid.transform.e
+    lattice_ok = _lattice_is_linear(grid, target, transformer, m, col, row, center_lon)
     with np.errstate(invalid="ignore"), _quiet_nan():
         return Footprints(
             row_min=np.nanmin(row, axis=(2, 3)),
@@ -106,7 +116,48 @@ def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
             col_min=np.nanmin(col, axis=(2, 3)),
             col_max=np.nanmax(col, axis=(2, 3)),
             center_lon=center_lon,
+            lattice=np.stack([col, row], axis=2),
+            lattice_ok=lattice_ok,
         )
+
+
+def _lattice_is_linear(
+    grid: SourceGrid,
+    target: TargetGrid,
+    transformer: pyproj.Transformer,
+    m: int,
+    col: np.ndarray,
+    row: np.ndarray,
+    center_lon: np.ndarray | None,
+) -> np.ndarray:
+    """Per tile: is the lattice fine enough to interpolate source coordinates linearly?
+
+    Like GDAL's approximate transformer, but checked once per tile at every
+    lattice cell centre against the exact transform.
+    """
+    rows, cols = target.chunks
+    px = _lattice(cols, m)
+    py = _lattice(rows, m)
+    t = target.transform
+    mx, my = (px[:-1] + px[1:]) / 2, (py[:-1] + py[1:]) / 2
+    xx, yy = np.meshgrid(t.c + mx * t.a, t.f + my * t.e)
+    sx, sy = transformer.transform(xx, yy, errcheck=False)
+    nty, ntx = len(rows), len(cols)
+    ex = sx.reshape(nty, m, ntx, m).transpose(0, 2, 1, 3)
+    ey = sy.reshape(nty, m, ntx, m).transpose(0, 2, 1, 3)
+    if center_lon is not None:
+        c = center_lon[:, :, None, None]
+        ex = c + np.mod(ex - c + 180.0, 360.0) - 180.0
+    exact_col = (ex - grid.transform.c) / grid.transform.a
+    exact_row = (ey - grid.transform.f) / grid.transform.e
+
+    def centre(a: np.ndarray) -> np.ndarray:
+        return (a[..., :-1, :-1] + a[..., 1:, :-1] + a[..., :-1, 1:] + a[..., 1:, 1:]) / 4
+
+    with np.errstate(invalid="ignore"):
+        err = np.maximum(np.abs(centre(col) - exact_col), np.abs(centre(row) - exact_row))
+        err = np.where(np.isfinite(err), err, np.inf)
+    return err.max(axis=(2, 3)) <= APPROX_ERROR
 
 
 def windows(

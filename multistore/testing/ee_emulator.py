@@ -4,7 +4,9 @@ A ``ThreadingHTTPServer`` on 127.0.0.1 speaking the Cloud API REST calls the
 client makes: the discovery document and algorithm list (both loaded from the
 fixtures shipped inside the installed ``ee`` package, never copied into this
 repository), ``value:compute`` (getInfo), ``image:computePixels`` and
-``assets/...:getPixels`` (NPY structured arrays) and asset metadata.
+``assets/...:getPixels`` (NPY structured arrays), asset metadata, and batch
+exports (``image:export`` plus the operations endpoints: get, list, cancel;
+an export to an asset becomes readable once its operation has succeeded).
 
 Pixel values are a deterministic function of each image's native pixel index,
 band and image, sampled nearest-neighbour at the request's pixel centres, so
@@ -495,6 +497,52 @@ class _AddBands(_Image):
         return self.dst.footprint(cat, grid) | self.src.footprint(cat, grid)
 
 
+class _Reprojected(_Image):
+    """``Image.reproject`` / ``clipToBoundsAndScale``: values pass through (they are
+    sampled at the request's pixel centres anyway); the export grid is recorded."""
+
+    def __init__(self, src: _Image, grid: RequestGrid | None):
+        self.src, self.grid, self.properties = src, grid, src.properties
+
+    def bands(self):
+        return self.src.bands()
+
+    def render(self, cat, grid, names):
+        return self.src.render(cat, grid, names)
+
+    def footprint(self, cat, grid):
+        return self.src.footprint(cat, grid)
+
+
+class _Exported(_Image):
+    """An image asset written by an export task, on the export's grid."""
+
+    def __init__(self, name: str, src: _Image, grid: RequestGrid | None):
+        self.name, self.src, self.grid = name, src, grid
+        self.properties = dict(src.properties)
+
+    def bands(self):
+        return self.src.bands()
+
+    def render(self, cat, grid, names):
+        return self.src.render(cat, grid, names)
+
+    def footprint(self, cat, grid):
+        return self.src.footprint(cat, grid)
+
+    def info(self):
+        info = self.src.info()
+        info["id"] = self.name
+        if self.grid is not None:
+            for band in info["bands"]:
+                band.update(
+                    crs=self.grid.crs,
+                    crs_transform=list(self.grid.transform),
+                    dimensions=[self.grid.width, self.grid.height],
+                )
+        return info
+
+
 class _Constant(_Image):
     """``Image.constant``: only its value is used (as ``unmask``'s fill value)."""
 
@@ -602,8 +650,14 @@ def _to_ms(value: Any) -> int:
 class _Evaluator:
     """Walks a serialized expression graph (``{"result": ..., "values": {...}}``)."""
 
-    def __init__(self, catalog: Catalog, expression: Mapping[str, Any]):
+    def __init__(
+        self,
+        catalog: Catalog,
+        expression: Mapping[str, Any],
+        exported: Mapping[str, _Image] | None = None,
+    ):
         self.catalog = catalog
+        self.exported = exported or {}
         self.values = expression.get("values", {})
         self.cache: dict[str, Any] = {}
         self.result = self.ref(expression["result"])
@@ -632,6 +686,8 @@ class _Evaluator:
 
     def call(self, name: str, a: dict[str, Any]) -> Any:  # noqa: C901 - a dispatch table
         cat = self.catalog
+        if name == "Image.load" and a["id"] in self.exported:
+            return self.exported[a["id"]]
         if name == "Image.load":
             img = cat.images.get(a["id"])
             if img is None:
@@ -722,6 +778,29 @@ class _Evaluator:
                     raise EvalError(f"Image.cast: unknown type {t!r}")
                 types[band] = np.dtype(_EE_TYPES[key])
             return _Cast(src, types)
+        if name == "Projection":
+            return a["crs"]
+        if name == "Image.reproject":
+            grid = (
+                RequestGrid(a["crs"], tuple(a["crsTransform"]), 0, 0)
+                if a.get("crsTransform")
+                else None
+            )
+            return _Reprojected(a["image"], grid)
+        if name == "Image.projection":
+            src = a["image"]
+            return src.grid if isinstance(src, _Reprojected) else None
+        if name == "GeometryConstructors.Rectangle":
+            return {"rectangle": a["coordinates"], "projection": a.get("crs")}
+        if name == "Image.clipToBoundsAndScale":
+            geom = a.get("geometry") or {}
+            proj = geom.get("projection")
+            x0, y0, x1, y1 = geom.get("rectangle") or (0, 0, 0, 0)
+            if not isinstance(proj, RequestGrid) or (x0, y0) != (0, 0):
+                raise EvalError(
+                    "Image.clipToBoundsAndScale: only pixel rectangles of a reprojection"
+                )
+            return _Reprojected(a["input"], RequestGrid(proj.crs, proj.transform, int(x1), int(y1)))
         if name == "Image.addBands":
             return _AddBands(a["dstImg"], a["srcImg"])
         if name == "Image.constant":
@@ -751,6 +830,43 @@ def _jsonable(value: Any) -> Any:
 
 
 @dataclass
+class ExportOperation:
+    """A batch export task; it advances one state per status poll."""
+
+    name: str  # projects/<p>/operations/<id>
+    description: str
+    destination: dict[str, Any]
+    image: _Image
+    created: str
+    state: str = "PENDING"  # PENDING RUNNING SUCCEEDED FAILED CANCELLED
+    polls: int = 0
+
+    def to_json(self, fail_message: str | None) -> dict[str, Any]:
+        done = self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
+        progress = {"PENDING": 0.0, "RUNNING": 0.5}.get(self.state, 1.0)
+        op: dict[str, Any] = {
+            "name": self.name,
+            "metadata": {
+                "@type": "type.googleapis.com/google.earthengine.v1.OperationMetadata",
+                "state": self.state,
+                "description": self.description,
+                "type": "EXPORT_IMAGE",
+                "createTime": self.created,
+                "updateTime": self.created,
+                "progress": progress,
+            },
+            "done": done,
+        }
+        if self.state == "SUCCEEDED":
+            op["response"] = {"@type": "type.googleapis.com/google.protobuf.Empty"}
+        elif self.state == "FAILED":
+            op["error"] = {"code": 13, "message": fail_message or "Export failed."}
+        elif self.state == "CANCELLED":
+            op["error"] = {"code": 1, "message": "Cancelled."}
+        return op
+
+
+@dataclass
 class EmulatorStats:
     """What the emulator saw; read under ``Emulator.lock``."""
 
@@ -765,6 +881,8 @@ class EmulatorStats:
     max_in_flight: int = 0
     bytes_served: int = 0
     grids: list[RequestGrid] = field(default_factory=list)  # pixel requests answered 200
+    exports: int = 0
+    cancels: int = 0
 
 
 class Emulator:
@@ -787,6 +905,11 @@ class Emulator:
         self.stats = EmulatorStats()
         self.lock = threading.Lock()
         self._faults: deque[Any] = deque()
+        # batch exports: polls an operation takes to finish, and an optional failure
+        self.export_polls = 2
+        self.export_failure: str | None = None
+        self.operations: dict[str, ExportOperation] = {}
+        self.exported: dict[str, _Image] = {}
         self._discovery = _load_fixture("cloud_api_discovery_document.json").replace(
             "v1alpha", "v1"
         )
@@ -885,7 +1008,7 @@ class Emulator:
                     return _error(404, f"Image asset '{asset_id}' not found.")
                 image: _Image = _Asset(img)
             else:
-                image = _Evaluator(self.catalog, body["expression"]).result
+                image = _Evaluator(self.catalog, body["expression"], self.exported).result
             if not isinstance(image, _Image):
                 return _error(400, "Expression does not evaluate to an image.")
             grid = _request_grid(body.get("grid") or {})
@@ -931,12 +1054,78 @@ class Emulator:
 
     def compute(self, body: Mapping[str, Any]) -> tuple[int, bytes, dict[str, str]]:
         try:
-            result = _jsonable(_Evaluator(self.catalog, body["expression"]).result)
+            result = _jsonable(_Evaluator(self.catalog, body["expression"], self.exported).result)
         except EvalError as e:
             return _error(400, str(e))
         return _json(200, {"result": result})
 
-    def asset(self, asset_id: str) -> tuple[int, bytes, dict[str, str]]:
+    # -- batch exports ---------------------------------------------------------------------
+
+    def export(self, project: str, body: Mapping[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            image = _Evaluator(self.catalog, body["expression"], self.exported).result
+        except EvalError as e:
+            return _error(400, str(e))
+        if not isinstance(image, _Image):
+            return _error(400, "Export expression does not evaluate to an image.")
+        destination = body.get("assetExportOptions") or body.get("fileExportOptions") or {}
+        with self.lock:
+            self.stats.exports += 1
+            name = f"projects/{project}/operations/EMU{len(self.operations) + 1:08d}"
+            op = ExportOperation(
+                name,
+                body.get("description", ""),
+                dict(destination),
+                image,
+                pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+            self.operations[name] = op
+            return _json(200, op.to_json(self.export_failure))
+
+    def operation(self, name: str) -> tuple[int, bytes, dict[str, str]]:
+        with self.lock:
+            op = self.operations.get(name)
+            if op is None:
+                return _error(404, f"Operation {name} not found.")
+            op.polls += 1
+            if op.state == "PENDING":
+                op.state = "RUNNING"
+            elif op.state == "RUNNING" and op.polls >= self.export_polls:
+                op.state = "FAILED" if self.export_failure else "SUCCEEDED"
+                asset = (op.destination.get("earthEngineDestination") or {}).get("name")
+                if op.state == "SUCCEEDED" and asset:
+                    grid = op.image.grid if isinstance(op.image, _Reprojected) else None
+                    self.exported[asset] = _Exported(asset, op.image, grid)
+            return _json(200, op.to_json(self.export_failure))
+
+    def cancel(self, name: str) -> tuple[int, bytes, dict[str, str]]:
+        with self.lock:
+            op = self.operations.get(name)
+            if op is None:
+                return _error(404, f"Operation {name} not found.")
+            self.stats.cancels += 1
+            if op.state in ("PENDING", "RUNNING"):
+                op.state = "CANCELLED"
+            return _json(200, {})
+
+    def list_operations(self, project: str) -> tuple[int, bytes, dict[str, str]]:
+        prefix = f"projects/{project}/operations/"
+        with self.lock:
+            ops = [
+                op.to_json(self.export_failure)
+                for n, op in self.operations.items()
+                if n.startswith(prefix)
+            ]
+        return _json(200, {"operations": ops})
+
+    def asset(
+        self, asset_id: str, project: str = "earthengine-public"
+    ) -> tuple[int, bytes, dict[str, str]]:
+        full = f"projects/{project}/assets/{asset_id}"
+        with self.lock:
+            exported = self.exported.get(full) or self.exported.get(asset_id)
+        if exported is not None:
+            return _json(200, {"type": "IMAGE", "name": full, "id": full})
         name = f"projects/earthengine-public/assets/{asset_id}"
         if asset_id in self.catalog.collections:
             return _json(200, {"type": "IMAGE_COLLECTION", "name": name, "id": asset_id})
@@ -1046,7 +1235,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, emu._algorithms.encode(), {"Content-Type": "application/json"})
         if len(parts) > 4 and parts[:2] == ["v1", "projects"] and parts[3] == "assets":
             self._count("asset")
-            return self._send(*emu.asset("/".join(parts[4:])))
+            return self._send(*emu.asset("/".join(parts[4:]), parts[2]))
+        if len(parts) == 5 and parts[:2] == ["v1", "projects"] and parts[3] == "operations":
+            self._count("operation")
+            return self._send(*emu.operation("/".join(parts[1:])))
+        if len(parts) == 4 and parts[:2] == ["v1", "projects"] and parts[3] == "operations":
+            self._count("operations")
+            return self._send(*emu.list_operations(parts[2]))
         self._count("unknown")
         return self._send(*_error(404, f"Unknown path {path}"))
 
@@ -1064,6 +1259,12 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith("/value:compute"):
             self._count("compute")
             return self._send(*emu.compute(body))
+        if path.endswith("/image:export") and len(parts) == 4:
+            self._count("export")
+            return self._send(*emu.export(parts[2], body))
+        if path.endswith(":cancel") and len(parts) == 5 and parts[3] == "operations":
+            self._count("cancel")
+            return self._send(*emu.cancel("/".join(parts[1:])[: -len(":cancel")]))
         if path.endswith("/image:computePixels"):
             self._count("computePixels")
             return self._send(*emu.pixels(body, None))

@@ -87,6 +87,13 @@ class RequestPlan:
     def tiles(self) -> tuple[Window, ...]:
         return tuple(w for c in self.chunks for w in c.requests)
 
+    def __str__(self) -> str:
+        return (
+            f"{self.n_requests} requests, {_mb(self.bytes)} ({len(self.chunks)} chunks x "
+            f"{self.n_time_steps} time steps; largest request {_mb(self.max_request_bytes)} "
+            f"of the {_mb(self.request_byte_limit)} limit)"
+        )
+
     def summary(self) -> dict[str, object]:
         return {
             "data_id": self.data_id,
@@ -166,3 +173,7 @@ def quarter(window: Window) -> tuple[Window, ...]:
     if kx == ky == 1:
         raise PlanError(f"a single pixel at {window} is rejected as too large")
     return split_window(window, kx, ky)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} B"

@@ -11,9 +11,10 @@ project's target grid when one is given, so no local regrid is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ from xcube.util.jsonschema import (
 
 from ...errors import ConfigError, Problem, SourceGridError, SourceOpenError
 from ...grid import TargetGrid
+from .export import ExportSettings, export_steps
 from .fetch import FetchCounters, PixelGrid, RetryPolicy
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_chunks
 from .query import (
@@ -118,6 +120,14 @@ def _open_params_schema() -> JsonObjectSchema:
             ),
             tile_cache_storage_options=JsonObjectSchema(additional_properties=True),
             with_time=JsonBooleanSchema(title="keep a time dimension for a single image"),
+            export_via=JsonStringSchema(
+                enum=["asset"], title="compute each time step in a batch export task first"
+            ),
+            export_asset_root=JsonStringSchema(
+                title="folder for exported assets: projects/<p>/assets/<dir>"
+            ),
+            export_poll_s=JsonNumberSchema(exclusive_minimum=0, default=10.0),
+            export_timeout_s=JsonNumberSchema(exclusive_minimum=0),
         ),
         additional_properties=False,
     )
@@ -181,6 +191,8 @@ class EarthEngineDataStore(DataStore):
             backoff_s=float(store_params.get("backoff_s", 0.5)),
         )
         self.counters = FetchCounters()
+        # called with (finished, total) while batch exports run, e.g. by a status display
+        self.export_progress: Callable[[int, int], None] | None = None
 
     def __repr__(self) -> str:
         return f"EarthEngineDataStore(url={self._session.url!r}, project={self._session.project!r})"
@@ -225,7 +237,10 @@ class EarthEngineDataStore(DataStore):
     def open_data(
         self, data_id: str, opener_id: str | None = None, **open_params: Any
     ) -> xr.Dataset:
-        return self._dataset(self._prepare(data_id, open_params))
+        prepared = self._prepare(data_id, open_params)
+        if open_params.get("export_via"):
+            prepared = self._exported(prepared)
+        return self._dataset(prepared)
 
     def describe_data(
         self, data_id: str, data_type: DataTypeLike = None, **open_params: Any
@@ -436,6 +451,33 @@ class EarthEngineDataStore(DataStore):
                 )
             return TargetGrid.from_bbox(params["bbox"], params["crs"], params["scale"], tile_size)
         return _native_grid(data_id, images, params.get("bbox"), tile_size)
+
+    def _exported(self, p: _Prepared) -> _Prepared:
+        """Run batch exports of every step, then read the exported assets instead."""
+        root = p.params.get("export_asset_root")
+        if not root:
+            raise ConfigError(
+                [Problem("open_params.export_asset_root", "required with export_via")]
+            )
+        settings = ExportSettings(
+            root, float(p.params.get("export_poll_s", 10.0)), p.params.get("export_timeout_s")
+        )
+        steps = p.steps if p.with_time else p.steps[:1]
+        asset_ids = export_steps(
+            p.recipe,
+            steps,
+            _pixel_grid(p.grid),
+            p.grid.width,
+            p.grid.height,
+            settings,
+            p.data_id,
+            self.export_progress,
+        )
+        recipe = Recipe(Query(asset_ids[0], False), "mosaic", p.recipe.bands, p.recipe.groups)
+        exported_steps = tuple(
+            Step(s.time_ms, image_id=a) for s, a in zip(steps, asset_ids, strict=True)
+        )
+        return dataclasses.replace(p, recipe=recipe, steps=exported_steps)
 
     # -- the lazy dataset ----------------------------------------------------------------
 

@@ -84,6 +84,7 @@ def test_plan_chunks_tile_each_chunk_exactly_within_budget(dtype, n_bands):
     assert plan.n_requests == 3 * sum(len(p.requests) for p in plans)
     assert plan.bytes == 3 * grid.width * grid.height * bpp
     assert plan.max_request_bytes <= budget
+    assert str(plan).startswith(f"{plan.n_requests} requests, ")
 
 
 def test_quarter_splits_in_four_and_two():
