@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Local servers speaking real APIs (Zenodo, STAC, Earth Engine), as fixtures for every test.
+pytest_plugins = ("tests.servers.zenodo", "tests.servers.stac", "tests.servers.earthengine")
+
 # Nothing may leave the machine: no cloud metadata probes, no AWS config from the host.
 os.environ.setdefault("NO_GCE_CHECK", "true")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-from ..api import MultiSourceDataStore
 from .common import EXIT_BAD_INPUT, config_argument, load_or_exit
 
 
@@ -15,6 +14,8 @@ from .common import EXIT_BAD_INPUT, config_argument, load_or_exit
 @click.argument("data_id", required=False)
 def describe(config_path: Path, store: str, data_id: str | None) -> None:
     """List the data ids of STORE, or describe DATA_ID in it."""
+    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+
     msds = MultiSourceDataStore(load_or_exit(config_path))
     if store not in msds.stores:
         click.echo(f"error: no data store {store!r} (defined: {', '.join(msds.stores)})", err=True)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..api import MultiSourceDataStore
 from ..errors import ConfigError
 from .common import (
     EXIT_BAD_INPUT,
@@ -35,6 +34,8 @@ def generate(
     config_path: Path, datasets: tuple[str, ...], force: bool, log_format: str | None, verbose: int
 ) -> None:
     """Generate the cubes of CONFIG into its storage store. Exit code 1 if any dataset failed."""
+    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+
     setup_logging(verbose, json_logs=log_format == "json")
     msds = MultiSourceDataStore(load_or_exit(config_path))
     try:

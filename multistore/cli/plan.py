@@ -5,7 +5,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..api import MultiSourceDataStore
 from ..errors import ConfigError
 from .common import (
     EXIT_BAD_INPUT,
@@ -32,6 +31,8 @@ def _size(n: int) -> str:
 )
 def plan(config_path: Path, datasets: tuple[str, ...]) -> None:
     """Show each cube's grid, sources and size without fetching pixels."""
+    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+
     msds = MultiSourceDataStore(load_or_exit(config_path))
     try:
         summaries = msds.describe_plan(datasets or None)

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.servers.stac are used as arguments)
 """``multistore stac index`` / ``search`` through click's CliRunner (and the installed CLI)."""
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from multistore.cli.stac import stac
-from tests.servers.stac import stac_http, tiny_catalog  # noqa: F401
 
 DAY1_CLEAR = ["A-32632-0601", "B-32633-0601"]
 

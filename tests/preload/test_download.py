@@ -6,7 +6,6 @@ import hashlib
 import time
 
 import pytest
-from servers.zenodo import zenodo  # noqa: F401
 
 from multistore.errors import ChecksumError, PreloadError
 from multistore.preload.download import RemoteFile, download_file, partial_path

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.servers.stac are used as arguments)
 """The stac data store against a static catalog (disk, HTTP, S3) and a STAC API (rustac).
 
 Cube values are compared with a reference mosaic made independently with GDAL
@@ -27,13 +26,7 @@ from multistore.testing.stac_catalog import (
     SCL_CLOUD_MEDIUM,
     TINY_COLLECTION,
 )
-from tests.servers.stac import (  # noqa: F401
-    serve_directory,
-    stac_api,
-    stac_http,
-    stac_s3,
-    tiny_catalog,
-)
+from tests.servers.stac import serve_directory
 
 pytestmark = [
     # odc-stac reads into plain arrays (GDAL warns about their missing geotransform)

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.servers.stac are used as arguments)
 """The item index: build (parallel, resumable) and query, checked against a crawl."""
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from multistore.stores.stac_index import (
 from multistore.stores.stac_io import JsonReader
 from multistore.stores.stac_query import ItemQuery
 from multistore.testing.stac_catalog import make_synthetic_catalog
-from tests.servers.stac import serve_directory, stac_http, tiny_catalog  # noqa: F401
+from tests.servers.stac import serve_directory
 
 N_SYNTHETIC = 600  # 6 sub-catalogs of 100 items
 

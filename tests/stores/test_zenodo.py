@@ -11,7 +11,6 @@ import zipfile
 import numpy as np
 import pytest
 import xarray as xr
-from servers.zenodo import zenodo  # noqa: F401
 from xcube.core.store import new_data_store
 
 from multistore.errors import ChecksumError, PreloadError, StoreError, UnsafeArchiveError
