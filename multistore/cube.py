@@ -153,6 +153,7 @@ def build_cube(
         merge_params = {
             "join": "exact",
             "combine_attrs": "drop_conflicts",
+            "compat": "no_conflicts",
             **ds_cfg.xr_merge_params,
         }
         try:

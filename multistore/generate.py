@@ -62,6 +62,11 @@ class RunReport:
     def __getitem__(self, identifier: str) -> DatasetResult:
         return next(r for r in self.results if r.identifier == identifier)
 
+    def _repr_html_(self) -> str:
+        from .display.notebook import results_html
+
+        return results_html(list(self.results), "multistore run")
+
 
 def preload_label(preload: PreloadConfig) -> str:
     return f"preload {preload.store}: {', '.join(preload.data_ids)}"

@@ -1,9 +1,11 @@
 """``regrid_dataset``: put every spatial variable of a source onto a ``TargetGrid``.
 
-The result is lazy. Its dask graph has one task per output tile per plane;
-each task depends only on the source chunks that overlap the tile's source
-window (planned once, see ``plan.py``) and warps them with GDAL
-(``kernel.py``). Peak memory therefore follows chunk size x workers.
+The result is lazy, one dask block per output tile per plane. Behind them,
+one warp task per tile and group of planes reads only the source chunks that
+overlap the tile's source window (planned once, see ``plan.py``; read inside
+the task, see ``reader.py``) and warps them (``kernel.py``). Peak memory
+therefore follows chunk size x workers, not cube size. docs/performance.md
+explains the choices and their measurements.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import dask.array as da
 import numpy as np
 import pyproj
 import xarray as xr
+from affine import Affine
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from rasterio.crs import CRS
 
 from ..errors import NoOverlapError, RegridError
-from ..grid import TargetGrid, Window
+from ..grid import TargetGrid
 from . import plan
 from .kernel import (
     Piece,
@@ -33,6 +36,7 @@ from .kernel import (
     fill_block,
     take_plane,
     warp_group,
+    warp_group_reading,
 )
 from .methods import (
     AGGREGATING_METHODS,
@@ -42,6 +46,7 @@ from .methods import (
     parse_params,
     resolve_methods,
 )
+from .reader import SourceGraph
 from .source import SourceGrid, detect_source_grid, source_nodata, spatial_variables
 
 LOG = logging.getLogger(__name__)
@@ -100,7 +105,9 @@ def regrid_dataset(
         if grid.x_dim in coord.dims or grid.y_dim in coord.dims:
             continue
         coords[name] = coord
-    out = xr.Dataset(data, coords=coords, attrs=dict(ds.attrs))
+    # a dataset-level CRS attribute would describe the source grid, not the output's
+    attrs = {k: v for k, v in ds.attrs.items() if k != "crs"}
+    out = xr.Dataset(data, coords=coords, attrs=attrs)
     for name in other:
         out[name] = ds[name]
     return out
@@ -162,7 +169,7 @@ def _warp_variable(
     per_group = _planes_per_group(src, target, spec, tiles)
     groups = [planes[i : i + per_group] for i in range(0, len(planes), per_group)]
     locate = _plane_locator(src)
-    warp_dsk: dict[tuple, Any] = {}
+    warp_inputs: dict[tuple, tuple[TileTask, PlaneGroup, tuple]] = {}
     out_dsk: dict[tuple, Any] = {}
     for (ti, tj), tile in tiles.items():
         if tile is None:
@@ -183,10 +190,24 @@ def _warp_variable(
                 )
                 refs.append((local, positions))
             group_key = (group_name, gi, ti, tj)
-            warp_dsk[group_key] = (warp_group, tile, spec, PlaneGroup(tuple(refs)), *inputs)
+            warp_inputs[group_key] = (tile, PlaneGroup(tuple(refs)), tuple(inputs))
             for k, plane in enumerate(group):
                 out_dsk[(out_name, *plane, ti, tj)] = (take_plane, group_key, k, len(extra_shape))
-    warp_graph = HighLevelGraph.from_collections(group_name, warp_dsk, dependencies=[src])
+    source = SourceGraph(src)
+    needed = {k for _, _, keys in warp_inputs.values() for k in keys}
+    if source.can_inline(needed):
+        warp_dsk = {
+            key: (warp_group_reading, tile, spec, group, source.reader(keys))
+            for key, (tile, group, keys) in warp_inputs.items()
+        }
+        warp_graph = HighLevelGraph.from_collections(group_name, warp_dsk, dependencies=[])
+    else:
+        LOG.debug("variable %r: source graph shares work between chunks; tasks share chunks", name)
+        warp_dsk = {
+            key: (warp_group, tile, spec, group, *keys)
+            for key, (tile, group, keys) in warp_inputs.items()
+        }
+        warp_graph = HighLevelGraph.from_collections(group_name, warp_dsk, dependencies=[src])
     graph = HighLevelGraph(
         {**warp_graph.layers, out_name: out_dsk},
         {**warp_graph.dependencies, out_name: {group_name}},
@@ -250,7 +271,7 @@ def _tile_tasks(
                             )
                         )
             covered = sum(n for _, _, n in runs)
-            window_box = target.window_transform(_target_window(target, ti, tj))
+            window_box = _tile_transform(target, ti, tj)
             geoloc = None
             src_transform = None
             if grid.is_curvilinear:
@@ -266,7 +287,8 @@ def _tile_tasks(
                     else base_src_wkt
                 )
             lattice = None
-            if lattice_from is not None and _lattice_ok(lattice_from, ti, tj):
+            # the lattice is in coordinates wrapped around the tile, not around 0 deg
+            if lattice_from is not None and _lattice_ok(lattice_from, ti, tj) and not w.whole_globe:
                 lat = lattice_from.lattice[ti, tj]
                 lattice = np.stack([lat[0] - w.c0, lat[1] - w.r0])
             tiles[ti, tj] = TileTask(
@@ -331,9 +353,9 @@ def _overlapping(bounds: np.ndarray, start: int, stop: int) -> range:
     return range(max(first, 0), min(last, len(bounds) - 2) + 1)
 
 
-def _target_window(target: TargetGrid, ti: int, tj: int) -> Window:
+def _tile_transform(target: TargetGrid, ti: int, tj: int) -> Affine:
     rows, cols = target.chunks
-    return Window(sum(cols[:tj]), sum(rows[:ti]), cols[tj], rows[ti])
+    return target.transform @ Affine.translation(sum(cols[:tj]), sum(rows[:ti]))
 
 
 def _wrapped_wkt(wkt: str, center_lon: float) -> str:

@@ -17,6 +17,8 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
+from .reader import WindowReader
+
 
 @dataclass(frozen=True, eq=False)
 class Piece:
@@ -115,6 +117,13 @@ def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.nda
     return _to_out_dtype(dst, spec)
 
 
+def warp_group_reading(
+    tile: TileTask, spec: VarSpec, group: PlaneGroup, reader: WindowReader
+) -> np.ndarray:
+    """``warp_group`` on source chunks this task reads itself (see ``reader.py``)."""
+    return warp_group(tile, spec, group, *reader.read())
+
+
 def _assemble(tile: TileTask, spec: VarSpec, group: PlaneGroup, blocks: tuple[np.ndarray, ...]):
     window = np.empty((len(group.planes), *tile.window_shape), dtype=spec.work_dtype)
     covered = np.zeros(tile.window_shape, dtype=bool) if tile.gaps else None
@@ -160,18 +169,17 @@ def _gather_nearest(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.nda
     index = ri * ww + ci
     data = window.data if isinstance(window, np.ma.MaskedArray) else window
     g = data.shape[0]
-    # One extra source "pixel" holding the fill value serves every pixel outside the window.
-    source = np.empty((g, wh * ww + 1), dtype=spec.work_dtype)
-    source[:, :-1] = data.reshape(g, -1)
-    source[:, -1] = spec.work_fill
+    # Planes interleaved, so one gather moves every plane of a pixel at once; one extra
+    # source "pixel" holding the fill value serves every pixel outside the window.
+    source = np.empty((wh * ww + 1, g), dtype=spec.work_dtype)
+    source[:-1] = data.reshape(g, -1).T
+    source[-1] = spec.work_fill
     if isinstance(window, np.ma.MaskedArray):
-        source[:, :-1][:, window.mask[0].ravel()] = spec.work_fill
+        source[:-1][window.mask[0].ravel()] = spec.work_fill
     index[outside] = wh * ww
-    index = index.ravel()
-    dst = np.empty((g, h * w), dtype=spec.work_dtype)
-    for k in range(g):
-        np.take(source[k], index, out=dst[k])
-    return dst.reshape(g, h, w)
+    pixels = source.view(np.dtype((np.void, g * source.itemsize)))[:, 0]
+    gathered = np.take(pixels, index.ravel()).view(spec.work_dtype).reshape(h * w, g)
+    return np.ascontiguousarray(gathered.T).reshape(g, h, w)
 
 
 def _interpolate(lattice: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -72,6 +72,7 @@ class SourceWindow:
     c0: int
     c1: int
     center_lon: float | None = None
+    whole_globe: bool = False  # the -180..180 globe, for tiles that see every longitude
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -195,6 +196,12 @@ def windows(
                 line.append(None)
                 continue
             center = None if fp.center_lon is None else float(fp.center_lon[i, j])
+            if period is not None and c1 - c0 >= period // 2:
+                # Around a pole a tile sees every longitude: hand GDAL the whole globe as
+                # -180..180, whose pole handling then applies, instead of a wrapped window.
+                c0 = round((-180.0 - grid.transform.c) / grid.transform.a)
+                line.append(SourceWindow(r0, r1, c0, c0 + period, None, whole_globe=True))
+                continue
             line.append(SourceWindow(r0, r1, c0, c1, center))
         out.append(line)
     return out

@@ -128,3 +128,15 @@ def test_secrets_never_printed(project, monkeypatch):
         yaml.safe_load(result.stdout)["data_stores"][2]["store_params"]["storage_options"]["secret"]
         == "***"
     )
+
+
+def test_describe_lists_and_describes_store_data(project):
+    path = str(project(with_cube(project.base_config())))
+    listing = run("describe", path, "local")
+    assert listing.returncode == 0, listing.stderr
+    assert data.LANDCOVER in listing.stdout.split()
+    described = run("describe", path, "local", data.TEMPERATURE)
+    assert described.returncode == 0, described.stderr
+    assert "temperature" in json.loads(described.stdout)["data_vars"]
+    unknown = run("describe", path, "nope")
+    assert unknown.returncode == 2 and "no data store 'nope'" in unknown.stderr

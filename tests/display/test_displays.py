@@ -55,3 +55,11 @@ def test_tables_for_terminal_and_notebook():
 def test_auto_mode_is_log_when_not_a_terminal():
     assert resolve_mode("auto", io.StringIO()) == "log"
     assert resolve_mode("json") == "json"
+
+
+def test_run_report_renders_in_notebooks():
+    from multistore.generate import RunReport
+    from multistore.status import DatasetResult
+
+    report = RunReport((DatasetResult("a", Status.FAILED, message="boom <x>"),))
+    assert "boom &lt;x&gt;" in report._repr_html_() and report.exit_code == 1

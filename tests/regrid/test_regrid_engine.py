@@ -18,7 +18,7 @@ from rasterio.warp import reproject, transform_bounds
 from multistore.errors import NoOverlapError, RegridError, SourceGridError
 from multistore.grid import TargetGrid
 from multistore.regrid import regrid_dataset
-from multistore.regrid.kernel import warp_group
+from multistore.regrid.kernel import warp_group, warp_group_reading
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
@@ -461,14 +461,17 @@ def test_tasks_read_only_their_windows():
     src_name = ds["v"].data.name
     warp_layers = [name for name in graph.layers if name.startswith("warp-")]
     assert len(warp_layers) == 1
+    assert not graph.dependencies[warp_layers[0]]  # tasks read their windows themselves
     n_tasks = 0
     for task in dict(graph.layers[warp_layers[0]]).values():
-        assert task[0] is warp_group
+        assert task[0] is warp_group_reading
         n_tasks += 1
-        tile, group, inputs = task[1], task[3], task[4:]
-        assert all(k[0] == src_name for k in inputs)
+        tile, group, reader = task[1], task[3], task[4]
+        assert all(k[0] == src_name for k in reader.keys)
         # a few source chunks per plane, never the 8 x 8 chunks of a whole plane
-        assert len(inputs) <= 12 * len(group.planes)
+        assert len(reader.keys) <= 12 * len(group.planes)
+        chunk_nodes = [k for k in reader.graph if isinstance(k, tuple)]
+        assert len(chunk_nodes) == len(reader.keys)
         h, w = tile.window_shape
         assert h * w < 0.15 * 512 * 512
     tiles = arr.numblocks[1] * arr.numblocks[2]
@@ -496,3 +499,53 @@ def test_planes_keep_their_own_nodata_masks():
     ]
     for t in (0, 1):
         assert np.mean(got[t] == ref[t]) > 0.99
+
+
+def test_sources_with_shared_work_keep_shared_chunks():
+    """A source made by rechunking big chunks must not be re-read by every tile."""
+    rng = np.random.default_rng(7)
+    data = categorical(rng, (256, 256))
+    transform = Affine(30, 0, 4_200_000, 0, -30, 2_900_000)
+    ds = affine_dataset(data, transform, LAEA.to_wkt(), chunks=256)
+    # one computed 256 x 256 block (like a whole-band read), split into 64 x 64 chunks
+    ds["v"] = ds["v"].copy(data=ds["v"].data.map_blocks(np.copy)).chunk({"x": 64, "y": 64})
+    bounds = (4_200_000, 2_900_000 - 256 * 30, 4_200_000 + 256 * 30, 2_900_000)
+    target = target_around(LAEA, bounds, "EPSG:4326", 0.0005, 32)
+    arr = regrid_dataset(ds, target, {"method": "nearest"})["v"].data
+    graph = arr.__dask_graph__()
+    warp = next(name for name in graph.layers if name.startswith("warp-"))
+    assert graph.dependencies[warp]  # depends on the shared source chunks
+    assert all(t[0] is warp_group for t in dict(graph.layers[warp]).values())
+    ref = gdal_reference(data, transform, LAEA, target, "nearest", None, 255)
+    assert np.mean(arr.compute() == ref) > 0.99
+
+
+def test_polar_target_from_global_source_mixes_fast_and_gdal_tiles(global_0_360):
+    """Around the pole coordinates are not linear: those tiles fall back to GDAL's warper."""
+    ds, rolled, rolled_transform = global_0_360
+    target = TargetGrid.from_bbox(
+        [-2_000_000, -2_000_000, 2_000_000, 2_000_000], "EPSG:3413", 50_000, tile_size=16
+    )
+    arr = regrid_dataset(ds, target, {"method": "nearest"})["t"].data
+    graph = arr.__dask_graph__()
+    warp = next(name for name in graph.layers if name.startswith("warp-"))
+    fast = [t[1].lattice is not None for t in dict(graph.layers[warp]).values()]
+    assert any(fast) and not all(fast)
+    ref = gdal_reference(rolled, rolled_transform, "EPSG:4326", target, "nearest", np.nan, np.nan)
+    assert_matches_gdal(arr.compute(), ref, np.nan, "nearest", 140)
+
+
+def test_integer_source_widened_to_float_turns_nodata_into_nan():
+    data = np.full((40, 40), 7, dtype="uint8")
+    data[:20] = 255
+    transform = Affine(0.01, 0, 8.0, 0, -0.01, 47.4)
+    ds = affine_dataset(
+        data, transform, CRS.from_epsg(4326).to_wkt(), dims=("lat", "lon"),
+        attrs={"_FillValue": 255},
+    )  # fmt: skip
+    target = TargetGrid.from_bbox([8.0, 47.0, 8.4, 47.4], "EPSG:4326", 0.02, 10)
+    var = regrid_dataset(ds, target, {"dtypes": "float32"})["v"]  # coarser: average
+    assert var.dtype == np.float32 and np.isnan(var.encoding["_FillValue"])
+    got = var.values
+    assert np.isnan(got[:10]).all()
+    np.testing.assert_array_equal(got[10:], 7.0)
