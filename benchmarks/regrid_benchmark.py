@@ -10,9 +10,12 @@ about 7600x5600 px and written as Zarr with 1000x1000 tiles, three ways:
 
 Each way runs in its own process; wall time, peak RSS, output bytes and dtype
 are printed. ``--scale`` repeats (a) at 4x the pixel count (2x per axis);
-``--small`` is a quick smoke run. Inputs are cached in benchmarks/_work/.
+``--ways de`` times the regridding alone (no write: a sum of the result) for
+this engine (d) and xcube_resampling (e). ``--small`` is a quick smoke run; ``--repeat N`` interleaves N rounds and
+reports median wall times (the CPUs may be shared). Inputs are cached in
+benchmarks/_work/.
 
-    python benchmarks/regrid_benchmark.py [--small] [--scale] [--ways abc]
+    python benchmarks/regrid_benchmark.py [--small] [--scale] [--ways abc] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -206,7 +210,7 @@ def way_b(case: Case, out: Path) -> dict:
         {"classes": (("band", "lat", "lon"), stack)},
         coords={**grid.coords(), "band": np.arange(1, case.bands + 1)},
     )
-    blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+    blosc = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
     encoding = {
         "classes": {"chunks": (1, TILE, TILE), "compressors": (blosc,), "_FillValue": NODATA}
     }
@@ -219,21 +223,10 @@ def way_c(case: Case, out: Path) -> dict:
     """xcube-multistore's path: xcube's opener, xcube_resampling, xcube's writer."""
     from xcube.core.store import new_data_store
     from xcube_resampling import resample_in_space
-    from xcube_resampling.gridmapping import GridMapping
 
-    grid = target_grid(case)
-    source = new_data_store("file", root=str(WORK)).open_data(
-        case.tif.name, opener_id="dataset:geotiff:file", **OPEN_PARAMS
+    ds = resample_in_space(
+        _open_source(case), target_gm=_xcube_target(case), interp_methods="nearest"
     )
-    west, _, _, north = grid.bounds
-    target_gm = GridMapping.regular(
-        size=(grid.width, grid.height),
-        xy_min=(west + RES_TARGET / 2, north - (grid.height - 0.5) * RES_TARGET),
-        xy_res=RES_TARGET,
-        crs="EPSG:4326",
-        tile_size=TILE,
-    )
-    ds = resample_in_space(source, target_gm=target_gm, interp_methods="nearest")
     ds = ds.chunk({d: 1 for d in ds.dims if d not in ("lat", "lon")})
     store = new_data_store("file", root=str(out))
     store.write_data(ds, "classes.zarr", replace=True)
@@ -241,11 +234,69 @@ def way_c(case: Case, out: Path) -> dict:
             "zarr": str(out / "classes.zarr")}  # fmt: skip
 
 
-WAYS = {"a": way_a, "b": way_b, "c": way_c}
+def way_d(case: Case, out: Path) -> dict:
+    """Regridding only, no write: ``regrid_dataset`` on xcube's opener, summed with dask."""
+    from multistore.regrid import regrid_dataset
+
+    source = _open_source(case)
+    return _sum_only(regrid_dataset(source, target_grid(case), {"method": "nearest"}))
+
+
+def way_e(case: Case, out: Path) -> dict:
+    """Regridding only, no write: ``xcube_resampling.resample_in_space``, summed with dask."""
+    from xcube_resampling import resample_in_space
+
+    source = _open_source(case)
+    return _sum_only(
+        resample_in_space(source, target_gm=_xcube_target(case), interp_methods="nearest")
+    )
+
+
+def _open_source(case: Case):
+    from xcube.core.store import new_data_store
+
+    store = new_data_store("file", root=str(WORK))
+    return store.open_data(case.tif.name, opener_id="dataset:geotiff:file", **OPEN_PARAMS)
+
+
+def _xcube_target(case: Case):
+    """The target grid as xcube_resampling's GridMapping (xy_min = first pixel centre)."""
+    from xcube_resampling.gridmapping import GridMapping
+
+    grid = target_grid(case)
+    west, _, _, north = grid.bounds
+    return GridMapping.regular(
+        size=(grid.width, grid.height),
+        xy_min=(west + RES_TARGET / 2, north - (grid.height - 0.5) * RES_TARGET),
+        xy_res=RES_TARGET,
+        crs="EPSG:4326",
+        tile_size=TILE,
+    )
+
+
+def _sum_only(ds) -> dict:
+    import dask
+
+    var = next(iter(ds.data_vars.values()))
+    t0 = time.perf_counter()
+    with dask.config.set(scheduler="threads"):
+        total = int(var.data.sum(dtype="int64").compute())
+    return {
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "compute_s": round(time.perf_counter() - t0, 2),
+        "checksum": total,
+        "dtype": str(var.dtype),
+        "bytes": 0,
+    }
+
+
+WAYS = {"a": way_a, "b": way_b, "c": way_c, "d": way_d, "e": way_e}
 LABELS = {
     "a": "(a) multistore generate",
     "b": "(b) GDAL warp + zarr",
     "c": "(c) xcube_resampling + xcube writer",
+    "d": "(d) multistore.regrid only, no write",
+    "e": "(e) xcube_resampling only, no write",
 }
 
 
@@ -268,9 +319,9 @@ def run_child(way: str, case: Case) -> dict:
     if proc.returncode != 0:
         return {"way": way, "case": case.name, "error": proc.stderr[-2000:] or proc.stdout[-2000:]}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(
-        way=way, case=case.name, wall_s=round(wall, 1), **inspect_zarr(Path(result["zarr"]))
-    )
+    result.update(way=way, case=case.name, wall_s=round(wall, 1))
+    if "zarr" in result:
+        result.update(inspect_zarr(Path(result["zarr"])))
     return result
 
 
@@ -312,10 +363,33 @@ def machine() -> str:
     )
 
 
-def report(results: list[dict]) -> None:
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per (way, case): median wall time over repeats, highest peak RSS."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        rows.setdefault((r["way"], r["case"]), []).append(r)
+    out = []
+    for group in rows.values():
+        ok = [r for r in group if "error" not in r]
+        if not ok:
+            out.append(group[-1])
+            continue
+        row = dict(ok[-1])
+        row["wall_s"] = float(statistics.median(r["wall_s"] for r in ok))
+        row["wall_all_s"] = [r["wall_s"] for r in ok]
+        if "compute_s" in row:
+            row["compute_s"] = float(statistics.median(r["compute_s"] for r in ok))
+        row["peak_rss_kb"] = max(r["peak_rss_kb"] for r in ok)
+        out.append(row)
+    return out
+
+
+def report(runs: list[dict]) -> None:
+    results = summarise(runs)
     print(f"\nmachine: {machine()}; GDAL_CACHEMAX={child_env()['GDAL_CACHEMAX']} MB")
     header = (
         f"{'way':40} {'case':7} {'wall s':>8} {'peak RSS MiB':>13} {'output MiB':>11} {'dtype':>6}"
+        "  all walls"
     )
     print(header)
     print("-" * len(header))
@@ -324,12 +398,13 @@ def report(results: list[dict]) -> None:
         if "error" in r:
             print(f"{label:40} {r['case']:7} FAILED: {r['error'].strip().splitlines()[-1]}")
             continue
+        extra = f"  compute {r['compute_s']} s" if "compute_s" in r else ""
         print(
             f"{label:40} {r['case']:7} {r['wall_s']:8.1f} {r['peak_rss_kb'] / 1024:13.0f} "
-            f"{r['bytes'] / 2**20:11.1f} {r['dtype']:>6}"
+            f"{r['bytes'] / 2**20:11.1f} {r['dtype']:>6}  {r['wall_all_s']}{extra}"
         )
     by = {(r["way"], r["case"]): r for r in results if "error" not in r}
-    base = next((c for c in ("full", "small") if ("a", c) in by), None)
+    base = next((c for c in ("full", "small") if any(k[1] == c for k in by)), None)
     if base and ("b", base) in by:
         a, b = by["a", base], by["b", base]
         print(f"\n(a)/(b) wall: {a['wall_s'] / b['wall_s']:.2f} (target <= 1)")
@@ -338,6 +413,9 @@ def report(results: list[dict]) -> None:
         print(
             f"(c)/(a) wall: {by['c', base]['wall_s'] / by['a', base]['wall_s']:.2f} (target >= 2)"
         )
+    if base and ("d", base) in by and ("e", base) in by:
+        d, e = by["d", base], by["e", base]
+        print(f"(e)/(d) regrid compute: {e['compute_s'] / d['compute_s']:.2f}")
     print(json.dumps(results))
 
 
@@ -350,6 +428,9 @@ def main() -> None:
     )
     parser.add_argument("--scale", action="store_true", help="also run (a) at 4x the pixel count")
     parser.add_argument("--ways", default="abc", help="which ways to run, e.g. 'ab'")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of all ways (median wall time is reported)"
+    )
     parser.add_argument("--child", choices=sorted(WAYS), help=argparse.SUPPRESS)
     parser.add_argument("--case", default="full", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -363,17 +444,20 @@ def main() -> None:
     t0 = time.perf_counter()
     make_source(case)
     print(f"source {case.tif} ready in {time.perf_counter() - t0:.1f} s", flush=True)
-    results = []
-    for way in args.ways:
-        results.append(run_child(way, case))
-        print(json.dumps(results[-1]), flush=True)
     if args.scale and not args.small:
         t0 = time.perf_counter()
         make_source(SCALED)
         print(f"source {SCALED.tif} ready in {time.perf_counter() - t0:.1f} s", flush=True)
-        results.append(run_child("a", SCALED))
-        print(json.dumps(results[-1]), flush=True)
-    report(results)
+    runs = []
+    # Rounds interleave the ways, so load from other jobs on shared CPUs hits all of them.
+    for _ in range(args.repeat):
+        for way in args.ways:
+            runs.append(run_child(way, case))
+            print(json.dumps(runs[-1]), flush=True)
+        if args.scale and not args.small:
+            runs.append(run_child("a", SCALED))
+            print(json.dumps(runs[-1]), flush=True)
+    report(runs)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-# xcube-multistore's defaults for `general.gdal_http_params`
-DEFAULT_GDAL_HTTP = {"gdal_http_max_retry": 10, "gdal_http_retry_delay": 5}
+# Defaults of `general.gdal_http_params`: xcube-multistore's HTTP retries, and a
+# block cache of 128 MB instead of GDAL's 5% of RAM, since tiles are read window by
+# window and a large cache only adds resident memory per worker.
+DEFAULTS = {"gdal_http_max_retry": 10, "gdal_http_retry_delay": 5, "gdal_cachemax": 128}
 
 
 @contextmanager
@@ -31,6 +33,10 @@ def scoped_env(**values: str) -> Iterator[None]:
 
 
 def gdal_environment(params: Mapping[str, Any]) -> Any:
-    """``{gdal_http_max_retry: 3}`` → ``GDAL_HTTP_MAX_RETRY=3`` while the block runs."""
-    merged = {**DEFAULT_GDAL_HTTP, **params}
-    return scoped_env(**{k.upper(): str(v) for k, v in merged.items()})
+    """``{gdal_http_max_retry: 3}`` → ``GDAL_HTTP_MAX_RETRY=3`` while the block runs.
+
+    A default never overrides a variable the user already set in the environment.
+    """
+    values = {k.upper(): str(v) for k, v in DEFAULTS.items() if k.upper() not in os.environ}
+    values.update({k.upper(): str(v) for k, v in params.items()})
+    return scoped_env(**values)

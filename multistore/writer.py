@@ -21,10 +21,12 @@ from typing import Any
 import numcodecs
 import numpy as np
 import xarray as xr
+import zarr
 from xcube.core.store import DataStore
 
 from . import __version__
 from .errors import WriteError
+from .zarrchunks import chunk_writes
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +122,12 @@ def encoding_for(ds: xr.Dataset, zarr_format: int) -> dict[str, dict[str, Any]]:
         if var.chunks:
             enc["chunks"] = tuple(c[0] for c in var.chunks)
         if zarr_format == 2:
-            blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+            blosc = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
             enc["compressors"] = (blosc,)
         else:
             from zarr.codecs import BloscCodec
 
-            enc["compressors"] = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)
+            enc["compressors"] = (BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),)
         if "_FillValue" in var.attrs:
             enc["_FillValue"] = var.attrs.pop("_FillValue")
         elif var.dtype.kind == "f" and "_FillValue" not in var.encoding:
@@ -146,16 +148,23 @@ def write_zarr(
 ) -> None:
     """Write ``ds`` as a consolidated Zarr, then the completion marker."""
     _clear(target)
+    store = zarr_store(target)
+    encoding = encoding_for(ds, zarr_format)
     try:
         delayed = ds.to_zarr(
-            zarr_store(target),
+            store,
             mode="w",
             compute=False,
-            consolidated=True,
+            consolidated=zarr_format == 3,
             zarr_format=zarr_format,
-            encoding=encoding_for(ds, zarr_format),
+            encoding=encoding,
         )
-        compute(delayed)
+        if zarr_format == 2:
+            # metadata and coordinates are written; store the blocks ourselves (see zarrchunks)
+            compute(chunk_writes(ds, encoding, target.fs, target.path))
+            zarr.consolidate_metadata(store, zarr_format=2)
+        else:
+            compute(delayed)
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
     _write_marker(target, fingerprint, ds)

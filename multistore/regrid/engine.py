@@ -33,7 +33,9 @@ from .kernel import (
     PlaneGroup,
     TileTask,
     VarSpec,
+    convert_block,
     fill_block,
+    needs_conversion,
     take_plane,
     warp_group,
     warp_group_reading,
@@ -514,11 +516,10 @@ def _passthrough(
     )
     norm = norm.rename({grid.y_dim: target.y_name, grid.x_dim: target.x_name})
     spec = _var_spec(var, p, "nearest")
-    data = norm.data
-    if spec.out_dtype != spec.src_dtype:
-        data = data.astype(spec.out_dtype)
     chunks = (1,) * (norm.ndim - 2) + (target.tile_size[1], target.tile_size[0])
-    data = da.asarray(data).rechunk(chunks)
+    data = da.asarray(norm.data).rechunk(chunks)
+    if needs_conversion(spec):
+        data = data.map_blocks(convert_block, spec, dtype=spec.out_dtype)
     out = xr.DataArray(
         data,
         dims=norm.dims,

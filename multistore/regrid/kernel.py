@@ -1,8 +1,10 @@
-"""The per-tile warp task: assemble a source window from its chunks, warp it with GDAL.
+"""The per-tile warp task: assemble a source window from its chunks and warp it.
 
-These functions run inside dask tasks. They get plain numpy blocks and frozen
-specs, so they work on every scheduler (threads, processes, distributed).
-GDAL's warper releases the GIL, so thread workers run in parallel.
+Nearest on tiles whose coordinates interpolate linearly is a gather by index
+(one coordinate computation for all planes); everything else is GDAL's warper
+(``rasterio.warp.reproject``). These functions run inside dask tasks on plain
+numpy blocks and frozen specs, so they work on every scheduler; GDAL and NumPy
+release the GIL, so thread workers run in parallel.
 """
 
 from __future__ import annotations
@@ -87,8 +89,7 @@ def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.nda
     window = _assemble(tile, spec, group, blocks)
     if tile.lattice is not None and spec.resampling == Resampling.nearest:
         dst = _gather_nearest(window, tile, spec)
-        if spec.work_nodata is not None:
-            dst[_equal(dst, spec.work_nodata)] = spec.work_fill
+        _nodata_to_fill(dst, spec)
         return _to_out_dtype(dst, spec)
     # Filled here, not by GDAL: rasterio drops a dst_nodata of 0 for INIT_DEST.
     dst = np.full((len(group.planes), *tile.dst_shape), spec.work_fill, dtype=spec.work_dtype)
@@ -133,15 +134,7 @@ def _assemble(tile: TileTask, spec: VarSpec, group: PlaneGroup, blocks: tuple[np
     if covered is not None:
         for piece in tile.pieces:
             covered[piece.dst] = True
-    if spec.src_nodata is not None and spec.work_nodata is not None:
-        src_nan = isinstance(spec.src_nodata, float) and math.isnan(spec.src_nodata)
-        work_nan = isinstance(spec.work_nodata, float) and math.isnan(spec.work_nodata)
-        if work_nan and not src_nan:
-            # Integer nodata of a source widened to float becomes NaN.
-            window[_equal(window, spec.src_nodata)] = np.nan
-        elif not work_nan and np.issubdtype(spec.work_dtype, np.floating):
-            # GDAL takes one nodata value: NaN pixels of a float source with another nodata.
-            window[np.isnan(window)] = spec.work_nodata
+    _normalise_nodata(window, spec)
     if covered is not None and not covered.all():
         if spec.work_nodata is not None:
             window[:, ~covered] = spec.work_nodata
@@ -149,6 +142,40 @@ def _assemble(tile: TileTask, spec: VarSpec, group: PlaneGroup, blocks: tuple[np
             mask = np.broadcast_to(~covered, window.shape)
             return np.ma.masked_array(window, mask=mask)
     return window
+
+
+def _normalise_nodata(window: np.ndarray, spec: VarSpec) -> None:
+    """Mark nodata in the work dtype the way it is handed to GDAL (one value per band)."""
+    if spec.src_nodata is None or spec.work_nodata is None:
+        return
+    src_nan = isinstance(spec.src_nodata, float) and math.isnan(spec.src_nodata)
+    work_nan = isinstance(spec.work_nodata, float) and math.isnan(spec.work_nodata)
+    if work_nan and not src_nan:
+        # Integer nodata of a source widened to float becomes NaN.
+        window[_equal(window, spec.src_nodata)] = np.nan
+    elif not work_nan and np.issubdtype(spec.work_dtype, np.floating):
+        # GDAL takes one nodata value: NaN pixels of a float source with another nodata.
+        window[np.isnan(window)] = spec.work_nodata
+
+
+def needs_conversion(spec: VarSpec) -> bool:
+    """Whether stored values differ from source values without any resampling."""
+    if spec.out_dtype != spec.src_dtype:
+        return True
+    return _differs(spec.src_nodata, spec.out_fill) or (
+        spec.src_nodata is not None
+        and isinstance(spec.src_nodata, float)
+        and math.isnan(spec.src_nodata)
+        and not (isinstance(spec.out_fill, float) and math.isnan(spec.out_fill))
+    )
+
+
+def convert_block(block: np.ndarray, spec: VarSpec) -> np.ndarray:
+    """Dtype and nodata -> fill conversion of a block that needs no resampling."""
+    work = np.array(block, dtype=spec.work_dtype)
+    _normalise_nodata(work, spec)
+    _nodata_to_fill(work, spec)
+    return _to_out_dtype(work, spec)
 
 
 def _gather_nearest(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.ndarray:
@@ -195,6 +222,18 @@ def _cell(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     pos = (np.arange(n) + 0.5) * (m / n)
     k = np.minimum(np.floor(pos).astype(np.int64), m - 1)
     return k, pos - k
+
+
+def _nodata_to_fill(dst: np.ndarray, spec: VarSpec) -> None:
+    """Gathered source nodata pixels become the fill value (GDAL skips them instead)."""
+    nodata, fill = spec.work_nodata, spec.work_fill
+    if nodata is None:
+        return
+    if isinstance(nodata, float) and math.isnan(nodata):
+        if not (isinstance(fill, float) and math.isnan(fill)):
+            dst[np.isnan(dst)] = fill
+    elif nodata != fill:
+        dst[_equal(dst, nodata)] = fill
 
 
 def _differs(nodata: float | int | None, fill: float | int) -> bool:

@@ -549,3 +549,23 @@ def test_integer_source_widened_to_float_turns_nodata_into_nan():
     got = var.values
     assert np.isnan(got[:10]).all()
     np.testing.assert_array_equal(got[10:], 7.0)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.005])  # same grid (passthrough) and half a pixel off
+def test_nan_becomes_the_user_fill_value_with_nearest(shift):
+    data = np.arange(40 * 40, dtype="float32").reshape(40, 40)
+    data[:20] = np.nan
+    transform = Affine(0.01, 0, 8.0, 0, -0.01, 47.4)
+    ds = affine_dataset(data, transform, CRS.from_epsg(4326).to_wkt(), dims=("lat", "lon"))
+    bbox = [8.0 + shift, 47.0 + shift, 8.4 + shift, 47.4 + shift]
+    target = TargetGrid.from_bbox(bbox, "EPSG:4326", 0.01, 16)
+    var = regrid_dataset(ds, target, {"method": "nearest", "fill_values": -9999})["v"]
+    assert var.encoding["_FillValue"] == -9999
+    got = var.values
+    assert not np.isnan(got).any()
+    if shift == 0:
+        assert (got[:20] == -9999).all()
+        np.testing.assert_array_equal(got[20:], data[20:])
+    else:
+        assert (got[:20] == -9999).all() and (got[:, -1] == -9999).all()
+        assert np.isin(got[21:, :-1], data[20:]).all()

@@ -1,0 +1,112 @@
+"""Store dask blocks as Zarr v2 chunks directly: encode with the array's own codec, put with fsspec.
+
+zarr-python 3 routes every chunk write through its event loop and thread pool,
+which cost about 5 ms per chunk here, three times the compression itself (see
+docs/performance.md). Zarr v2 chunks are simple (the C-order bytes of the
+full-size chunk, passed through the filters and compressor named in
+``.zarray``), so once xarray and zarr have written the metadata, each dask task
+encodes and stores its own block. Metadata, coordinates and consolidation stay
+with xarray and zarr.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import dask
+import dask.array as da
+import numcodecs
+import numpy as np
+import xarray as xr
+from xarray.conventions import encode_cf_variable
+
+
+def chunk_writes(
+    ds: xr.Dataset, encoding: Mapping[str, Mapping[str, Any]], fs: Any, root: str
+) -> list[Any]:
+    """Delayed tasks that store every dask block of ``ds`` into the Zarr v2 group at ``root``.
+
+    The group's arrays must already exist (``to_zarr(compute=False, encoding=encoding)``)
+    with chunks equal to the dask chunks; ``encoding`` is the one given to ``to_zarr``,
+    so values are CF-encoded (fill values, dtype, scale/offset) exactly as xarray would.
+    """
+    tasks = []
+    for name, var in ds.variables.items():
+        if not isinstance(var.data, da.Array):
+            continue  # numpy variables were written with the metadata
+        meta = json.loads(fs.cat_file(f"{root}/{name}/.zarray"))
+        var = var.copy(deep=False)
+        if name in encoding:  # xarray replaces a variable's encoding by the one given
+            var.encoding = dict(encoding[name])
+        encoded = encode_cf_variable(var, name=name).data
+        _check_chunks(name, encoded, meta["chunks"])
+        spec = _ChunkSpec.from_meta(meta)
+        blocks = encoded.to_delayed()
+        for index in itertools.product(*(range(n) for n in blocks.shape)):
+            key = f"{root}/{name}/{spec.separator.join(map(str, index))}"
+            tasks.append(dask.delayed(_put_chunk)(blocks[index], key, spec, fs))
+    return tasks
+
+
+class _ChunkSpec:
+    def __init__(self, chunks, dtype, fill_value, order, compressor, filters, separator):
+        self.chunks = tuple(chunks)
+        self.dtype = dtype
+        self.fill_value = fill_value
+        self.order = order
+        self.compressor = compressor
+        self.filters = filters
+        self.separator = separator
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> _ChunkSpec:
+        dtype = np.dtype(meta["dtype"])
+        fill = meta.get("fill_value")
+        if isinstance(fill, str) and dtype.kind == "f":  # "NaN", "Infinity", "-Infinity"
+            fill = float(fill.replace("Infinity", "inf"))
+        return cls(
+            chunks=meta["chunks"],
+            dtype=dtype,
+            fill_value=fill,
+            order=meta.get("order", "C"),
+            compressor=numcodecs.get_codec(meta["compressor"]) if meta.get("compressor") else None,
+            filters=[numcodecs.get_codec(f) for f in meta.get("filters") or []],
+            separator=meta.get("dimension_separator") or ".",
+        )
+
+    def is_empty(self, block: np.ndarray) -> bool:
+        """All fill: not stored, as zarr does with ``write_empty_chunks=False``."""
+        if self.fill_value is None:
+            return False
+        if isinstance(self.fill_value, float) and np.isnan(self.fill_value):
+            return bool(np.isnan(block).all()) if block.dtype.kind == "f" else False
+        return bool((block == self.fill_value).all())
+
+
+def _put_chunk(block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any) -> None:
+    block = np.asarray(block).astype(spec.dtype, copy=False)
+    if spec.is_empty(block):
+        return
+    if block.shape != spec.chunks:  # edge chunks are stored full size, padded with fill
+        padded = np.full(
+            spec.chunks, spec.fill_value if spec.fill_value is not None else 0, spec.dtype
+        )
+        padded[tuple(slice(0, n) for n in block.shape)] = block
+        block = padded
+    data: Any = np.ascontiguousarray(block) if spec.order == "C" else np.asfortranarray(block)
+    for codec in spec.filters:
+        data = codec.encode(data)
+    if spec.compressor is not None:
+        data = spec.compressor.encode(data)
+    fs.pipe_file(key, bytes(memoryview(data)) if not isinstance(data, bytes) else data)
+
+
+def _check_chunks(name: str, array: da.Array, chunks: list[int]) -> None:
+    for dim_chunks, size in zip(array.chunks, chunks, strict=True):
+        if any(c != size for c in dim_chunks[:-1]) or dim_chunks[-1] > size:
+            raise ValueError(
+                f"dask chunks of {name!r} {array.chunks} do not match zarr chunks {chunks}"
+            )
