@@ -98,8 +98,7 @@ class DaskRunner:
     def compute(self, obj: Any, progress: Progress | None = None) -> Any:
         c = self.config
         if self._client is not None:
-            future = self._client.compute(obj)
-            return future.result()
+            return self._client.gather(self._client.compute(obj))
         kwargs: dict[str, Any] = {}
         if progress is not None:
             kwargs["callbacks"] = [_TaskProgress(progress)._callback]

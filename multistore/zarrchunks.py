@@ -46,7 +46,8 @@ def chunk_writes(
         spec = _ChunkSpec.from_meta(meta)
         blocks = encoded.to_delayed()
         for index in itertools.product(*(range(n) for n in blocks.shape)):
-            key = f"{root}/{name}/{spec.separator.join(map(str, index))}"
+            # a 0-d array has one chunk, named "0" by the Zarr v2 spec
+            key = f"{root}/{name}/{spec.separator.join(map(str, index)) or '0'}"
             tasks.append(dask.delayed(_put_chunk)(blocks[index], key, spec, fs))
     return tasks
 

@@ -74,7 +74,7 @@ def test_interrupted_generation_is_rebuilt_not_skipped(project, how):
     assert [s.state for s in msds.status()] == [CubeState.INCOMPLETE]  # ...but not counted as done
 
     report = msds.generate()
-    assert report["slow_cube"].status is Status.COMPLETED
+    assert report["slow_cube"].status is Status.COMPLETED, report["slow_cube"].message
     cube = xr.open_zarr(project.root / "out" / "slow_cube.zarr", mask_and_scale=False)
     assert cube["land_cover"].dtype == np.uint8
     assert int((cube["land_cover"].values != 255).sum()) > 1000

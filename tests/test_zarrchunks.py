@@ -38,10 +38,13 @@ def sample() -> xr.Dataset:
         },
     )
     ds["u8"].encoding["_FillValue"] = np.uint8(255)
+    ds.coords["spatial_ref"] = xr.DataArray(np.int32(0), attrs={"crs_wkt": "..."})
     ds["packed"].encoding.update(
         {"dtype": "int16", "scale_factor": 0.5, "_FillValue": np.int16(-32768)}
     )
-    return ds.chunk({"time": 1, "y": 16, "x": 32})  # edge chunks of 2 x 6 px
+    ds = ds.chunk({"time": 1, "y": 16, "x": 32})  # edge chunks of 2 x 6 px
+    ds.coords["spatial_ref"] = ds.spatial_ref.chunk()  # a 0-d dask variable: chunk key "0"
+    return ds
 
 
 def write(ds: xr.Dataset, path: str, fast: bool) -> None:
