@@ -14,6 +14,7 @@ import requests
 from ..errors import StoreError
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+ZIP_BLOCK_SIZE = 64 << 10  # zip headers are small and scattered; member data is read whole
 
 
 class HttpRangeReader(io.RawIOBase):
@@ -59,6 +60,18 @@ class HttpRangeReader(io.RawIOBase):
         return n
 
 
+def open_range_file(
+    session: requests.Session,
+    url: str,
+    size: int,
+    *,
+    timeout: float = 60.0,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> io.BufferedReader:
+    """A buffered, seekable binary file over range reads (reads above ``block_size`` go direct)."""
+    return io.BufferedReader(HttpRangeReader(session, url, size, timeout=timeout), block_size)
+
+
 def range_opener(
     session: requests.Session,
     url: str,
@@ -77,7 +90,6 @@ def range_opener(
     def opener(path: str, mode: str = "rb") -> io.BufferedReader:
         if path.rstrip("/").rsplit("/", 1)[-1] != name or "w" in mode:
             raise FileNotFoundError(path)
-        raw = HttpRangeReader(session, url, size, timeout=timeout)
-        return io.BufferedReader(raw, buffer_size=block_size)
+        return open_range_file(session, url, size, timeout=timeout, block_size=block_size)
 
     return opener

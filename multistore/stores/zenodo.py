@@ -8,7 +8,11 @@ conversions of rasters (``france/annual_disturbances_1985_2023_france.zarr``,
 Preloaded data opens from the cache store without contacting Zenodo.
 GeoTIFFs that are not preloaded open lazily over HTTP range reads when the
 server answers a range request with 206, else they are downloaded into the
-cache first. Members of archives that are not preloaded raise an error
+cache first. A Zarr shipped zipped (``<name>.zarr.zip``, the ZipStore layout)
+opens lazily the same way, reading only the zip directory, the metadata and
+the chunks used; without range support it is preloaded (unpacked into the
+cache as ``<name>.zarr``) and opened from there. Members of archives that
+are not preloaded raise an error
 telling to preload the archive: unpacking a multi-GB archive should be a
 visible, deliberate step, not a side effect of opening one variable.
 """
@@ -19,7 +23,8 @@ import functools
 import logging
 import threading
 from collections.abc import Container, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +57,27 @@ from ..errors import MultistoreError, PreloadError, StoreError
 from ..preload.archive import ArchiveLimits, archive_stem
 from ..preload.cache import PreloadCache
 from ..preload.convert import RASTER_VARIABLE, is_raster, zarr_name
-from ..preload.download import RemoteFile, download_file, remove_partial
+from ..preload.download import DEFAULT_SPLIT_BYTES, RemoteFile, download_file, remove_partial
 from ..preload.events import Phase, PreloadEvent, ProgressCallback
 from ..preload.http import RetryPolicy
 from ..preload.manifest import PreloadOutput, PreloadRecord
 from ..preload.process import PreloadOptions, file_format, process_file
-from ..preload.rangefile import range_opener
+from ..preload.rangefile import ZIP_BLOCK_SIZE, open_range_file, range_opener
 from .zenodo_api import DEFAULT_BASE_URL, ZenodoClient, ZenodoFile, ZenodoRecord, resolve_record_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_ROOT = Path("~/.cache/multistore/zenodo")
 _OPENABLE_FORMATS = ("zarr", "geotiff", "netcdf")
+_ZARR_ZIP_SUFFIX = ".zarr.zip"
+# xcube's Zarr open params that are not xarray.open_zarr's
+_NOT_OPEN_ZARR_PARAMS = ("cache_size", "engine")
+_RANGE_SPLIT_SCHEMA = JsonIntegerSchema(
+    minimum=1,
+    nullable=True,
+    default=DEFAULT_SPLIT_BYTES,
+    title="Files larger than this download in parallel HTTP ranges (null: never)",
+)
 
 
 def _raster_params_schema(base: JsonObjectSchema | None = None) -> JsonObjectSchema:
@@ -99,12 +113,14 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         staging_dir: str | None = None,
         max_unpacked_bytes: int | None = None,
         max_archive_members: int | None = None,
+        range_split_bytes: int | None = DEFAULT_SPLIT_BYTES,
     ):
         self._record_id = resolve_record_id(root)
         self._source = f"zenodo:{self._record_id}"
         self._policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s)
         self._timeout = timeout
         self._max_concurrency = max_concurrency
+        self._range_split_bytes = range_split_bytes
         defaults = ArchiveLimits()
         self._limits = ArchiveLimits(
             max_total_bytes=max_unpacked_bytes or defaults.max_total_bytes,
@@ -175,6 +191,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 ),
                 max_unpacked_bytes=JsonIntegerSchema(minimum=1, nullable=True),
                 max_archive_members=JsonIntegerSchema(minimum=1, nullable=True),
+                range_split_bytes=_RANGE_SPLIT_SCHEMA,
             ),
             required=["root"],
             additional_properties=False,
@@ -288,6 +305,8 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
             return tuple(f"dataset:{fmt}:{protocol}" for fmt in _OPENABLE_FORMATS)
         output = self._preloaded().get(data_id)
         fmt = output.format if output else file_format(data_id)
+        if output is None and _is_zarr_zip(data_id):
+            fmt = "zarr"
         return (f"dataset:{fmt}:{protocol}",) if fmt in _OPENABLE_FORMATS else ()
 
     def get_open_data_params_schema(
@@ -308,7 +327,10 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
 
     def open_data(self, data_id: str, opener_id: str | None = None, **open_params) -> Any:
         open_params.pop("data_type", None)
-        output = self._preloaded().get(data_id)
+        preloaded = self._preloaded()
+        output = preloaded.get(data_id)
+        if output is None and _is_zarr_zip(data_id):
+            output = preloaded.get(archive_stem(data_id) or "")  # its unpacked copy
         if output is not None:
             return self._open_cached(output, opener_id, open_params)
         record = self.record
@@ -370,6 +392,16 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
     ) -> Any:
         label = f"Zenodo record {self._record_id}, file {file.key!r}"
         fmt = file_format(file.key)
+        if _is_zarr_zip(file.key) and file.size:
+            url = self._client.download_url(self._record_id, file.key)
+            if self._client.supports_range(url, label):
+                return self._open_remote_zarr_zip(file, url, open_params)
+            log.info("%s: server does not support range reads; preloading it", label)
+            self.preload_data(file.key)
+            output = self._preloaded().get(archive_stem(file.key) or "")
+            if output is None or output.format != "zarr":
+                raise StoreError(f"{label}: preloaded, but it holds no Zarr at its top level")
+            return self._open_cached(output, opener_id, open_params)
         if fmt in ("zip", "tar"):
             raise StoreError(
                 f"{label} is an archive: preload it, then open its members as "
@@ -385,6 +417,38 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         if output is None:  # pragma: no cover - preload_data raises instead
             raise StoreError(f"{label}: downloaded but not found in the cache")
         return self._open_cached(output, opener_id, open_params)
+
+    def _open_remote_zarr_zip(
+        self, file: ZenodoFile, url: str, open_params: dict[str, Any]
+    ) -> xr.Dataset:
+        """Open a zipped Zarr lazily: zip directory, metadata and chunks come by range reads."""
+        from fsspec.implementations.zip import ZipFileSystem
+
+        label = f"Zenodo record {self._record_id}, file {file.key!r}"
+        schema = self._cache.store.get_open_data_params_schema(
+            opener_id=f"dataset:zarr:{self._cache.protocol}"
+        )
+        unknown = sorted(set(open_params) - set(schema.properties))
+        try:
+            if unknown:
+                raise ValueError(
+                    f"unknown: {', '.join(unknown)}; known: {sorted(schema.properties)}"
+                )
+            schema.validate_instance(open_params)
+        except Exception as e:
+            raise StoreError(f"{label}: invalid open_params: {e}") from e
+        params = {k: v for k, v in open_params.items() if k not in _NOT_OPEN_ZARR_PARAMS}
+        remote = open_range_file(
+            self._client.session, url, file.size, timeout=self._timeout, block_size=ZIP_BLOCK_SIZE
+        )
+        try:
+            zip_fs = ZipFileSystem(fo=remote, skip_instance_cache=True)  # one per file
+            return xr.open_zarr(zip_fs.get_mapper(""), **params)
+        except MultistoreError:
+            raise
+        except Exception as e:
+            remote.close()
+            raise StoreError(f"{label}: cannot open as a zipped Zarr over HTTP: {e}") from e
 
     def _open_remote_raster(self, file: ZenodoFile, url: str, open_params: dict[str, Any]) -> Any:
         import rioxarray
@@ -440,6 +504,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 ),
                 chunk_size=JsonIntegerSchema(minimum=16, default=1024),
                 zarr_format=JsonIntegerSchema(enum=[2, 3], default=2),
+                range_split_bytes=_RANGE_SPLIT_SCHEMA,
                 silent=JsonBooleanSchema(default=True, title="No xcube preload tables on stdout"),
             ),
             additional_properties=False,
@@ -465,6 +530,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
             raise StoreError(f"Zenodo record {self._record_id}: invalid preload params: {e}") from e
         schema = self.get_preload_data_params_schema()
         params = {k: preload_params.get(k, s.default) for k, s in schema.properties.items()}
+        split_bytes = preload_params.get("range_split_bytes", self._range_split_bytes)
         options = PreloadOptions(
             convert_rasters=params["convert_rasters"],
             convert_netcdf=params["convert_netcdf"],
@@ -477,22 +543,29 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         files = {key: record.file(key) for key in keys}  # unknown keys fail before any work
         # Our own record of failures: xcube's handle can miss a job that fails very fast.
         failures: dict[str, BaseException] = {}
-        handle = ExecutorPreloadHandle(
-            keys,
-            preload_data=functools.partial(
-                self._preload_file,
-                files=files,
-                force=params["force"],
-                options=options,
-                progress=progress,
-                failures=failures,
-            ),
-            executor=ThreadPoolExecutor(
-                max_workers=self._max_concurrency, thread_name_prefix="zenodo-preload"
-            ),
-            blocking=True,
-            silent=params["silent"],
-        )
+        # Every HTTP transfer (a whole file or one range of a large one) runs on this one
+        # pool, so max_concurrency bounds the connections of all files together. File
+        # workers only wait for their transfers, then verify, unpack and convert.
+        with ThreadPoolExecutor(
+            max_workers=self._max_concurrency, thread_name_prefix="zenodo-transfer"
+        ) as transfers:
+            handle = ExecutorPreloadHandle(
+                keys,
+                preload_data=functools.partial(
+                    self._preload_file,
+                    files=files,
+                    force=params["force"],
+                    options=options,
+                    progress=progress,
+                    failures=failures,
+                    transfer=_TransferSettings(transfers, split_bytes),
+                ),
+                executor=ThreadPoolExecutor(
+                    max_workers=self._max_concurrency, thread_name_prefix="zenodo-preload"
+                ),
+                blocking=True,
+                silent=params["silent"],
+            )
         self.preload_handle = handle
         errors = [failures[key] for key in keys if key in failures]
         if len(errors) == 1:
@@ -515,10 +588,11 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         options: PreloadOptions,
         progress: ProgressCallback | None,
         failures: dict[str, BaseException],
+        transfer: _TransferSettings,
     ) -> None:
         emit = functools.partial(self._emit, handle, progress, key)
         try:
-            self._preload_steps(handle, files[key], force, options, emit)
+            self._preload_steps(handle, files[key], force, options, emit, transfer)
         except BaseException as e:
             failures[key] = e
             emit("failed", message=str(e))
@@ -533,6 +607,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         force: bool,
         options: PreloadOptions,
         emit: functools.partial,
+        transfer: _TransferSettings,
     ) -> None:
         key = file.key
         label = f"Zenodo record {self._record_id}, file {key!r}"
@@ -561,6 +636,8 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 progress=lambda done, total: emit("download", bytes_done=done, bytes_total=total),
                 cancelled=lambda: handle.cancelled,
                 on_verify=lambda: emit("verify", message="checking md5"),
+                split_bytes=transfer.split_bytes,
+                executor=transfer.executor,
             )
             try:
                 processed = process_file(
@@ -600,6 +677,18 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
     def close(self) -> None:
         """Closes connections; the cache is kept (it is the point of preloading)."""
         self._client.close()
+
+
+def _is_zarr_zip(key: str) -> bool:
+    return key.lower().endswith(_ZARR_ZIP_SUFFIX) and len(key) > len(_ZARR_ZIP_SUFFIX)
+
+
+@dataclass(frozen=True)
+class _TransferSettings:
+    """How one ``preload_data`` call downloads: its shared transfer pool and range split size."""
+
+    executor: Executor
+    split_bytes: int | None
 
 
 def _bands_as_variables(ds: xr.Dataset) -> xr.Dataset:

@@ -9,11 +9,14 @@ call, so checksums are stable.
 from __future__ import annotations
 
 import io
+import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
+import xarray as xr
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 
@@ -69,6 +72,23 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
         for name, content in members.items():
             zf.writestr(zipfile.ZipInfo(name, date_time=_ZIP_DATE), content)
     return buffer.getvalue()
+
+
+def zarr_zip_bytes(dataset: xr.Dataset, *, zarr_format: int = 2) -> bytes:
+    """``dataset`` as a zipped Zarr (ZipStore layout: metadata at the top of the zip).
+
+    Entries are stored uncompressed, as Zarr chunks are already compressed
+    and range readers can then read a chunk's bytes directly.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data.zarr"
+        dataset.to_zarr(root, zarr_format=zarr_format, consolidated=True)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=_ZIP_DATE)
+                zf.writestr(info, path.read_bytes())
+        return buffer.getvalue()
 
 
 def annual_disturbances(years: int = 39, size: int = SAMPLE_SIZE) -> np.ndarray:

@@ -44,8 +44,10 @@ class Faults:
     status_503: int = 0
     truncate: int = 0  # next N content bodies are cut short (connection closed)
     truncate_at: int | None = None  # bytes sent before cutting; default half the body
+    truncate_start: int | None = None  # only bodies starting at this byte are cut (None: any)
     wrong_checksum: bool = False  # advertise a wrong md5
     delay_s: float = 0.0  # sleep before every answer
+    body_delay_s: float = 0.0  # per file: sleep before each 64 KiB of a body (a slow transfer)
     range_support: bool = True  # False: ignore Range headers (always 200)
 
 
@@ -105,6 +107,8 @@ class ZenodoEmulator:
         self._records: dict[str, EmulatedRecord] = {}
         self._log: list[LoggedRequest] = []
         self._lock = threading.Lock()
+        self._active_bodies = 0
+        self._max_active_bodies = 0
         self.faults = Faults()
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
@@ -148,6 +152,22 @@ class ZenodoEmulator:
     def clear_log(self) -> None:
         with self._lock:
             self._log.clear()
+            self._max_active_bodies = self._active_bodies
+
+    @property
+    def max_parallel_bodies(self) -> int:
+        """The most file bodies (GET content answers) being sent at the same time so far."""
+        with self._lock:
+            return self._max_active_bodies
+
+    def _body_started(self) -> None:
+        with self._lock:
+            self._active_bodies += 1
+            self._max_active_bodies = max(self._max_active_bodies, self._active_bodies)
+
+    def _body_finished(self) -> None:
+        with self._lock:
+            self._active_bodies -= 1
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -181,9 +201,14 @@ class ZenodoEmulator:
         with self._lock:
             return self._records.get(record_id)
 
-    def _take(self, faults: Faults, name: str) -> bool:
-        """Consume one unit of the counter ``name`` of ``faults``; True if it was positive."""
+    def _take(self, faults: Faults, name: str, start: int | None = None) -> bool:
+        """Consume one unit of the counter ``name`` of ``faults``; True if it was positive.
+
+        With ``start`` (a body's first byte), only when ``faults.truncate_start`` allows it.
+        """
         with self._lock:
+            if start is not None and faults.truncate_start not in (None, start):
+                return False
             count = getattr(faults, name)
             if count > 0:
                 setattr(faults, name, count - 1)
@@ -354,17 +379,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         limit = end + 1
         for faults in (emulator.faults, file.faults):
-            if emulator._take(faults, "truncate"):
+            if emulator._take(faults, "truncate", start):
                 cut = faults.truncate_at if faults.truncate_at is not None else size // 2
                 limit = min(limit, max(start, cut))
                 self.close_connection = True
                 break
-        position = start
-        while position < limit:
-            chunk_end = min(limit, position + _COPY_CHUNK) - 1
-            self.wfile.write(file.read(position, chunk_end))
-            position = chunk_end + 1
-        self.wfile.flush()
+        # A body counts as active until its last piece is sent, so a client that has
+        # received a whole body never sees it counted.
+        emulator._body_started()
+        active = True
+        try:
+            position = start
+            while position < limit:
+                chunk_end = min(limit, position + _COPY_CHUNK) - 1
+                if file.faults.body_delay_s:
+                    time.sleep(file.faults.body_delay_s)
+                if chunk_end + 1 >= limit:
+                    active = False
+                    emulator._body_finished()
+                self.wfile.write(file.read(position, chunk_end))
+                position = chunk_end + 1
+            self.wfile.flush()
+        finally:
+            if active:
+                emulator._body_finished()
 
     def _json(self, status: int, body: Any, head: bool = False) -> None:
         data = json.dumps(body).encode("utf-8")

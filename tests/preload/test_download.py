@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from multistore.errors import ChecksumError, PreloadError
-from multistore.preload.download import RemoteFile, download_file, partial_path
+from multistore.preload.download import (
+    RemoteFile,
+    download_file,
+    partial_path,
+    range_part_path,
+    remove_partial,
+)
 from multistore.preload.http import RateLimiter, RetryPolicy, new_session
 
 CONTENT = bytes(range(256)) * 400  # 102400 bytes
@@ -218,3 +225,132 @@ def test_slow_server_times_out_with_a_clear_error(served, tmp_path):
     while len(downloads(served)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(downloads(served)) == 2  # first try + one retry
+
+
+SPLIT = 32768  # CONTENT in 4 ranges: 3 of 32 KiB and one of 4 KiB
+SPANS = ["bytes=0-32767", "bytes=32768-65535", "bytes=65536-98303", "bytes=98304-102399"]
+
+
+def test_large_file_is_fetched_in_parallel_ranges_bounded_by_the_pool(served, tmp_path):
+    served.file("7", "data.bin").faults.body_delay_s = 0.3  # each range body takes >= 0.3 s
+    seen = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        dest = download_file(
+            new_session(FAST),
+            remote(served),
+            tmp_path / "data.bin",
+            partial_dir=tmp_path / "partial",
+            policy=FAST,
+            split_bytes=SPLIT,
+            executor=pool,
+            progress=lambda d, t: seen.append((d, t)),
+        )
+    assert hashlib.md5(dest.read_bytes()).hexdigest() == MD5
+    gets = downloads(served)
+    assert gets[0].range == "bytes=0-0" and gets[0].status == 206  # the range-support probe
+    assert sorted(r.range for r in gets[1:]) == SPANS
+    assert all(r.status == 206 for r in gets)
+    assert served.max_parallel_bodies == 2  # in parallel, and never more than the pool allows
+    assert seen[-1] == (len(CONTENT), len(CONTENT))
+    assert list((tmp_path / "partial").iterdir()) == []
+
+
+def test_small_file_is_not_split(served, tmp_path):
+    download_file(
+        new_session(FAST),
+        remote(served),
+        tmp_path / "data.bin",
+        partial_dir=tmp_path / "p",
+        policy=FAST,
+        split_bytes=len(CONTENT),
+    )
+    assert [r.range for r in downloads(served)] == [None]
+
+
+def test_an_interrupted_range_fails_the_file_then_resumes_alone(served, tmp_path):
+    faults = served.file("7", "data.bin").faults
+    faults.truncate, faults.truncate_start, faults.truncate_at = 1, 32768, 40000
+    no_retry = RetryPolicy(max_retries=0, backoff_s=0.01)
+    with pytest.raises(PreloadError, match=r"download \(bytes 32768-65535\) interrupted 1 times"):
+        download_file(
+            new_session(no_retry),
+            remote(served),
+            tmp_path / "data.bin",
+            partial_dir=tmp_path / "partial",
+            policy=no_retry,
+            split_bytes=SPLIT,
+        )
+    assert not (tmp_path / "data.bin").exists()
+    assert range_part_path(tmp_path / "partial", remote(served), (32768, 65535)).stat().st_size == (
+        40000 - 32768
+    )
+    served.clear_log()
+    dest = download_file(
+        new_session(FAST),
+        remote(served),
+        tmp_path / "data.bin",
+        partial_dir=tmp_path / "partial",
+        policy=FAST,
+        split_bytes=SPLIT,
+    )
+    assert hashlib.md5(dest.read_bytes()).hexdigest() == MD5
+    ranges = [r.range for r in downloads(served)]
+    assert ranges[0] == "bytes=0-0" and "bytes=40000-65535" in ranges  # resumed where it broke
+    assert not set(ranges) & {"bytes=0-", "bytes=32768-65535", None}
+    assert list((tmp_path / "partial").iterdir()) == []
+
+
+def test_a_range_failure_is_retried_within_the_run(served, tmp_path):
+    faults = served.file("7", "data.bin").faults
+    faults.truncate, faults.truncate_start, faults.truncate_at = 1, 65536, 70000
+    dest = download_file(
+        new_session(FAST),
+        remote(served),
+        tmp_path / "data.bin",
+        partial_dir=tmp_path / "p",
+        policy=FAST,
+        split_bytes=SPLIT,
+    )
+    assert dest.read_bytes() == CONTENT
+    assert "bytes=70000-98303" in [r.range for r in downloads(served)]
+
+
+def test_without_range_support_a_large_file_is_one_stream(served, tmp_path):
+    served.file("7", "data.bin").faults.range_support = False
+    dest = download_file(
+        new_session(FAST),
+        remote(served),
+        tmp_path / "data.bin",
+        partial_dir=tmp_path / "p",
+        policy=FAST,
+        split_bytes=SPLIT,
+    )
+    assert dest.read_bytes() == CONTENT
+    # the probe is answered 200 (and its body dropped), then one plain GET
+    assert [(r.range, r.status) for r in downloads(served)] == [("bytes=0-0", 200), (None, 200)]
+
+
+def test_split_download_with_a_wrong_md5_caches_nothing(served, tmp_path):
+    with pytest.raises(ChecksumError, match="md5 mismatch after 2"):
+        download_file(
+            new_session(FAST),
+            remote(served, md5="0" * 32),
+            tmp_path / "data.bin",
+            partial_dir=tmp_path / "p",
+            policy=FAST,
+            split_bytes=SPLIT,
+        )
+    assert list((tmp_path / "p").iterdir()) == []
+    assert not (tmp_path / "data.bin").exists()
+
+
+def test_remove_partial_removes_range_files_of_that_file_only(served, tmp_path):
+    part_dir = tmp_path / "p"
+    part_dir.mkdir()
+    mine = range_part_path(part_dir, remote(served), (0, 9))
+    other = RemoteFile(url="x", key="data.bin2", label="x", size=10, md5=MD5)
+    theirs = range_part_path(part_dir, other, (0, 9))
+    for path in (mine, theirs, partial_path(part_dir, remote(served))):
+        path.write_bytes(b"x")
+    remove_partial(part_dir, remote(served))
+    assert [p.name for p in part_dir.iterdir()] == [theirs.name]

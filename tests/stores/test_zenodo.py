@@ -487,3 +487,130 @@ def test_open_params_schemas_pass_xcube_openers_through(record, tmp_path):
     from xcube.core.store import list_data_store_ids
 
     assert "zenodo" in list_data_store_ids()
+
+
+def test_large_files_preload_in_parallel_ranges_within_max_concurrency(record, tmp_path):
+    france2 = record.file(RID, "france2.zip")
+    for f in (record.file(RID, "france.zip"), france2):
+        f.faults.body_delay_s = 0.2  # slow bodies, so parallel ones overlap
+    store = new_store(record, tmp_path, range_split_bytes=400, max_concurrency=2)
+    store.preload_data("france.zip", "france2.zip")
+    ranges = [g.range for g in downloads(record, "france.zip")]
+    assert ranges[0] == "bytes=0-0"  # the range-support probe
+    assert sorted(ranges[1:]) == ["bytes=0-399", "bytes=400-799", "bytes=800-1188"]
+    assert len(FRANCE) == 1189
+    assert len(downloads(record, "france2.zip")) > 2  # split as well
+    # ranges of both files in parallel, yet never more bodies than max_concurrency
+    assert record.max_parallel_bodies == 2
+    ds = store.open_data("france/annual_disturbances_1985_2023_france.zarr")
+    np.testing.assert_array_equal(ds.band_data.values, ANNUAL)  # joined in order, md5 verified
+    assert not any("staging/partial/" in p for p in cache_files(tmp_path))
+
+
+def test_range_split_is_a_preload_param_too(record, tmp_path):
+    store = new_store(record, tmp_path)  # default split: 64 MiB
+    store.preload_data("france2.zip")
+    assert [g.range for g in downloads(record, "france2.zip")] == [None]
+    store.preload_data("france.zip", range_split_bytes=600)
+    assert sorted(g.range for g in downloads(record, "france.zip")) == [
+        "bytes=0-0",
+        "bytes=0-599",
+        "bytes=600-1188",
+    ]
+    np.testing.assert_array_equal(
+        store.open_data("france/forest_mask_france.zarr").band_data.values, MASK
+    )
+
+
+def test_interrupted_range_fails_the_preload_and_resumes_alone(record, tmp_path):
+    faults = record.file(RID, "france.zip").faults
+    faults.truncate, faults.truncate_start, faults.truncate_at = 1, 400, 500
+    with pytest.raises(PreloadError, match=r"'france.zip': download \(bytes 400-799\) interrupted"):
+        new_store(record, tmp_path, max_retries=0, range_split_bytes=400).preload_data("france.zip")
+    record.clear_log()
+    store = new_store(record, tmp_path, range_split_bytes=400)
+    store.preload_data("france.zip")
+    assert sorted(g.range for g in downloads(record, "france.zip")) == [
+        "bytes=0-0",
+        "bytes=500-799",  # only the missing bytes of the broken range
+    ]
+    np.testing.assert_array_equal(
+        store.open_data("france/forest_mask_france.zarr").band_data.values, MASK
+    )
+
+
+def test_without_range_support_large_files_download_as_one_stream(record, tmp_path):
+    record.file(RID, "france.zip").faults.range_support = False
+    store = new_store(record, tmp_path, range_split_bytes=400)
+    store.preload_data("france.zip")
+    assert [(g.range, g.status) for g in downloads(record, "france.zip")] == [
+        ("bytes=0-0", 200),
+        (None, 200),
+    ]
+    np.testing.assert_array_equal(
+        store.open_data("france/forest_mask_france.zarr").band_data.values, MASK
+    )
+
+
+CUBE = xr.Dataset(
+    {
+        "agb": (
+            ("y", "x"),
+            np.random.default_rng(7).normal(100, 30, (512, 512)).astype(np.float32),
+        )
+    },
+    coords={"y": np.arange(512, 0, -1) * 30.0, "x": np.arange(512) * 30.0},
+).chunk({"y": 128, "x": 128})
+
+
+@pytest.fixture
+def zarr_record(zenodo):  # noqa: F811
+    from multistore.testing.sample_zenodo import zarr_zip_bytes
+
+    zenodo.add_record(RID, {"agb.zarr.zip": zarr_zip_bytes(CUBE)})
+    return zenodo
+
+
+def requested_bytes(server, key) -> int:
+    total = 0
+    for g in downloads(server, key):
+        assert g.status == 206 and g.range is not None
+        first, last = g.range.removeprefix("bytes=").split("-")
+        total += int(last) - int(first) + 1
+    return total
+
+
+def test_zipped_zarr_opens_lazily_over_range_reads(zarr_record, tmp_path):
+    size = zarr_record.file(RID, "agb.zarr.zip").size
+    store = new_store(zarr_record, tmp_path)
+    ds = store.open_data("agb.zarr.zip")
+    assert requested_bytes(zarr_record, "agb.zarr.zip") < size // 4  # no chunk read yet
+    np.testing.assert_array_equal(ds.agb[:128, :128].values, CUBE.agb[:128, :128].values)
+    assert requested_bytes(zarr_record, "agb.zarr.zip") < size // 2  # one chunk of 16
+    np.testing.assert_array_equal(ds.agb.values, CUBE.agb.values)
+    np.testing.assert_array_equal(ds.x.values, CUBE.x.values)
+    assert ds.agb.dtype == np.float32
+    assert not any(".zarr" in p for p in cache_files(tmp_path))  # nothing downloaded
+    assert store.get_data_opener_ids("agb.zarr.zip") == ("dataset:zarr:file",)
+
+
+def test_zipped_zarr_open_params_pass_through(zarr_record, tmp_path):
+    store = new_store(zarr_record, tmp_path)
+    ds = store.open_data("agb.zarr.zip", drop_variables=["agb"])
+    assert "agb" not in ds
+    with pytest.raises(StoreError, match=r"'agb.zarr.zip': invalid open_params"):
+        store.open_data("agb.zarr.zip", band_as_variable=False)
+
+
+def test_zipped_zarr_without_range_support_is_preloaded_then_opened(zarr_record, tmp_path):
+    zarr_record.file(RID, "agb.zarr.zip").faults.range_support = False
+    store = new_store(zarr_record, tmp_path)
+    ds = store.open_data("agb.zarr.zip")
+    np.testing.assert_array_equal(ds.agb.values, CUBE.agb.values)
+    assert "agb.zarr/.zmetadata" in cache_files(tmp_path)
+    assert [g.range for g in downloads(zarr_record, "agb.zarr.zip")] == ["bytes=0-0", None]
+    zarr_record.clear_log()
+    again = new_store(zarr_record, tmp_path)
+    np.testing.assert_array_equal(again.open_data("agb.zarr").agb.values, CUBE.agb.values)
+    np.testing.assert_array_equal(again.open_data("agb.zarr.zip").agb.values, CUBE.agb.values)
+    assert downloads(zarr_record, "agb.zarr.zip") == []  # served from the cache
