@@ -27,7 +27,7 @@ from affine import Affine
 from ...errors import FetchError
 from ...grid import Window
 from .planner import quarter
-from .session import limiter
+from .session import limiter, pixel_client
 
 LOG = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class PixelGrid:
 
 
 def fetch_window(
-    build_expression: Callable[[], Any],
+    expression: Callable[[], Any],
     grid: PixelGrid,
     window: Window,
     bands: tuple[str, ...],
@@ -150,22 +150,16 @@ def fetch_window(
     counters: FetchCounters,
     what: str,
 ) -> np.ndarray:
-    """The structured array (one field per band) of ``window``; split on size errors."""
-    import ee
+    """The structured array (one field per band) of ``window``; split on size errors.
 
+    ``expression`` returns the image already serialised by ``ee.serializer.encode``.
+    """
     attempt = 0
     while True:
         try:
             with limiter():
                 counters.add(requests=1)
-                arr = ee.data.computePixels(
-                    {
-                        "expression": build_expression(),
-                        "fileFormat": "NUMPY_NDARRAY",
-                        "grid": grid.request_grid(window),
-                        "bandIds": list(bands),
-                    }
-                )
+                arr = pixel_client().compute_pixels(expression(), grid.request_grid(window), bands)
             return _checked(arr, window, bands, dtypes, what)
         except Exception as exc:
             c = classify(exc)
@@ -184,9 +178,7 @@ def fetch_window(
                 [
                     (
                         part,
-                        fetch_window(
-                            build_expression, grid, part, bands, dtypes, policy, counters, what
-                        ),
+                        fetch_window(expression, grid, part, bands, dtypes, policy, counters, what),
                     )
                     for part in quarter(window)
                 ],

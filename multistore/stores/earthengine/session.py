@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import StoreError
+from .rest import PixelClient
 
 LOG = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class _ProcessState:
         self.lock = threading.Lock()
         self.key: str | None = None
         self.limiter = Limiter(DEFAULT_CONCURRENCY)
+        self.pixels: PixelClient | None = None
 
 
 _PROCESS = _ProcessState()
@@ -104,6 +106,14 @@ _PROCESS = _ProcessState()
 def limiter() -> Limiter:
     """The process-wide limiter all pixel requests go through."""
     return _PROCESS.limiter
+
+
+def pixel_client() -> PixelClient:
+    """The process's computePixels client; call ``ensure_initialized`` first."""
+    pixels = _PROCESS.pixels
+    if pixels is None:
+        raise StoreError("earthengine: the client is not initialised in this process")
+    return pixels
 
 
 def ensure_initialized(params: SessionParams) -> None:
@@ -115,6 +125,8 @@ def ensure_initialized(params: SessionParams) -> None:
     with state.lock:
         if state.key != params.key:
             _initialize(params, reset=state.key is not None)
+            # Built after the session and deadline are set up: it uses both.
+            state.pixels = PixelClient()
             state.key = params.key
         state.limiter.set_capacity(params.max_concurrency)
 

@@ -80,7 +80,7 @@ class ChunkSource:
         )
         for req in self.chunks[ci].requests:
             arr = fetch_window(
-                lambda: step_image(self.recipe, step),
+                lambda: step_expression(self.recipe, step),
                 self.pixel_grid,
                 req,
                 self.request_bands,
@@ -114,15 +114,20 @@ class ChunkSource:
         return result
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_step_image(recipe: Recipe, step: Step) -> Any:
-    return recipe.image(step)
+def _encoded_step_image(recipe: Recipe, step: Step) -> Any:
+    import ee
+
+    return ee.serializer.encode(recipe.image(step))
 
 
-def step_image(recipe: Recipe, step: Step) -> Any:
-    """The step's ``ee.Image``, built once per process: building it costs client CPU on
-    every request otherwise, which limits throughput at high concurrency."""
+_cached_step_expression = functools.lru_cache(maxsize=64)(_encoded_step_image)
+
+
+def step_expression(recipe: Recipe, step: Step) -> Any:
+    """The step's ``ee.Image`` serialised by ee's serializer, once per process: building
+    and serialising it costs client CPU on every request otherwise, which limits
+    throughput at high concurrency."""
     try:
-        return _cached_step_image(recipe, step)
+        return _cached_step_expression(recipe, step)
     except TypeError:  # an unhashable filter value (e.g. a list)
-        return recipe.image(step)
+        return _encoded_step_image(recipe, step)
