@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -37,6 +38,14 @@ def load_or_exit(path: Path) -> Config:
         sys.exit(EXIT_BAD_INPUT)
 
 
+def quiet_known_warnings() -> None:
+    """Upstream warnings users cannot act on (the library itself leaves warnings alone)."""
+    # rasterio, from GDAL warps of plain arrays in worker threads (harmless)
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    # rioxarray, called by xcube's GeoTIFF opener
+    warnings.filterwarnings("ignore", message="Supplying chunks as dimension-order tuples")
+
+
 def setup_logging(verbose: int, json_logs: bool = False) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
@@ -46,6 +55,8 @@ def setup_logging(verbose: int, json_logs: bool = False) -> None:
         else "%(levelname)s %(name)s: %(message)s"
     )
     handler.setFormatter(logging.Formatter(fmt))
+    if verbose < 2:
+        quiet_known_warnings()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
