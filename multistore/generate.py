@@ -31,7 +31,6 @@ from .writer import (
     remove_scratch,
     write_netcdf,
     write_zarr,
-    zarr_store,
 )
 
 log = logging.getLogger(__name__)
@@ -184,12 +183,17 @@ class Generator:
             )
             self._write(cube, ds, target)
             remove_scratch(target)
-            if self.config.general.quicklook:
-                write_quicklook(target, self.runner.compute)
         except Exception as e:
             self._fail(ident, e)
             return
-        self.board.update(ident, status=Status.COMPLETED, progress=None, message=_describe(ds))
+        message = _describe(ds)
+        if self.config.general.quicklook:
+            try:
+                write_quicklook(target, self.runner.compute)
+            except Exception as e:  # the cube itself is complete; say so, do not fail it
+                log.warning("quick-look of %s failed", ident, exc_info=e)
+                message += f"; quick-look failed: {type(e).__name__}: {e}"
+        self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
 
     def _scratch(self, target: StorageTarget) -> Scratch:
         protocol = target.fs.protocol
@@ -202,8 +206,7 @@ class Generator:
     def _borrowed_grid(self, cube: CubePlan) -> TargetGrid | None:
         if cube.grid_from is None:
             return None
-        source = StorageTarget(self.stores.storage, self.config.dataset(cube.grid_from).file_name)
-        ds = xr.open_zarr(zarr_store(source), consolidated=None)
+        ds = self.stores.storage.open_data(self.config.dataset(cube.grid_from).file_name)
         return TargetGrid.from_dataset(ds)
 
     def _write(self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget) -> None:

@@ -64,9 +64,17 @@ def warp_elevation(grid: TargetGrid) -> np.ndarray:
     res = x[1] - x[0]
     transform = rasterio.Affine(res, 0, x[0] - res / 2, 0, -res, y[0] + res / 2)
     out = np.full(grid.shape, -32768, dtype="int16")
-    reproject(src.values, out, src_transform=transform, src_crs="EPSG:3035", src_nodata=-32768,
-              dst_transform=grid.transform, dst_crs=grid.crs_wkt, dst_nodata=-32768,
-              resampling=Resampling.bilinear)
+    reproject(
+        src.values,
+        out,
+        src_transform=transform,
+        src_crs="EPSG:3035",
+        src_nodata=-32768,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs_wkt,
+        dst_nodata=-32768,
+        resampling=Resampling.bilinear,
+    )
     return out
 
 
@@ -221,3 +229,30 @@ def test_distributed_local_cluster_gives_same_cube(project):
     cube = xr.open_zarr(project.root / "out" / "landscape.zarr", mask_and_scale=False)
     grid = TargetGrid.from_bbox([11.2, 47.6, 12.2, 48.3], "EPSG:4326", 0.004, 64)
     assert np.mean(cube["land_cover"].values == warp_landcover(grid)) >= 0.99
+
+
+def test_grid_borrowed_from_a_netcdf_cube(project):
+    config = project.base_config()
+    config["datasets"] += [
+        {
+            "identifier": "base",
+            "store": "local",
+            "data_id": data.LANDCOVER,
+            "grid_mapping": "gm",
+            "format_id": "netcdf",
+            "spatial_resample_params": {"method": "nearest"},
+        },
+        {
+            "identifier": "follower",
+            "store": "local",
+            "data_id": data.TEMPERATURE,
+            "grid_mapping": "base",
+        },
+    ]
+    msds = MultiSourceDataStore(project(config))
+    report = msds.generate()
+    assert report.ok, [r.message for r in report.failed]
+    follower = xr.open_zarr(project.root / "out" / "follower.zarr")
+    grid = TargetGrid.from_bbox([11.2, 47.6, 12.2, 48.3], "EPSG:4326", 0.004, 64)
+    np.testing.assert_allclose(follower.lon.values, grid.x_coords)
+    np.testing.assert_allclose(follower.lat.values, grid.y_coords)
