@@ -22,7 +22,7 @@ from .quicklook import write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
 from .scrub import Scrubber
-from .status import DatasetResult, Status, StatusBoard
+from .status import DatasetResult, Status, StatusBoard, reporting_progress
 from .stores.pool import StorePool
 from .writer import (
     CubeState,
@@ -166,14 +166,22 @@ class Generator:
                 )
                 return
             grid = cube.grid or self._borrowed_grid(cube)
-            ds = build_cube(
-                cube,
-                self.config,
-                self.stores,
-                grid,
-                step=lambda s: self.board.update(ident, status=Status(s)),
-                scratch=self._scratch(target),
-            )
+
+            def opening(done: float, total: float, message: str | None = None) -> None:
+                changes: dict[str, object] = {"progress": done / total if total else None}
+                if message:
+                    changes["message"] = message
+                self.board.update(ident, **changes)
+
+            with reporting_progress(opening):
+                ds = build_cube(
+                    cube,
+                    self.config,
+                    self.stores,
+                    grid,
+                    step=lambda s: self.board.update(ident, status=Status(s)),
+                    scratch=self._scratch(target),
+                )
             self.board.update(
                 ident,
                 status=Status.WRITING,

@@ -6,7 +6,10 @@ fixtures shipped inside the installed ``ee`` package, never copied into this
 repository), ``value:compute`` (getInfo), ``image:computePixels`` and
 ``assets/...:getPixels`` (NPY structured arrays), asset metadata, and batch
 exports (``image:export`` plus the operations endpoints: get, list, cancel;
-an export to an asset becomes readable once its operation has succeeded).
+an export to an asset becomes readable once its operation has succeeded, an
+export to Cloud Storage is written as GeoTIFF(s) into a small local GCS served
+by the same server: the JSON API object list, metadata and ``alt=media``
+downloads with ``Range``, what ``gcsfs`` calls with ``endpoint_url`` set).
 
 Pixel values are a deterministic function of each image's native pixel index,
 band and image, sampled nearest-neighbour at the request's pixel centres, so
@@ -24,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import threading
 import time
 import urllib.parse
@@ -840,6 +844,7 @@ class ExportOperation:
     created: str
     state: str = "PENDING"  # PENDING RUNNING SUCCEEDED FAILED CANCELLED
     polls: int = 0
+    error: str | None = None  # why a finished export failed (e.g. incompatible band types)
 
     def to_json(self, fail_message: str | None) -> dict[str, Any]:
         done = self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -910,6 +915,9 @@ class Emulator:
         self.export_failure: str | None = None
         self.operations: dict[str, ExportOperation] = {}
         self.exported: dict[str, _Image] = {}
+        # the local Cloud Storage: bucket -> object name -> bytes; Drive: file names written
+        self.gcs: dict[str, dict[str, bytes]] = {}
+        self.drive: list[str] = []
         self._discovery = _load_fixture("cloud_api_discovery_document.json").replace(
             "v1alpha", "v1"
         )
@@ -1080,7 +1088,7 @@ class Emulator:
                 pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
             self.operations[name] = op
-            return _json(200, op.to_json(self.export_failure))
+            return _json(200, op.to_json(op.error or self.export_failure))
 
     def operation(self, name: str) -> tuple[int, bytes, dict[str, str]]:
         with self.lock:
@@ -1093,10 +1101,73 @@ class Emulator:
             elif op.state == "RUNNING" and op.polls >= self.export_polls:
                 op.state = "FAILED" if self.export_failure else "SUCCEEDED"
                 asset = (op.destination.get("earthEngineDestination") or {}).get("name")
+                grid = op.image.grid if isinstance(op.image, _Reprojected) else None
                 if op.state == "SUCCEEDED" and asset:
-                    grid = op.image.grid if isinstance(op.image, _Reprojected) else None
                     self.exported[asset] = _Exported(asset, op.image, grid)
-            return _json(200, op.to_json(self.export_failure))
+                elif op.state == "SUCCEEDED":
+                    self._write_files(op, grid)
+            return _json(200, op.to_json(op.error or self.export_failure))
+
+    def _write_files(self, op: ExportOperation, grid: RequestGrid | None) -> None:
+        """Write a finished file export: GeoTIFF(s) into the local GCS, names into ``drive``."""
+        gcs = op.destination.get("cloudStorageDestination")
+        drive = op.destination.get("driveDestination")
+        prefix = (gcs or drive or {}).get("filenamePrefix", "export")
+        try:
+            files = _geotiffs(self.catalog, op.image, grid, op.destination)
+        except EvalError as e:
+            op.state, op.error = "FAILED", str(e)
+            return
+        for suffix, data in files.items():
+            if gcs is not None:
+                self.gcs.setdefault(gcs["bucket"], {})[prefix + suffix] = data
+            else:
+                folder = (drive or {}).get("folder", "")
+                self.drive.append(f"{folder}/{prefix}{suffix}")
+
+    # -- the local Cloud Storage (JSON API) --------------------------------------------------
+
+    def gcs_list(self, bucket: str, query: Mapping[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        with self.lock:
+            objects = self.gcs.get(bucket)
+            if objects is None:
+                return _error(404, f"The specified bucket does not exist: {bucket}")
+            names = sorted(n for n in objects if n.startswith(query.get("prefix", "")))
+            metas = {n: _gcs_meta(bucket, n, objects[n]) for n in names}
+        delimiter = query.get("delimiter")
+        items, prefixes = [], set()
+        for name in names:
+            rest = name[len(query.get("prefix", "")) :]
+            if delimiter and delimiter in rest:
+                prefixes.add(name[: len(name) - len(rest) + rest.index(delimiter) + 1])
+            else:
+                items.append(metas[name])
+        payload: dict[str, Any] = {"kind": "storage#objects", "items": items}
+        if prefixes:
+            payload["prefixes"] = sorted(prefixes)
+        return _json(200, payload)
+
+    def gcs_object(
+        self, bucket: str, name: str, media: bool, range_header: str | None
+    ) -> tuple[int, bytes, dict[str, str]]:
+        with self.lock:
+            data = self.gcs.get(bucket, {}).get(name)
+        if data is None:
+            return _error(404, f"No such object: {bucket}/{name}")
+        if not media:
+            return _json(200, _gcs_meta(bucket, name, data))
+        if range_header and range_header.startswith("bytes="):
+            first, _, last = range_header[len("bytes=") :].partition("-")
+            start = int(first) if first else max(0, len(data) - int(last))
+            end = min(len(data) - 1, int(last)) if first and last else len(data) - 1
+            if start >= len(data):
+                return 416, b"", {"Content-Range": f"bytes */{len(data)}"}
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"bytes {start}-{end}/{len(data)}",
+            }
+            return 206, data[start : end + 1], headers
+        return 200, data, {"Content-Type": "application/octet-stream"}
 
     def cancel(self, name: str) -> tuple[int, bytes, dict[str, str]]:
         with self.lock:
@@ -1112,7 +1183,7 @@ class Emulator:
         prefix = f"projects/{project}/operations/"
         with self.lock:
             ops = [
-                op.to_json(self.export_failure)
+                op.to_json(op.error or self.export_failure)
                 for n, op in self.operations.items()
                 if n.startswith(prefix)
             ]
@@ -1154,6 +1225,67 @@ _FAULT_MESSAGES = {
 }
 
 
+def _gcs_meta(bucket: str, name: str, data: bytes) -> dict[str, Any]:
+    return {
+        "kind": "storage#object",
+        "id": f"{bucket}/{name}/1",
+        "name": name,
+        "bucket": bucket,
+        "generation": "1",
+        "size": str(len(data)),
+        "contentType": "image/tiff",
+        "updated": "2024-01-01T00:00:00.000Z",
+        "timeCreated": "2024-01-01T00:00:00.000Z",
+    }
+
+
+def _geotiffs(
+    cat: Catalog, image: _Image, grid: RequestGrid | None, destination: Mapping[str, Any]
+) -> dict[str, bytes]:
+    """The GeoTIFF file(s) of an image export: ``{name suffix: bytes}``, split into tiles of
+    ``geoTiffOptions.tileDimensions`` named ``-<row offset>-<col offset>`` like Earth Engine."""
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    if grid is None:
+        raise EvalError("Export requires a crs, crsTransform and dimensions (emulator).")
+    if destination.get("fileFormat") != "GEO_TIFF":
+        raise EvalError(f"fileFormat {destination.get('fileFormat')!r} not supported (emulator)")
+    types = dict(image.bands())
+    if len({dt.str for dt in types.values()}) > 1:
+        found = " and ".join(sorted({dt.name for dt in types.values()}))
+        raise EvalError(
+            f"Exported bands must have compatible data types; found inconsistent types: {found}."
+        )
+    names = list(types)
+    layers = image.render(cat, grid, names)
+    dims = (destination.get("geoTiffOptions") or {}).get("tileDimensions") or {}
+    tw, th = int(dims.get("width", grid.width)), int(dims.get("height", grid.height))
+    sharded = tw < grid.width or th < grid.height
+    a, b, c, d, e, f = grid.transform
+    files = {}
+    for row in range(0, grid.height, th):
+        for col in range(0, grid.width, tw):
+            h, w = min(th, grid.height - row), min(tw, grid.width - col)
+            profile = dict(
+                driver="GTiff",
+                width=w,
+                height=h,
+                count=len(names),
+                dtype=types[names[0]].name,
+                crs=rasterio.crs.CRS.from_user_input(grid.crs),
+                transform=rasterio.Affine(a, b, c + col * a + row * b, d, e, f + col * d + row * e),
+            )
+            with MemoryFile() as mem:
+                with mem.open(**profile) as dst:
+                    for k, n in enumerate(names, start=1):
+                        dst.write(layers[n].filled(0)[row : row + h, col : col + w], k)
+                        dst.set_band_description(k, n)
+                suffix = f"-{row:010d}-{col:010d}.tif" if sharded else ".tif"
+                files[suffix] = mem.read()
+    return files
+
+
 def _load_fixture(name: str) -> str:
     return resources.files("ee").joinpath("tests", name).read_text()
 
@@ -1193,6 +1325,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     emulator: Emulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # clients (gcsfs) may drop a connection mid-reply; that is theirs to handle, not noise
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -1220,7 +1358,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         emu = self.server.emulator
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        split = urllib.parse.urlsplit(self.path)
+        path = urllib.parse.unquote(split.path)
+        query = dict(urllib.parse.parse_qsl(split.query))
+        for head, media in (("/storage/v1/b/", False), ("/download/storage/v1/b/", True)):
+            if path.startswith(head):
+                bucket, _, rest = path[len(head) :].partition("/")
+                if rest == "o" and not media:
+                    self._count("gcs_list")
+                    return self._send(*emu.gcs_list(bucket, query))
+                if rest.startswith("o/"):
+                    self._count("gcs_media" if media else "gcs_object")
+                    media = media or query.get("alt") == "media"
+                    return self._send(
+                        *emu.gcs_object(bucket, rest[2:], media, self.headers.get("Range"))
+                    )
         if path == "/$discovery/rest":
             self._count("discovery")
             return self._send(200, emu._discovery.encode(), {"Content-Type": "application/json"})

@@ -1,4 +1,4 @@
-"""Batch exports: let Earth Engine compute each time step into an image asset, then read it back.
+"""Batch exports: let Earth Engine compute each time step into an asset or a file, then read it.
 
 For composites too expensive for interactive requests (computation timeouts,
 "User memory limit exceeded"), an export task computes the step once on
@@ -9,8 +9,10 @@ Asset names hash what determines the pixels, so a rerun reuses exports that
 already finished (resume at export level). Tasks are polled until done;
 on any interruption (Ctrl-C, a failed sibling, a timeout) the tasks still
 running are cancelled, so nothing keeps spending the project's quota.
-Only ``asset`` destinations are read back; Cloud Storage and Drive exports
-are not supported.
+Destinations: ``asset`` (read back through getPixels in planned tiles),
+``gcs`` (GeoTIFF files on the target grid, read back from Cloud Storage, see
+``gcs.py``) and ``drive`` (waited for, but not readable without Drive
+credentials: the caller must fail, naming where the files landed).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ...errors import FetchError
 from .fetch import ErrorKind, PixelGrid, classify
-from .query import Recipe, Step
+from .query import EE_TYPE, Recipe, Step
 from .resume import tile_key
 
 LOG = logging.getLogger(__name__)
@@ -35,15 +39,39 @@ _FAILED = ("FAILED", "CANCELLED", "CANCEL_REQUESTED")
 Progress = Callable[[int, int], None]  # (finished, total)
 
 
+EXPORT_DESTINATIONS = ("asset", "gcs", "drive")
+
+
 @dataclass(frozen=True)
 class ExportSettings:
-    asset_root: str  # e.g. projects/<project>/assets/multistore-tmp
+    via: str  # one of EXPORT_DESTINATIONS
+    root: str  # asset folder (projects/<p>/assets/<dir>), object prefix (gcs) or Drive folder
+    bucket: str | None = None  # gcs only
     poll_s: float = 10.0
     timeout_s: float | None = None
+    file_dimensions: int | None = None  # gcs/drive: split the GeoTIFF into files of this size
+    # gcs: gcsfs options (sorted items); may hold a token, so never in a repr
+    storage_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
 
 
 def export_asset_id(root: str, data_id: str, key: str) -> str:
-    return f"{root.rstrip('/')}/{re.sub(r'[^A-Za-z0-9_-]', '_', data_id)}_{key[:20]}"
+    return f"{root.rstrip('/')}/{export_file_name(data_id, key)}"
+
+
+def export_file_name(data_id: str, key: str) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', data_id)}_{key[:20]}"
+
+
+def export_name(settings: ExportSettings, data_id: str, key: str) -> str:
+    """Where a step's export lands: the asset id, the GCS object prefix (no bucket)
+    or the Drive file name prefix."""
+    if settings.via == "asset":
+        return export_asset_id(settings.root, data_id, key)
+    if settings.via == "gcs":
+        prefix = settings.root.strip("/")
+        name = export_file_name(data_id, key)
+        return f"{prefix}/{name}" if prefix else name
+    return export_file_name(data_id, key)
 
 
 def export_steps(
@@ -56,38 +84,83 @@ def export_steps(
     data_id: str,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Export every step to an image asset on ``grid``; the asset ids, in step order."""
-    import ee
+    """Export every step on ``grid``; where each landed (``export_name``), in step order.
 
-    asset_ids: list[str] = []
+    File exports (gcs, drive) need one pixel type for all bands: mixed types are
+    cast server-side to their common type (exact for every value, incl. the sentinels);
+    the reader casts back.
+    """
+    names: list[str] = []
     running: dict[str, Any] = {}
     try:
         for i, step in enumerate(steps):
-            key = tile_key([recipe.describe(step), grid.crs_value, grid.transform, width, height])
-            asset_id = export_asset_id(settings.asset_root, data_id, key)
-            asset_ids.append(asset_id)
-            if _exists(asset_id):
-                LOG.info(
-                    "earthengine: export of %s step %d already done (%s)", data_id, i, asset_id
-                )
-                continue
-            task = ee.batch.Export.image.toAsset(
-                image=recipe.image(step),
-                description=f"multistore {data_id} step {i}"[:100],
-                assetId=asset_id,
-                crs=grid.crs_value,
-                crsTransform=list(grid.transform),
-                dimensions=f"{width}x{height}",
-                maxPixels=int(1e13),
+            key = tile_key(
+                [recipe.describe(step), grid.crs_value, grid.transform, width, height, settings.via]
             )
+            name = export_name(settings, data_id, key)
+            names.append(name)
+            if _done_before(settings, name):
+                LOG.info("earthengine: export of %s step %d already done (%s)", data_id, i, name)
+                continue
+            task = _task(settings, recipe, step, name, grid, width, height, f"{data_id} step {i}")
             task.start()
-            running[asset_id] = task
+            running[name] = task
         LOG.info("earthengine: %d export task(s) started for %s", len(running), data_id)
-        _wait(running, len(asset_ids), settings, data_id, progress)
+        _wait(running, len(names), settings, data_id, progress)
     except BaseException:
         _cancel(running)
         raise
-    return asset_ids
+    return names
+
+
+def _task(
+    settings: ExportSettings,
+    recipe: Recipe,
+    step: Step,
+    name: str,
+    grid: PixelGrid,
+    width: int,
+    height: int,
+    what: str,
+) -> Any:
+    import ee
+
+    image = recipe.image(step)
+    common: dict[str, Any] = dict(
+        description=f"multistore {what}"[:100],
+        crs=grid.crs_value,
+        crsTransform=list(grid.transform),
+        dimensions=f"{width}x{height}",
+        maxPixels=int(1e13),
+    )
+    if settings.via == "asset":
+        return ee.batch.Export.image.toAsset(image=image, assetId=name, **common)
+    dtypes = {g.ee_type for g in recipe.groups}
+    if len(dtypes) > 1:
+        by_ee = {v: k for k, v in EE_TYPE.items()}
+        target = np.result_type(*(by_ee[t] for t in dtypes)).name
+        image = image.cast({b: EE_TYPE[target] for b in recipe.bands})
+    files: dict[str, Any] = dict(fileFormat="GeoTIFF", **common)
+    if settings.file_dimensions:
+        files["fileDimensions"] = int(settings.file_dimensions)
+    if settings.via == "gcs":
+        return ee.batch.Export.image.toCloudStorage(
+            image=image, bucket=settings.bucket, fileNamePrefix=name, **files
+        )
+    return ee.batch.Export.image.toDrive(
+        image=image, folder=settings.root, fileNamePrefix=name, **files
+    )
+
+
+def _done_before(settings: ExportSettings, name: str) -> bool:
+    """A finished export of the same pixels (resume); Drive cannot be checked."""
+    if settings.via == "asset":
+        return _exists(name)
+    if settings.via == "gcs":
+        from .gcs import exported_files
+
+        return bool(exported_files(settings.bucket or "", name, dict(settings.storage_options)))
+    return False
 
 
 def _exists(asset_id: str) -> bool:

@@ -40,8 +40,9 @@ from xcube.util.jsonschema import (
 
 from ...errors import ConfigError, Problem, SourceGridError, SourceOpenError
 from ...grid import TargetGrid
-from .export import ExportSettings, export_steps
+from .export import EXPORT_DESTINATIONS, ExportSettings, export_steps
 from .fetch import FetchCounters, PixelGrid, RetryPolicy
+from .gcs import geotiff_source
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_chunks
 from .query import (
     EE_TYPE,
@@ -121,10 +122,24 @@ def _open_params_schema() -> JsonObjectSchema:
             tile_cache_storage_options=JsonObjectSchema(additional_properties=True),
             with_time=JsonBooleanSchema(title="keep a time dimension for a single image"),
             export_via=JsonStringSchema(
-                enum=["asset"], title="compute each time step in a batch export task first"
+                enum=list(EXPORT_DESTINATIONS),
+                title="compute each time step in a batch export task first",
             ),
             export_asset_root=JsonStringSchema(
                 title="folder for exported assets: projects/<p>/assets/<dir>"
+            ),
+            export_bucket=JsonStringSchema(title="Cloud Storage bucket (export_via: gcs)"),
+            export_prefix=JsonStringSchema(
+                default="multistore", title="object name prefix (gcs) or Drive folder (drive)"
+            ),
+            export_file_dimensions=JsonIntegerSchema(
+                minimum=1,
+                title="split exported GeoTIFFs into files of this many pixels per side "
+                "(Earth Engine wants a multiple of 256)",
+            ),
+            export_storage_options=JsonObjectSchema(
+                additional_properties=True,
+                title="gcsfs options for reading gcs exports (token, endpoint_url, ...)",
             ),
             export_poll_s=JsonNumberSchema(exclusive_minimum=0, default=10.0),
             export_timeout_s=JsonNumberSchema(exclusive_minimum=0),
@@ -167,6 +182,8 @@ class _Prepared:
     with_time: bool
     request_byte_limit: int
     params: dict[str, Any] = field(default_factory=dict)
+    # gcs exports: per step the GeoTIFFs (bucket/object, row offset, col offset) to read
+    export_files: tuple[tuple[tuple[str, int, int], ...], ...] | None = None
 
 
 # -- the store -------------------------------------------------------------------------
@@ -239,6 +256,7 @@ class EarthEngineDataStore(DataStore):
     ) -> xr.Dataset:
         prepared = self._prepare(data_id, open_params)
         if open_params.get("export_via"):
+            self._export_settings(open_params)  # before any task starts
             prepared = self._exported(prepared)
         return self._dataset(prepared)
 
@@ -452,18 +470,35 @@ class EarthEngineDataStore(DataStore):
             return TargetGrid.from_bbox(params["bbox"], params["crs"], params["scale"], tile_size)
         return _native_grid(data_id, images, params.get("bbox"), tile_size)
 
-    def _exported(self, p: _Prepared) -> _Prepared:
-        """Run batch exports of every step, then read the exported assets instead."""
-        root = p.params.get("export_asset_root")
-        if not root:
-            raise ConfigError(
-                [Problem("open_params.export_asset_root", "required with export_via")]
-            )
-        settings = ExportSettings(
-            root, float(p.params.get("export_poll_s", 10.0)), p.params.get("export_timeout_s")
+    def _export_settings(self, params: Mapping[str, Any]) -> ExportSettings:
+        via = params["export_via"]
+        required = {"asset": ["export_asset_root"], "gcs": ["export_bucket"], "drive": []}[via]
+        missing = [
+            Problem(f"open_params.{name}", f"required with export_via: {via}")
+            for name in required
+            if not params.get(name)
+        ]
+        if missing:
+            raise ConfigError(missing)
+        root = params.get("export_asset_root") if via == "asset" else None
+        return ExportSettings(
+            via=via,
+            root=root or params.get("export_prefix", "multistore"),
+            bucket=params.get("export_bucket"),
+            poll_s=float(params.get("export_poll_s", 10.0)),
+            timeout_s=params.get("export_timeout_s"),
+            file_dimensions=params.get("export_file_dimensions"),
+            storage_options=tuple(sorted((params.get("export_storage_options") or {}).items())),
         )
+
+    def _exported(self, p: _Prepared) -> _Prepared:
+        """Run batch exports of every step, then read what they wrote instead."""
+        from .gcs import exported_files
+
+        settings = self._export_settings(p.params)
         steps = p.steps if p.with_time else p.steps[:1]
-        asset_ids = export_steps(
+        progress = self.export_progress or _pipeline_progress(p.data_id)
+        names = export_steps(
             p.recipe,
             steps,
             _pixel_grid(p.grid),
@@ -471,8 +506,28 @@ class EarthEngineDataStore(DataStore):
             p.grid.height,
             settings,
             p.data_id,
-            self.export_progress,
+            progress,
         )
+        if settings.via == "drive":
+            raise SourceOpenError(
+                f"earthengine: {p.data_id} was exported to Google Drive, folder "
+                f"{settings.root!r}, files {', '.join(repr(n + '*.tif') for n in names)}; "
+                "Drive exports cannot be read back into a cube: download them from Drive, "
+                "or use export_via: gcs or asset"
+            )
+        if settings.via == "gcs":
+            options = dict(settings.storage_options)
+            files = []
+            for name in names:
+                found = exported_files(settings.bucket or "", name, options)
+                if not found:
+                    raise SourceOpenError(
+                        f"earthengine: the export of {p.data_id} finished but "
+                        f"gs://{settings.bucket}/{name}*.tif is missing"
+                    )
+                files.append(tuple(found))
+            return dataclasses.replace(p, steps=tuple(steps), export_files=tuple(files))
+        asset_ids = names
         recipe = Recipe(Query(asset_ids[0], False), "mosaic", p.recipe.bands, p.recipe.groups)
         exported_steps = tuple(
             Step(s.time_ms, image_id=a) for s, a in zip(steps, asset_ids, strict=True)
@@ -504,6 +559,10 @@ class EarthEngineDataStore(DataStore):
             cache=cache,
             data_id=p.data_id,
         )
+        if p.export_files is not None:
+            source = geotiff_source(
+                source, p.export_files, dict(p.params.get("export_storage_options") or {})
+            )
         row_chunks, col_chunks = p.grid.chunks
         n_cols = len(col_chunks)
         token = tokenize(
@@ -513,6 +572,7 @@ class EarthEngineDataStore(DataStore):
             p.grid.to_dict(),
             self._byte_limit,
             repr(p.steps),
+            repr(p.export_files),
         )
         fetch_name = f"ee-fetch-{token}"
         n_steps = len(p.steps) if p.with_time else 1
@@ -559,6 +619,16 @@ class EarthEngineDataStore(DataStore):
         if not p.with_time and p.steps[0].time_ms is not None:
             attrs["time_start"] = pd.Timestamp(p.steps[0].time_ms, unit="ms").isoformat()
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _pipeline_progress(data_id: str) -> Callable[[int, int], None] | None:
+    """Export progress for the pipeline's status table, when a dataset is being generated."""
+    from ...status import open_progress
+
+    report = open_progress()
+    if report is None:
+        return None
+    return lambda done, total: report(done, total, f"earthengine export {data_id}: {done}/{total}")
 
 
 def _band_block(fetched: Mapping[str, np.ndarray], band: str, with_time: bool) -> np.ndarray:

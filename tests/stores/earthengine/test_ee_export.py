@@ -78,4 +78,4 @@ def test_export_needs_a_root_and_a_supported_destination(ee_emulator):
     with pytest.raises(ConfigError, match="export_asset_root"):
         _open(store, export_via="asset")
     with pytest.raises(ConfigError, match="export_via"):
-        _open(store, export_via="drive", export_asset_root=ROOT)
+        _open(store, export_via="ftp", export_asset_root=ROOT)
