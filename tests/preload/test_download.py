@@ -40,6 +40,18 @@ def downloads(served):
     return [r for r in served.requests if r.path == "/records/7/files/data.bin"]
 
 
+def fetch(served, tmp_path, policy, partial="p", **kwargs):
+    """``download_file`` of the test record's data.bin into ``tmp_path``."""
+    return download_file(
+        new_session(policy),
+        remote(served),
+        tmp_path / "data.bin",
+        partial_dir=tmp_path / partial,
+        policy=policy,
+        **kwargs,
+    )
+
+
 def test_download_verifies_and_reports_progress(served, tmp_path):
     seen = []
     dest = download_file(
@@ -60,24 +72,22 @@ def test_resume_after_a_killed_download(served, tmp_path):
     served.file("7", "data.bin").faults.truncate_at = 30000
     no_retry = RetryPolicy(max_retries=0, backoff_s=0.01)
     with pytest.raises(PreloadError, match="interrupted"):
-        download_file(
-            new_session(no_retry),
-            remote(served),
-            tmp_path / "data.bin",
-            partial_dir=tmp_path / "partial",
-            policy=no_retry,
+        fetch(
+            served,
+            tmp_path,
+            no_retry,
+            partial="partial",
         )
     part = partial_path(tmp_path / "partial", remote(served))
     assert part.stat().st_size == 30000
     assert not (tmp_path / "data.bin").exists()
 
     # A new run (new session, as after a restart) continues where the first stopped.
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "partial",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
+        partial="partial",
     )
     assert hashlib.md5(dest.read_bytes()).hexdigest() == MD5
     assert [r.range for r in downloads(served)] == [None, "bytes=30000-"]
@@ -88,12 +98,10 @@ def test_resume_after_a_killed_download(served, tmp_path):
 def test_truncated_bodies_are_resumed_within_one_run(served, tmp_path):
     served.file("7", "data.bin").faults.truncate = 2
     served.file("7", "data.bin").faults.truncate_at = 50000
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "p",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
     )
     assert dest.read_bytes() == CONTENT
     # the second request is cut at byte 50000 of the file: zero new bytes, then resumed again
@@ -103,12 +111,10 @@ def test_truncated_bodies_are_resumed_within_one_run(served, tmp_path):
 def test_without_range_support_a_resume_restarts_from_zero(served, tmp_path):
     faults = served.file("7", "data.bin").faults
     faults.truncate, faults.truncate_at, faults.range_support = 1, 10000, False
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "p",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
     )
     assert dest.read_bytes() == CONTENT
     assert [(r.range, r.status) for r in downloads(served)] == [(None, 200), ("bytes=10000-", 200)]
@@ -136,12 +142,10 @@ def test_429_storm_honours_retry_after(served, tmp_path):
     served.faults.status_429 = 2
     served.faults.retry_after = 1
     start = time.monotonic()
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "p",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
     )
     elapsed = time.monotonic() - start
     assert dest.read_bytes() == CONTENT
@@ -156,12 +160,10 @@ def test_rate_limited_after_n_retries(served, tmp_path):
     with pytest.raises(
         PreloadError, match=r"record 7, file 'data.bin': rate-limited \(HTTP 429\) after 2 retries"
     ):
-        download_file(
-            new_session(policy),
-            remote(served),
-            tmp_path / "data.bin",
-            partial_dir=tmp_path / "p",
-            policy=policy,
+        fetch(
+            served,
+            tmp_path,
+            policy,
         )
     assert len(downloads(served)) == 3
 
@@ -169,12 +171,10 @@ def test_rate_limited_after_n_retries(served, tmp_path):
 def test_503s_are_survived(served, tmp_path):
     served.faults.status_503 = 3
     served.faults.retry_after = 0
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "p",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
     )
     assert dest.read_bytes() == CONTENT
     assert [r.status for r in downloads(served)] == [503, 503, 503, 200]
@@ -213,12 +213,10 @@ def test_slow_server_times_out_with_a_clear_error(served, tmp_path):
     with pytest.raises(
         PreloadError, match=r"record 7, file 'data.bin': download failed: .*timed out"
     ):
-        download_file(
-            new_session(policy),
-            remote(served),
-            tmp_path / "data.bin",
-            partial_dir=tmp_path / "p",
-            policy=policy,
+        fetch(
+            served,
+            tmp_path,
+            policy,
             timeout=0.2,
         )
     deadline = time.monotonic() + 5  # the server logs a request when it finally answers
@@ -235,12 +233,11 @@ def test_large_file_is_fetched_in_parallel_ranges_bounded_by_the_pool(served, tm
     served.file("7", "data.bin").faults.body_delay_s = 0.3  # each range body takes >= 0.3 s
     seen = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        dest = download_file(
-            new_session(FAST),
-            remote(served),
-            tmp_path / "data.bin",
-            partial_dir=tmp_path / "partial",
-            policy=FAST,
+        dest = fetch(
+            served,
+            tmp_path,
+            FAST,
+            partial="partial",
             split_bytes=SPLIT,
             executor=pool,
             progress=lambda d, t: seen.append((d, t)),
@@ -256,12 +253,10 @@ def test_large_file_is_fetched_in_parallel_ranges_bounded_by_the_pool(served, tm
 
 
 def test_small_file_is_not_split(served, tmp_path):
-    download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "p",
-        policy=FAST,
+    fetch(
+        served,
+        tmp_path,
+        FAST,
         split_bytes=len(CONTENT),
     )
     assert [r.range for r in downloads(served)] == [None]
@@ -272,12 +267,11 @@ def test_an_interrupted_range_fails_the_file_then_resumes_alone(served, tmp_path
     faults.truncate, faults.truncate_start, faults.truncate_at = 1, 32768, 40000
     no_retry = RetryPolicy(max_retries=0, backoff_s=0.01)
     with pytest.raises(PreloadError, match=r"download \(bytes 32768-65535\) interrupted 1 times"):
-        download_file(
-            new_session(no_retry),
-            remote(served),
-            tmp_path / "data.bin",
-            partial_dir=tmp_path / "partial",
-            policy=no_retry,
+        fetch(
+            served,
+            tmp_path,
+            no_retry,
+            partial="partial",
             split_bytes=SPLIT,
         )
     assert not (tmp_path / "data.bin").exists()
@@ -285,12 +279,11 @@ def test_an_interrupted_range_fails_the_file_then_resumes_alone(served, tmp_path
         40000 - 32768
     )
     served.clear_log()
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "partial",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
+        partial="partial",
         split_bytes=SPLIT,
     )
     assert hashlib.md5(dest.read_bytes()).hexdigest() == MD5
@@ -303,12 +296,10 @@ def test_an_interrupted_range_fails_the_file_then_resumes_alone(served, tmp_path
 def test_a_range_failure_is_retried_within_the_run(served, tmp_path):
     faults = served.file("7", "data.bin").faults
     faults.truncate, faults.truncate_start, faults.truncate_at = 1, 65536, 70000
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "p",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
         split_bytes=SPLIT,
     )
     assert dest.read_bytes() == CONTENT
@@ -317,12 +308,10 @@ def test_a_range_failure_is_retried_within_the_run(served, tmp_path):
 
 def test_without_range_support_a_large_file_is_one_stream(served, tmp_path):
     served.file("7", "data.bin").faults.range_support = False
-    dest = download_file(
-        new_session(FAST),
-        remote(served),
-        tmp_path / "data.bin",
-        partial_dir=tmp_path / "p",
-        policy=FAST,
+    dest = fetch(
+        served,
+        tmp_path,
+        FAST,
         split_bytes=SPLIT,
     )
     assert dest.read_bytes() == CONTENT
