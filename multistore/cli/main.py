@@ -10,6 +10,7 @@ from .describe import describe
 from .generate import generate
 from .plan import plan
 from .schema import schema
+from .search import search
 from .status import status
 from .validate import validate
 
@@ -20,7 +21,7 @@ def main() -> None:
     """Build analysis-ready datacubes from many sources, driven by one YAML config."""
 
 
-for command in (validate, plan, generate, status, schema, describe, demo):
+for command in (validate, plan, generate, status, schema, describe, search, demo):
     main.add_command(command)
 
 try:  # the STAC commands need the stac store's optional pieces

@@ -80,3 +80,35 @@ def test_plan_generate_and_resume_fetch_only_missing_tiles(tmp_path, ee_emulator
     grid = RequestGrid(GRID.crs_wkt, tuple(GRID.transform)[:6], GRID.width, GRID.height)
     expected = ee_emulator.catalog.render("TEST/S2LIKE/20240120", ["B4"], grid)["B4"].filled(65535)
     np.testing.assert_array_equal(cube["B4"].isel(time=2).values, expected)
+
+
+def test_search_and_describe_through_the_cli(tmp_path, ee_emulator):
+    from click.testing import CliRunner
+
+    from multistore.cli import main
+
+    path = write_config(tmp_path, ee_emulator)
+    runner = CliRunner()
+    found = runner.invoke(
+        main,
+        [
+            "search",
+            path,
+            "gee",
+            "-p",
+            "data_id=TEST/S2LIKE",
+            "-p",
+            "time_range=[2024-01-01, 2024-02-01]",
+            "-p",
+            "filters=[CLOUDY_PIXEL_PERCENTAGE < 20]",
+        ],
+    )
+    assert found.exit_code == 0, found.output
+    lines = [line.split("\t") for line in found.output.splitlines()]
+    assert [i for i, _ in lines] == ["TEST/S2LIKE/20240105A", "TEST/S2LIKE/20240120"]
+    assert lines[0][1].startswith("2024-01-05")
+    described = runner.invoke(main, ["describe", path, "gee", "TEST/S2LIKE"])
+    assert described.exit_code == 0, described.output
+    assert "B4" in described.output
+    bad = runner.invoke(main, ["search", path, "gee", "-p", "oops"])
+    assert bad.exit_code == 2
