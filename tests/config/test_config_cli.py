@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from configtools import base_config, write_config
 
-pytest.importorskip("multistore.cli", reason="the CLI cannot be imported yet", exc_type=ImportError)
-
 RUN_CLI = "import sys; from multistore.cli import main; sys.argv[0] = 'multistore'; main()"
 SECRET = "tok-abcdef-123"
 
