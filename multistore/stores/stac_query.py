@@ -9,9 +9,7 @@ its columns; anything richer is CQL2-JSON evaluated with the ``cql2`` library.
 from __future__ import annotations
 
 import json
-import operator
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any
@@ -21,67 +19,15 @@ import shapely
 import shapely.geometry
 
 from ..errors import FilterError
+from ..filters import Comparison, parse_comparison
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "=": operator.eq,
-    "!=": operator.ne,
-}
 # STAC API "query" extension operator names
 _QUERY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "neq": "!="}
 _CQL2_OPS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "=", "!=": "<>"}
-_COMPARISON = re.compile(r"^\s*([A-Za-z_][\w:.\-]*)\s*(<=|>=|!=|<|>|=)\s*(.+?)\s*$")
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """``property op value``, e.g. ``eo:cloud_cover < 20``."""
-
-    prop: str
-    op: str
-    value: Any
-
-    def matches(self, properties: Mapping[str, Any]) -> bool:
-        actual = properties.get(self.prop)
-        if actual is None:
-            return False
-        try:
-            return bool(_OPS[self.op](actual, self.value))
-        except TypeError:  # e.g. a string property compared with a number
-            return False
-
-    def to_cql2(self) -> dict[str, Any]:
-        return {"op": _CQL2_OPS[self.op], "args": [{"property": self.prop}, self.value]}
-
-    def __str__(self) -> str:
-        return f"{self.prop} {self.op} {self.value!r}"
-
-
-def parse_comparison(text: str) -> Comparison:
-    """Parse ``prop op value`` (ops ``< <= > >= = !=``); values are numbers, booleans or strings."""
-    m = _COMPARISON.match(text)
-    if not m or m.group(3)[0] in "<>=!":
-        raise FilterError(
-            f"cannot parse filter {text!r}: expected 'property op value' with op one of "
-            + " ".join(_OPS)
-        )
-    prop, op, raw = m.groups()
-    return Comparison(prop, op, _parse_value(raw))
-
-
-def _parse_value(raw: str) -> Any:
-    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-        return raw[1:-1]
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return json.loads(raw) if re.fullmatch(r"-?\d+(\.\d*)?([eE][-+]?\d+)?", raw) else raw
-    except ValueError:
-        return raw
+def _cql2(c: Comparison) -> dict[str, Any]:
+    return {"op": _CQL2_OPS[c.op], "args": [{"property": c.prop}, c.value]}
 
 
 @dataclass(frozen=True)
@@ -104,7 +50,7 @@ class PropertyFilter:
 
     def to_cql2(self) -> dict[str, Any] | None:
         """One CQL2-JSON expression for STAC APIs with the filter extension."""
-        args = [c.to_cql2() for c in self.comparisons]
+        args = [_cql2(c) for c in self.comparisons]
         if self.cql2_json is not None:
             args.append(dict(self.cql2_json))
         if not args:

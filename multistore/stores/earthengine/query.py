@@ -7,8 +7,6 @@ builds the ``ee.Image`` for a time step itself (no network call).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,14 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...errors import FilterError, SourceOpenError
+from ...errors import SourceOpenError
+from ...filters import Comparison
 
 REDUCERS = ("mosaic", "median", "mean", "min", "max", "first")
 TEMPORAL_RESOLUTIONS = ("raw", "daily", "monthly", "yearly")
 _PERIOD = {"daily": "D", "monthly": "M", "yearly": "Y"}
 
-_FILTER = re.compile(r"^\s*([A-Za-z_][\w:.\-]*)\s*(<=|>=|==|!=|<|>|=)\s*(.+?)\s*$")
-_OPS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte", "=": "eq", "==": "eq", "!=": "neq"}
+# ee.Filter methods of the comparison operators
+_EE_FILTERS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte", "=": "eq", "!=": "neq"}
 
 # Earth Engine names of the pixel types we cast to.
 EE_TYPE = {
@@ -39,38 +38,11 @@ EE_TYPE = {
 }
 
 
-@dataclass(frozen=True)
-class PropertyFilter:
-    """``PROPERTY OP VALUE``, e.g. ``CLOUDY_PIXEL_PERCENTAGE < 20``."""
+def ee_filter(c: Comparison) -> Any:
+    """The ``ee.Filter`` of a ``prop op value`` comparison."""
+    import ee
 
-    name: str
-    op: str  # lt lte gt gte eq neq
-    value: Any
-
-    @classmethod
-    def parse(cls, text: str, where: str = "filters") -> PropertyFilter:
-        m = _FILTER.match(text) if isinstance(text, str) else None
-        if m is None:
-            raise FilterError(
-                f"{where}: {text!r} is not a property filter like 'CLOUDY_PIXEL_PERCENTAGE < 20' "
-                f"(operators: {', '.join(_OPS)})"
-            )
-        name, op, raw = m.groups()
-        return cls(name, _OPS[op], _parse_value(raw))
-
-    def to_ee(self) -> Any:
-        import ee
-
-        return getattr(ee.Filter, self.op)(self.name, self.value)
-
-
-def _parse_value(raw: str) -> Any:
-    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-        return raw[1:-1]
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
+    return getattr(ee.Filter, _EE_FILTERS[c.op])(c.prop, c.value)
 
 
 @dataclass(frozen=True)
@@ -80,7 +52,7 @@ class Query:
     data_id: str
     is_collection: bool
     time_range: tuple[str, str] | None = None  # [start, end) ISO dates
-    filters: tuple[PropertyFilter, ...] = ()
+    filters: tuple[Comparison, ...] = ()
 
     def collection(self, start_ms: int | None = None, end_ms: int | None = None) -> Any:
         import ee
@@ -91,7 +63,7 @@ class Query:
         if start_ms is not None:
             col = col.filterDate(ee.Date(start_ms), ee.Date(end_ms))
         for f in self.filters:
-            col = col.filter(f.to_ee())
+            col = col.filter(ee_filter(f))
         return col
 
 

@@ -39,6 +39,7 @@ from xcube.util.jsonschema import (
 )
 
 from ...errors import ConfigError, Problem, SourceGridError, SourceOpenError
+from ...filters import parse_comparison
 from ...grid import TargetGrid
 from .export import EXPORT_DESTINATIONS, ExportSettings, export_steps
 from .fetch import FetchCounters, PixelGrid, RetryPolicy
@@ -50,7 +51,6 @@ from .query import (
     TEMPORAL_RESOLUTIONS,
     BandGroup,
     ImageInfo,
-    PropertyFilter,
     Query,
     Recipe,
     Step,
@@ -364,7 +364,7 @@ class EarthEngineDataStore(DataStore):
     @staticmethod
     def _query(data_id: str, params: Mapping[str, Any], is_collection: bool) -> Query:
         filters = tuple(
-            PropertyFilter.parse(f, f"open_params.filters[{i}]")
+            parse_comparison(f, f"open_params.filters[{i}]")
             for i, f in enumerate(params.get("filters") or ())
         )
         time_range = tuple(params["time_range"]) if params.get("time_range") else None
@@ -615,7 +615,7 @@ class EarthEngineDataStore(DataStore):
         if p.query.time_range:
             attrs["ee_time_range"] = list(p.query.time_range)
         if p.query.filters:
-            attrs["ee_filters"] = [f"{f.name} {f.op} {f.value}" for f in p.query.filters]
+            attrs["ee_filters"] = [str(f) for f in p.query.filters]
         if not p.with_time and p.steps[0].time_ms is not None:
             attrs["time_start"] = pd.Timestamp(p.steps[0].time_ms, unit="ms").isoformat()
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
