@@ -210,7 +210,9 @@ def way_b(case: Case, out: Path) -> dict:
         {"classes": (("band", "lat", "lon"), stack)},
         coords={**grid.coords(), "band": np.arange(1, case.bands + 1)},
     )
-    blosc = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
+    blosc = numcodecs.Blosc(
+        cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE, blocksize=128 * 1024
+    )
     encoding = {
         "classes": {"chunks": (1, TILE, TILE), "compressors": (blosc,), "_FillValue": NODATA}
     }

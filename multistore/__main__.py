@@ -1,5 +1,5 @@
 """``python -m multistore`` = the ``multistore`` command."""
 
-from .cli import main
+from .cli import run
 
-main()
+run()

@@ -41,7 +41,7 @@ def chunk_writes(
         var = var.copy(deep=False)
         if name in encoding:  # xarray replaces a variable's encoding by the one given
             var.encoding = dict(encoding[name])
-        encoded = encode_cf_variable(var, name=name).data
+        encoded = var.data if _stored_as_is(var) else encode_cf_variable(var, name=name).data
         _check_chunks(name, encoded, meta["chunks"])
         spec = _ChunkSpec.from_meta(meta)
         blocks = encoded.to_delayed()
@@ -50,6 +50,25 @@ def chunk_writes(
             key = f"{root}/{name}/{spec.separator.join(map(str, index)) or '0'}"
             tasks.append(dask.delayed(_put_chunk)(blocks[index], key, spec, fs))
     return tasks
+
+
+# Encodings that change the stored values of an integer variable.
+_VALUE_ENCODINGS = frozenset({"scale_factor", "add_offset", "units", "calendar", "_Unsigned"})
+
+
+def _stored_as_is(var: xr.Variable) -> bool:
+    """Whether CF encoding leaves the values untouched, so no encoding task is needed.
+
+    For integers xarray's only step is filling missing values, which integers
+    cannot have; it still costs a ``where`` over every chunk.
+    """
+    enc = var.encoding
+    return (
+        var.dtype.kind in "iu"
+        and var.dtype.isnative
+        and not (_VALUE_ENCODINGS & (enc.keys() | var.attrs.keys()))
+        and np.dtype(enc.get("dtype", var.dtype)) == var.dtype
+    )
 
 
 class _ChunkSpec:
@@ -82,9 +101,12 @@ class _ChunkSpec:
         """All fill: not stored, as zarr does with ``write_empty_chunks=False``."""
         if self.fill_value is None:
             return False
+        first = block.flat[0] if block.size else self.fill_value
         if isinstance(self.fill_value, float) and np.isnan(self.fill_value):
-            return bool(np.isnan(block).all()) if block.dtype.kind == "f" else False
-        return bool((block == self.fill_value).all())
+            if block.dtype.kind != "f" or not np.isnan(first):
+                return False
+            return bool(np.isnan(block).all())
+        return first == self.fill_value and bool((block == self.fill_value).all())
 
 
 def _put_chunk(block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any) -> None:

@@ -17,6 +17,10 @@ def add_forest_mask(ds: xr.Dataset) -> xr.Dataset:
     fill = ds["land_cover"].encoding.get("_FillValue", 255)
     forest = xr.where(ds["land_cover"] == FOREST, np.uint8(1), np.uint8(0)).astype("uint8")
     forest = forest.where(ds["land_cover"] != fill, np.uint8(255))
-    forest.attrs = {"long_name": "forest mask", "flag_values": [0, 1], "flag_meanings": "other forest"}
+    forest.attrs = {
+        "long_name": "forest mask",
+        "flag_values": [0, 1],
+        "flag_meanings": "other forest",
+    }
     forest.encoding["_FillValue"] = np.uint8(255)
     return ds.assign(forest=forest)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
 from ..config import Config, load_config
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..api import MultiSourceDataStore
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -20,6 +25,26 @@ EXIT_INTERRUPTED = 130
 config_argument = click.argument(
     "config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path)
 )
+
+
+def load_api() -> type[MultiSourceDataStore]:
+    """Import the API and its scientific stack with the cyclic GC paused, then freeze it.
+
+    Imported modules live until exit; left to the GC they are walked again by every full
+    collection of the run and once more at interpreter teardown (about 1 s of a CLI run,
+    docs/performance.md). Imported lazily so that ``multistore --help`` stays fast.
+    """
+    if "multistore.api" in sys.modules:  # freeze once per process, not per command
+        from ..api import MultiSourceDataStore
+
+        return MultiSourceDataStore
+    gc.disable()
+    try:
+        from ..api import MultiSourceDataStore
+    finally:
+        gc.freeze()
+        gc.enable()
+    return MultiSourceDataStore
 
 
 def report_config_error(error: ConfigError) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from .common import setup_logging
+from .common import load_api, setup_logging
 
 
 @click.command()
@@ -25,7 +25,7 @@ def demo(config_paths: tuple[Path, ...], force: bool, log_format: str | None) ->
     from a local S3 server (moto) and Zenodo records from a local emulator,
     then generates the cubes and a quick-look PNG per cube.
     """
-    from ..api import MultiSourceDataStore
+    MultiSourceDataStore = load_api()
     from ..demo.run import demo_environment
     from .common import load_or_exit
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_BAD_INPUT, config_argument, load_or_exit
+from .common import EXIT_BAD_INPUT, config_argument, load_api, load_or_exit
 
 
 @click.command()
@@ -14,7 +14,7 @@ from .common import EXIT_BAD_INPUT, config_argument, load_or_exit
 @click.argument("data_id", required=False)
 def describe(config_path: Path, store: str, data_id: str | None) -> None:
     """List the data ids of STORE, or describe DATA_ID in it."""
-    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+    MultiSourceDataStore = load_api()
 
     msds = MultiSourceDataStore(load_or_exit(config_path))
     if store not in msds.stores:

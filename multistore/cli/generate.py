@@ -11,6 +11,7 @@ from .common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     config_argument,
+    load_api,
     load_or_exit,
     report_config_error,
     setup_logging,
@@ -34,7 +35,7 @@ def generate(
     config_path: Path, datasets: tuple[str, ...], force: bool, log_format: str | None, verbose: int
 ) -> None:
     """Generate the cubes of CONFIG into its storage store. Exit code 1 if any dataset failed."""
-    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+    MultiSourceDataStore = load_api()
 
     setup_logging(verbose, json_logs=log_format == "json")
     msds = MultiSourceDataStore(load_or_exit(config_path))

@@ -11,6 +11,7 @@ from .common import (
     EXIT_FAILED,
     config_argument,
     console,
+    load_api,
     load_or_exit,
     report_config_error,
 )
@@ -31,7 +32,7 @@ def _size(n: int) -> str:
 )
 def plan(config_path: Path, datasets: tuple[str, ...]) -> None:
     """Show each cube's grid, sources and size without fetching pixels."""
-    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+    MultiSourceDataStore = load_api()
 
     msds = MultiSourceDataStore(load_or_exit(config_path))
     try:

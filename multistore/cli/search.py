@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..config.yamlsource import parse_yaml
-from .common import EXIT_BAD_INPUT, config_argument, load_or_exit
+from .common import EXIT_BAD_INPUT, config_argument, load_api, load_or_exit
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict:
@@ -39,7 +39,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result.")
 def search(config_path: Path, store: str, pairs: tuple[str, ...], as_json: bool) -> None:
     """Search STORE (xcube's search_data), e.g. the images of an Earth Engine query."""
-    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+    MultiSourceDataStore = load_api()
 
     params = _parse_params(pairs)
     msds = MultiSourceDataStore(load_or_exit(config_path))

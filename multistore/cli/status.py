@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .common import config_argument, console, load_or_exit
+from .common import config_argument, console, load_api, load_or_exit
 
 _STYLE = {
     "complete": "green",
@@ -19,7 +19,7 @@ _STYLE = {
 @config_argument
 def status(config_path: Path) -> None:
     """Which cubes in storage are complete, stale (config changed), incomplete or missing."""
-    from ..api import MultiSourceDataStore  # lazy: keeps `multistore --help` fast
+    MultiSourceDataStore = load_api()
 
     msds = MultiSourceDataStore(load_or_exit(config_path))
     table = Table(title=f"cubes of {config_path.name}")

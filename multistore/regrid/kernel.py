@@ -178,44 +178,50 @@ def convert_block(block: np.ndarray, spec: VarSpec) -> np.ndarray:
     return _to_out_dtype(work, spec)
 
 
+# Output rows gathered per step: index arrays stay in the CPU cache and few pages are touched.
+_GATHER_ROWS = 16
+
+
 def _gather_nearest(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.ndarray:
     """Nearest neighbour by index: one coordinate computation serves every plane.
 
     Source coordinates of the target pixel centres are interpolated bilinearly
     from the tile's lattice (checked at plan time to be within GDAL's default
     approximation error), then each target pixel takes the source pixel its
-    centre falls in, as GDAL's nearest kernel does. NumPy releases the GIL here.
+    centre falls in, as GDAL's nearest kernel does. The tile is done a few rows
+    at a time, so temporaries stay small (fresh pages cost more than the
+    arithmetic); NumPy releases the GIL in each step.
     """
     h, w = tile.dst_shape
-    col = _interpolate(tile.lattice[0], h, w)
-    row = _interpolate(tile.lattice[1], h, w)
     wh, ww = tile.window_shape
-    ci = np.floor(col).astype(np.intp)
-    ri = np.floor(row).astype(np.intp)
-    outside = (ci < 0) | (ci >= ww) | (ri < 0) | (ri >= wh)
-    index = ri * ww + ci
     data = window.data if isinstance(window, np.ma.MaskedArray) else window
     g = data.shape[0]
-    # Planes interleaved, so one gather moves every plane of a pixel at once; one extra
-    # source "pixel" holding the fill value serves every pixel outside the window.
-    source = np.empty((wh * ww + 1, g), dtype=spec.work_dtype)
-    source[:-1] = data.reshape(g, -1).T
-    source[-1] = spec.work_fill
-    if isinstance(window, np.ma.MaskedArray):
-        source[:-1][window.mask[0].ravel()] = spec.work_fill
-    index[outside] = wh * ww
-    pixels = source.view(np.dtype((np.void, g * source.itemsize)))[:, 0]
-    gathered = np.take(pixels, index.ravel()).view(spec.work_dtype).reshape(h * w, g)
-    return np.ascontiguousarray(gathered.T).reshape(g, h, w)
-
-
-def _interpolate(lattice: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Bilinear interpolation of an (m+1)x(m+1) lattice of pixel edges at pixel centres."""
-    m = lattice.shape[0] - 1
+    planes = np.ascontiguousarray(data, dtype=spec.work_dtype).reshape(g, wh * ww)
+    masked = window.mask[0].ravel() if isinstance(window, np.ma.MaskedArray) else None
+    out = np.empty((g, h, w), dtype=spec.work_dtype)
+    m = tile.lattice.shape[1] - 1
     kx, fx = _cell(w, m)
+    # the lattice interpolated along x once: (m+1, w) source col and row per lattice row
+    cols, rows = (lat[:, kx] * (1 - fx) + lat[:, kx + 1] * fx for lat in tile.lattice)
     ky, fy = _cell(h, m)
-    along_x = lattice[:, kx] * (1 - fx) + lattice[:, kx + 1] * fx  # (m+1, w)
-    return along_x[ky] * (1 - fy)[:, None] + along_x[ky + 1] * fy[:, None]
+    strip = np.empty((g, _GATHER_ROWS * w), dtype=spec.work_dtype)
+    for r0 in range(0, h, _GATHER_ROWS):
+        r1 = min(h, r0 + _GATHER_ROWS)
+        k, f = ky[r0:r1], fy[r0:r1, None]
+        col = cols[k] * (1 - f) + cols[k + 1] * f
+        row = rows[k] * (1 - f) + rows[k + 1] * f
+        outside = (col < 0) | (col >= ww) | (row < 0) | (row >= wh)
+        # truncation is floor for the coordinates inside; "clip" keeps the others in range
+        index = (row.astype(np.intp) * ww + col.astype(np.intp)).ravel()
+        part = strip[:, : index.size]
+        np.take(planes, index, axis=1, out=part, mode="clip")
+        if masked is not None:
+            outside |= np.take(masked, index, mode="clip").reshape(outside.shape)
+        block = out[:, r0:r1]
+        block[...] = part.reshape(g, r1 - r0, w)
+        if outside.any():
+            block[:, outside] = spec.work_fill
+    return out
 
 
 def _cell(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
