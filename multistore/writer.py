@@ -26,7 +26,7 @@ from xcube.core.store import DataStore
 
 from . import __version__
 from .errors import WriteError
-from .zarrchunks import chunk_writes
+from .zarrchunks import chunk_writes, metadata_template
 
 log = logging.getLogger(__name__)
 
@@ -160,19 +160,19 @@ def write_zarr(
     store = zarr_store(target)
     encoding = encoding_for(ds, zarr_format)
     try:
-        delayed = ds.to_zarr(
-            store,
-            mode="w",
-            compute=False,
-            consolidated=zarr_format == 3,
-            zarr_format=zarr_format,
-            encoding=encoding,
-        )
         if zarr_format == 2:
-            # metadata and coordinates are written; store the blocks ourselves (see zarrchunks)
+            # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
+            metadata_template(ds).to_zarr(
+                store, mode="w", compute=False, consolidated=False, zarr_format=2,
+                encoding=encoding,
+            )  # fmt: skip
             compute(chunk_writes(ds, encoding, target.fs, target.path))
             zarr.consolidate_metadata(store, zarr_format=2)
         else:
+            delayed = ds.to_zarr(
+                store, mode="w", compute=False, consolidated=True, zarr_format=3,
+                encoding=encoding,
+            )  # fmt: skip
             compute(delayed)
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e

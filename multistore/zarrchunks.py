@@ -11,12 +11,10 @@ with xarray and zarr.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Mapping
 from typing import Any
 
-import dask
 import dask.array as da
 import numcodecs
 import numpy as np
@@ -26,14 +24,16 @@ from xarray.conventions import encode_cf_variable
 
 def chunk_writes(
     ds: xr.Dataset, encoding: Mapping[str, Mapping[str, Any]], fs: Any, root: str
-) -> list[Any]:
-    """Delayed tasks that store every dask block of ``ds`` into the Zarr v2 group at ``root``.
+) -> list[da.Array]:
+    """Dask arrays whose computation stores every block of ``ds`` into the Zarr v2 group at ``root``.
 
     The group's arrays must already exist (``to_zarr(compute=False, encoding=encoding)``)
     with chunks equal to the dask chunks; ``encoding`` is the one given to ``to_zarr``,
     so values are CF-encoded (fill values, dtype, scale/offset) exactly as xarray would.
+    Each returned array has one 1-element block per stored chunk (``map_blocks``, so the
+    store step fuses with the blockwise steps before it).
     """
-    tasks = []
+    writes = []
     for name, var in ds.variables.items():
         if not isinstance(var.data, da.Array):
             continue  # numpy variables were written with the metadata
@@ -43,13 +43,46 @@ def chunk_writes(
             var.encoding = dict(encoding[name])
         encoded = var.data if _stored_as_is(var) else encode_cf_variable(var, name=name).data
         _check_chunks(name, encoded, meta["chunks"])
-        spec = _ChunkSpec.from_meta(meta)
-        blocks = encoded.to_delayed()
-        for index in itertools.product(*(range(n) for n in blocks.shape)):
-            # a 0-d array has one chunk, named "0" by the Zarr v2 spec
-            key = f"{root}/{name}/{spec.separator.join(map(str, index)) or '0'}"
-            tasks.append(dask.delayed(_put_chunk)(blocks[index], key, spec, fs))
-    return tasks
+        writes.append(
+            encoded.map_blocks(
+                _put_block,
+                spec=_ChunkSpec.from_meta(meta),
+                prefix=f"{root}/{name}/",
+                fs=fs,
+                chunks=tuple((1,) * len(c) for c in encoded.chunks),
+                dtype=bool,
+                meta=np.empty((0,) * encoded.ndim, dtype=bool),
+                token=f"zarr-put-{name}",
+            )
+        )
+    return writes
+
+
+def metadata_template(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with each dask array swapped for an empty one with the same chunks.
+
+    ``to_zarr(compute=False)`` on it writes the same metadata and numpy variables
+    without first building the graph of the real work, which would be thrown away.
+    """
+
+    def swap(var: xr.Variable) -> xr.Variable:
+        if not isinstance(var.data, da.Array):
+            return var
+        empty = da.empty(var.shape, dtype=var.dtype, chunks=var.chunks)
+        return xr.Variable(var.dims, empty, var.attrs, var.encoding)
+
+    return xr.Dataset(
+        {name: swap(var.variable) for name, var in ds.data_vars.items()},
+        coords={name: swap(var.variable) for name, var in ds.coords.items()},
+        attrs=ds.attrs,
+    )
+
+
+def _put_block(block: np.ndarray, spec: _ChunkSpec, prefix: str, fs: Any, block_id=None):
+    # a 0-d array has one chunk, named "0" by the Zarr v2 spec
+    key = prefix + (spec.separator.join(map(str, block_id)) or "0")
+    stored = _put_chunk(block, key, spec, fs)
+    return np.full((1,) * np.ndim(block), stored)
 
 
 # Encodings that change the stored values of an integer variable.
@@ -109,10 +142,11 @@ class _ChunkSpec:
         return first == self.fill_value and bool((block == self.fill_value).all())
 
 
-def _put_chunk(block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any) -> None:
+def _put_chunk(block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any) -> bool:
+    """Store one chunk; False when it is all fill and therefore not stored."""
     block = np.asarray(block).astype(spec.dtype, copy=False)
     if spec.is_empty(block):
-        return
+        return False
     if block.shape != spec.chunks:  # edge chunks are stored full size, padded with fill
         padded = np.full(
             spec.chunks, spec.fill_value if spec.fill_value is not None else 0, spec.dtype
@@ -125,6 +159,7 @@ def _put_chunk(block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any) -> None:
     if spec.compressor is not None:
         data = spec.compressor.encode(data)
     fs.pipe_file(key, bytes(memoryview(data)) if not isinstance(data, bytes) else data)
+    return True
 
 
 def _check_chunks(name: str, array: da.Array, chunks: list[int]) -> None:

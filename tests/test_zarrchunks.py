@@ -13,7 +13,7 @@ import xarray as xr
 import zarr
 
 from multistore.writer import encoding_for
-from multistore.zarrchunks import chunk_writes
+from multistore.zarrchunks import chunk_writes, metadata_template
 
 
 def sample() -> xr.Dataset:
@@ -49,7 +49,7 @@ def sample() -> xr.Dataset:
 
 def write(ds: xr.Dataset, path: str, fast: bool) -> None:
     encoding = encoding_for(ds.copy(), 2)
-    delayed = ds.to_zarr(
+    delayed = (metadata_template(ds) if fast else ds).to_zarr(
         path, mode="w", compute=False, consolidated=not fast, zarr_format=2, encoding=encoding
     )
     if fast:

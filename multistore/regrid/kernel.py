@@ -210,7 +210,7 @@ def _gather_nearest(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.nda
         k, f = ky[r0:r1], fy[r0:r1, None]
         col = cols[k] * (1 - f) + cols[k + 1] * f
         row = rows[k] * (1 - f) + rows[k + 1] * f
-        outside = (col < 0) | (col >= ww) | (row < 0) | (row >= wh)
+        outside = ~((col >= 0) & (col < ww) & (row >= 0) & (row < wh))  # NaN is outside
         # truncation is floor for the coordinates inside; "clip" keeps the others in range
         index = (row.astype(np.intp) * ww + col.astype(np.intp)).ravel()
         part = strip[:, : index.size]
