@@ -11,6 +11,7 @@ from .demo import demo
 from .describe import describe
 from .generate import generate
 from .plan import plan
+from .process import keep_freed_memory
 from .schema import schema
 from .search import search
 from .status import status
@@ -35,11 +36,14 @@ else:
 
 
 def run() -> None:
-    """The ``multistore`` console command: ``main``, then exit without a final GC walk.
+    """The ``multistore`` console command: ``main`` with process-wide memory settings.
 
-    Everything still alive is freed by the process exit; freezing it spares the
-    interpreter's teardown collections (0.5 s after a build, docs/performance.md).
+    Freed memory stays in the process (see ``process.py``), and at the end
+    everything still alive is frozen for the GC, since the process exit frees it
+    anyway: that spares the interpreter's teardown collections (0.5 s after a build,
+    docs/performance.md).
     """
+    keep_freed_memory()
     try:
         main()
     finally:
