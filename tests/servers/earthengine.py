@@ -15,6 +15,16 @@ import pytest
 
 from multistore.testing.ee_emulator import Emulator
 
+# A small pixel grid in Earth Engine's REST form (6 x 4 px at 0.001 deg), for raw requests.
+PIXEL_GRID = {
+    "dimensions": {"width": 6, "height": 4},
+    "affineTransform": {
+        "scaleX": 0.001, "shearX": 0, "translateX": 10.0,
+        "shearY": 0, "scaleY": -0.001, "translateY": 45.11,
+    },
+    "crsCode": "EPSG:4326",
+}  # fmt: skip
+
 
 @pytest.fixture
 def ee_offline() -> Iterator[None]:

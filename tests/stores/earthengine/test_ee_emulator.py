@@ -9,15 +9,7 @@ import numpy as np
 import pytest
 
 from multistore.testing.ee_emulator import TOO_MANY_REQUESTS, Emulator, RequestGrid
-
-GRID = {
-    "dimensions": {"width": 6, "height": 4},
-    "affineTransform": {
-        "scaleX": 0.001, "shearX": 0, "translateX": 10.0,
-        "shearY": 0, "scaleY": -0.001, "translateY": 45.11,
-    },
-    "crsCode": "EPSG:4326",
-}  # fmt: skip
+from tests.servers.earthengine import PIXEL_GRID
 
 
 def _init(emu: Emulator) -> None:
@@ -30,7 +22,8 @@ def test_client_initialises_and_fetches_asset_pixels(ee_emulator):
     assert ee_emulator.stats.by_kind["discovery"] >= 1
     # straddles the corner of the image's masked box (10.10, 45.10)
     at_mask = dict(
-        GRID, affineTransform=dict(GRID["affineTransform"], translateX=10.097, translateY=45.102)
+        PIXEL_GRID,
+        affineTransform=dict(PIXEL_GRID["affineTransform"], translateX=10.097, translateY=45.102),
     )
     arr = ee.data.getPixels(
         {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": at_mask}
@@ -49,7 +42,9 @@ def test_compute_pixels_and_get_info_walk_the_expression(ee_emulator):
     info = col.filter(ee.Filter.lt("CLOUDY_PIXEL_PERCENTAGE", 20)).getInfo()
     assert [f["id"] for f in info["features"]] == ["TEST/S2LIKE/20240105A", "TEST/S2LIKE/20240120"]
     img = col.mosaic().select(["B4"]).unmask(65535, False)
-    arr = ee.data.computePixels({"expression": img, "fileFormat": "NUMPY_NDARRAY", "grid": GRID})
+    arr = ee.data.computePixels(
+        {"expression": img, "fileFormat": "NUMPY_NDARRAY", "grid": PIXEL_GRID}
+    )
     grid = RequestGrid("EPSG:4326", (0.001, 0, 10.0, 0, -0.001, 45.11), 6, 4)
     ids = ["TEST/S2LIKE/20240105A", "TEST/S2LIKE/20240105B", "TEST/S2LIKE/20240120"]
     layers = [ee_emulator.catalog.render(i, ["B4"], grid)["B4"] for i in ids]
@@ -68,9 +63,13 @@ def test_real_error_messages(ee_offline):
         ):
             # 6 x 4 px x 4 uint16 bands x (2 + 1 mask byte)
             ee.data.getPixels(
-                {"assetId": "TEST/S2LIKE/20240120", "fileFormat": "NUMPY_NDARRAY", "grid": GRID}
+                {
+                    "assetId": "TEST/S2LIKE/20240120",
+                    "fileFormat": "NUMPY_NDARRAY",
+                    "grid": PIXEL_GRID,
+                }
             )
-        big = dict(GRID, dimensions={"width": 40000, "height": 1})
+        big = dict(PIXEL_GRID, dimensions={"width": 40000, "height": 1})
         with pytest.raises(
             ee.EEException,
             match=r"^Pixel grid dimensions \(40000x1\) must be less than or equal to 32768\.$",
@@ -79,7 +78,9 @@ def test_real_error_messages(ee_offline):
                 {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": big}
             )
         with pytest.raises(ee.EEException, match="not found"):
-            ee.data.getPixels({"assetId": "TEST/NOPE", "fileFormat": "NUMPY_NDARRAY", "grid": GRID})
+            ee.data.getPixels(
+                {"assetId": "TEST/NOPE", "fileFormat": "NUMPY_NDARRAY", "grid": PIXEL_GRID}
+            )
         assert emu.stats.size_errors == 1 and emu.stats.dimension_errors == 1
 
 
@@ -91,7 +92,7 @@ def test_concurrency_cap_answers_429(ee_offline):
         def fetch() -> None:
             try:
                 ee.data.getPixels(
-                    {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": GRID}
+                    {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": PIXEL_GRID}
                 )
             except ee.EEException as e:
                 errors.append(str(e))

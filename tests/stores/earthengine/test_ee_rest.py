@@ -13,15 +13,7 @@ from requests.structures import CaseInsensitiveDict
 
 from multistore.stores.earthengine.fetch import ErrorKind, classify
 from multistore.stores.earthengine.rest import PixelClient
-
-GRID = {
-    "dimensions": {"width": 6, "height": 4},
-    "affineTransform": {
-        "scaleX": 0.001, "shearX": 0, "translateX": 10.0,
-        "shearY": 0, "scaleY": -0.001, "translateY": 45.11,
-    },
-    "crsCode": "EPSG:4326",
-}  # fmt: skip
+from tests.servers.earthengine import PIXEL_GRID
 
 
 @pytest.fixture
@@ -60,9 +52,9 @@ def _image():
 def test_same_request_and_pixels_as_ee_compute_pixels(spied):
     img = _image()
     expected = ee.data.computePixels(
-        {"expression": img, "fileFormat": "NUMPY_NDARRAY", "grid": GRID, "bandIds": ["B4"]}
+        {"expression": img, "fileFormat": "NUMPY_NDARRAY", "grid": PIXEL_GRID, "bandIds": ["B4"]}
     )
-    got = PixelClient().compute_pixels(ee.serializer.encode(img), GRID, ("B4",))
+    got = PixelClient().compute_pixels(ee.serializer.encode(img), PIXEL_GRID, ("B4",))
     assert got.dtype == expected.dtype and got.dtype["B4"] == np.uint16
     np.testing.assert_array_equal(got, expected)
     ref, ours = spied[-2], spied[-1]
@@ -82,9 +74,11 @@ def test_errors_are_raised_and_classified_as_ee_raises_them(spied, ee_emulator, 
     img = _image()
     ee_emulator.inject(status, status)
     with pytest.raises(ee.EEException) as ref:
-        ee.data.computePixels({"expression": img, "fileFormat": "NUMPY_NDARRAY", "grid": GRID})
+        ee.data.computePixels(
+            {"expression": img, "fileFormat": "NUMPY_NDARRAY", "grid": PIXEL_GRID}
+        )
     with pytest.raises(ee.EEException) as ours:
-        PixelClient().compute_pixels(ee.serializer.encode(img), GRID, ("B4",))
+        PixelClient().compute_pixels(ee.serializer.encode(img), PIXEL_GRID, ("B4",))
     assert str(ours.value) == str(ref.value)
     cause = ours.value.__cause__
     assert isinstance(cause, googleapiclient.errors.HttpError) and cause.resp.status == status
@@ -94,7 +88,7 @@ def test_errors_are_raised_and_classified_as_ee_raises_them(spied, ee_emulator, 
 
 
 def test_size_error_is_recognised(spied):
-    too_big = dict(GRID, dimensions={"width": 40000, "height": 4})
+    too_big = dict(PIXEL_GRID, dimensions={"width": 40000, "height": 4})
     with pytest.raises(ee.EEException) as ours:
         PixelClient().compute_pixels(ee.serializer.encode(_image()), too_big, ("B4",))
     assert classify(ours.value).kind is ErrorKind.TOO_LARGE
