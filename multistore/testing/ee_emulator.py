@@ -19,7 +19,9 @@ masked pixels come back as 0, as from the real API.
 
 It reproduces the real limits and failures: the request-size and grid-size
 errors, 429 above a concurrency cap, injected 429/503/400/404 replies,
-``Retry-After``, and slow replies; and it counts what happened (``stats``).
+``Retry-After``, slow replies and dropped connections, per kind of request
+(pixels, getInfo, asset metadata, export start and polling: ``FAULT_KINDS``);
+and it counts what happened (``stats``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +53,12 @@ TOO_MANY_REQUESTS = (
 )
 
 Bbox = tuple[float, float, float, float]
+
+# What ``Emulator.inject`` can target: pixel requests (computePixels and getPixels),
+# getInfo (``value:compute``: listing, describing), asset metadata, export start,
+# polling one export operation, listing operations, cancelling.
+FAULT_KINDS = ("pixels", "compute", "asset", "export", "operation", "operations", "cancel")
+DROP = "drop"  # a fault: close the connection without an answer
 
 
 # -- the synthetic catalog ---------------------------------------------------------------
@@ -909,7 +917,7 @@ class Emulator:
         self.max_dimension = max_dimension
         self.stats = EmulatorStats()
         self.lock = threading.Lock()
-        self._faults: deque[Any] = deque()
+        self._faults: dict[str, deque[Any]] = {k: deque() for k in FAULT_KINDS}
         # batch exports: polls an operation takes to finish, and an optional failure
         self.export_polls = 2
         self.export_failure: str | None = None
@@ -959,16 +967,24 @@ class Emulator:
 
     # -- test controls --------------------------------------------------------------------
 
-    def inject(self, *faults: int | tuple[int, float] | tuple[str, float] | None) -> None:
-        """Answer the next pixel requests with these faults, in order: a status code
-        (429/503/400/404...), ``(429, retry_after_s)``, ``("slow", seconds)``, or
-        ``None`` (answer normally)."""
+    def inject(
+        self, *faults: int | tuple[int, float] | tuple[str, float] | str | None, kind: str = "pixels"
+    ) -> None:
+        """Answer the next requests of ``kind`` (one of ``FAULT_KINDS``) with these faults,
+        in order: a status code (429/503/400/404...), ``(429, retry_after_s)``,
+        ``("slow", seconds)``, ``DROP`` (close the connection unanswered), or ``None``
+        (answer normally)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; one of {FAULT_KINDS}")
         with self.lock:
-            self._faults.extend(faults)
+            self._faults[kind].extend(faults)
 
-    def pending_faults(self) -> int:
+    def pending_faults(self, kind: str | None = None) -> int:
+        """Faults not yet answered, of ``kind`` or of all kinds."""
         with self.lock:
-            return len(self._faults)
+            if kind is not None:
+                return len(self._faults[kind])
+            return sum(len(q) for q in self._faults.values())
 
     def reset_stats(self) -> None:
         with self.lock:
@@ -976,9 +992,25 @@ class Emulator:
 
     # -- request handling (called from handler threads) -----------------------------------
 
-    def _next_fault(self) -> Any:
+    def _next_fault(self, kind: str) -> Any:
         with self.lock:
-            return self._faults.popleft() if self._faults else None
+            queue = self._faults[kind]
+            return queue.popleft() if queue else None
+
+    def fault_reply(self, kind: str) -> tuple[int, bytes, dict[str, str]] | None:
+        """The injected reply for the next request of ``kind``, or ``None`` to answer it
+        normally (after sleeping, for a ``("slow", s)`` fault)."""
+        fault = self._next_fault(kind)
+        if fault == DROP:
+            return 0, b"", {}
+        if isinstance(fault, tuple) and fault[0] == "slow":
+            time.sleep(fault[1])
+        elif isinstance(fault, tuple):
+            status, body, headers = _error(fault[0], _FAULT_MESSAGES.get(fault[0], "injected"))
+            return status, body, {**headers, "Retry-After": str(fault[1])}
+        elif fault is not None:
+            return _error(fault, _FAULT_MESSAGES.get(fault, "injected"))
+        return None
 
     def pixels(
         self, body: Mapping[str, Any], asset_id: str | None
@@ -991,14 +1023,9 @@ class Emulator:
         try:
             if over:
                 return _error(429, TOO_MANY_REQUESTS)
-            fault = self._next_fault()
-            if isinstance(fault, tuple) and fault[0] == "slow":
-                time.sleep(fault[1])
-            elif isinstance(fault, tuple):
-                status, body_, headers = _error(fault[0], _FAULT_MESSAGES.get(fault[0], "injected"))
-                return status, body_, {**headers, "Retry-After": str(fault[1])}
-            elif fault is not None:
-                return _error(fault, _FAULT_MESSAGES.get(fault, "injected"))
+            reply = self.fault_reply("pixels")
+            if reply is not None:
+                return reply
             if self.latency_s:
                 time.sleep(self.latency_s)
             return self._render_pixels(body, asset_id)
@@ -1341,6 +1368,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
         emu = self.server.emulator
+        if status == 0:  # an injected DROP: the client sees the connection close unanswered
+            self.close_connection = True
+            return
         with emu.lock:
             emu.stats.statuses[status] += 1
         self.send_response(status)
@@ -1355,6 +1385,13 @@ class _Handler(BaseHTTPRequestHandler):
         with emu.lock:
             emu.stats.requests += 1
             emu.stats.by_kind[kind] += 1
+
+    def _serve(self, kind: str, answer: Callable[[], tuple[int, bytes, dict[str, str]]]) -> None:
+        """Count a request of ``kind`` (one of ``FAULT_KINDS``), then answer it with the next
+        injected fault of that kind, if any, else with ``answer()``."""
+        self._count(kind)
+        reply = self.server.emulator.fault_reply(kind)
+        return self._send(*(reply if reply is not None else answer()))
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         emu = self.server.emulator
@@ -1386,14 +1423,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._count("algorithms")
             return self._send(200, emu._algorithms.encode(), {"Content-Type": "application/json"})
         if len(parts) > 4 and parts[:2] == ["v1", "projects"] and parts[3] == "assets":
-            self._count("asset")
-            return self._send(*emu.asset("/".join(parts[4:]), parts[2]))
+            return self._serve("asset", lambda: emu.asset("/".join(parts[4:]), parts[2]))
         if len(parts) == 5 and parts[:2] == ["v1", "projects"] and parts[3] == "operations":
-            self._count("operation")
-            return self._send(*emu.operation("/".join(parts[1:])))
+            return self._serve("operation", lambda: emu.operation("/".join(parts[1:])))
         if len(parts) == 4 and parts[:2] == ["v1", "projects"] and parts[3] == "operations":
-            self._count("operations")
-            return self._send(*emu.list_operations(parts[2]))
+            return self._serve("operations", lambda: emu.list_operations(parts[2]))
         self._count("unknown")
         return self._send(*_error(404, f"Unknown path {path}"))
 
@@ -1409,14 +1443,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(*_error(400, "Invalid JSON payload received."))
         parts = path.strip("/").split("/")
         if path.endswith("/value:compute"):
-            self._count("compute")
-            return self._send(*emu.compute(body))
+            return self._serve("compute", lambda: emu.compute(body))
         if path.endswith("/image:export") and len(parts) == 4:
-            self._count("export")
-            return self._send(*emu.export(parts[2], body))
+            return self._serve("export", lambda: emu.export(parts[2], body))
         if path.endswith(":cancel") and len(parts) == 5 and parts[3] == "operations":
-            self._count("cancel")
-            return self._send(*emu.cancel("/".join(parts[1:])[: -len(":cancel")]))
+            name = "/".join(parts[1:])[: -len(":cancel")]
+            return self._serve("cancel", lambda: emu.cancel(name))
         if path.endswith("/image:computePixels"):
             self._count("computePixels")
             return self._send(*emu.pixels(body, None))

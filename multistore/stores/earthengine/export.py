@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FetchError
-from .fetch import ErrorKind, PixelGrid, classify
+from .fetch import FetchCounters, PixelGrid, RetryPolicy, call_with_retries
 from .query import EE_TYPE, Recipe, Step
 from .resume import tile_key
 
@@ -83,13 +83,18 @@ def export_steps(
     settings: ExportSettings,
     data_id: str,
     progress: Progress | None = None,
+    policy: RetryPolicy | None = None,
+    counters: FetchCounters | None = None,
 ) -> list[str]:
     """Export every step on ``grid``; where each landed (``export_name``), in step order.
 
     File exports (gcs, drive) need one pixel type for all bands: mixed types are
     cast server-side to their common type (exact for every value, incl. the sentinels);
-    the reader casts back.
+    the reader casts back. Starting, checking and polling go through the classified
+    retries of ``call_with_retries`` (a start is idempotent: the task keeps its request id).
     """
+    policy = policy or RetryPolicy()
+    counters = counters or FetchCounters()
     names: list[str] = []
     running: dict[str, Any] = {}
     try:
@@ -99,14 +104,14 @@ def export_steps(
             )
             name = export_name(settings, data_id, key)
             names.append(name)
-            if _done_before(settings, name):
+            if _done_before(settings, name, policy, counters):
                 LOG.info("earthengine: export of %s step %d already done (%s)", data_id, i, name)
                 continue
             task = _task(settings, recipe, step, name, grid, width, height, f"{data_id} step {i}")
-            task.start()
+            call_with_retries(task.start, policy, counters, f"starting the export to {name}")
             running[name] = task
         LOG.info("earthengine: %d export task(s) started for %s", len(running), data_id)
-        _wait(running, len(names), settings, data_id, progress)
+        _wait(running, len(names), settings, data_id, progress, policy, counters)
     except BaseException:
         _cancel(running)
         raise
@@ -152,10 +157,12 @@ def _task(
     )
 
 
-def _done_before(settings: ExportSettings, name: str) -> bool:
+def _done_before(
+    settings: ExportSettings, name: str, policy: RetryPolicy, counters: FetchCounters
+) -> bool:
     """A finished export of the same pixels (resume); Drive cannot be checked."""
     if settings.via == "asset":
-        return _exists(name)
+        return _exists(name, policy, counters)
     if settings.via == "gcs":
         from .gcs import exported_files
 
@@ -163,13 +170,18 @@ def _done_before(settings: ExportSettings, name: str) -> bool:
     return False
 
 
-def _exists(asset_id: str) -> bool:
+def _exists(asset_id: str, policy: RetryPolicy, counters: FetchCounters) -> bool:
+    """Whether the asset exists: 404 says no; transient errors are retried, others raised."""
     import ee
 
     try:
-        ee.data.getAsset(asset_id)
-    except ee.EEException:
-        return False
+        call_with_retries(
+            lambda: ee.data.getAsset(asset_id), policy, counters, f"checking asset {asset_id}"
+        )
+    except FetchError as e:
+        if e.status == 404:
+            return False
+        raise
     return True
 
 
@@ -179,12 +191,16 @@ def _wait(
     settings: ExportSettings,
     data_id: str,
     progress: Progress | None,
+    policy: RetryPolicy,
+    counters: FetchCounters,
 ) -> None:
     start = time.monotonic()
     pending = dict(running)
     while pending:
         for asset_id, task in list(pending.items()):
-            status = _status(task)
+            status = call_with_retries(
+                task.status, policy, counters, f"polling the export to {asset_id}"
+            )
             state = status.get("state")
             if state == _DONE:
                 del pending[asset_id]
@@ -208,18 +224,6 @@ def _wait(
                 f"earthengine: exports of {data_id} not finished after {settings.timeout_s} s"
             )
         time.sleep(settings.poll_s)
-
-
-def _status(task: Any) -> dict[str, Any]:
-    """The task's status; a transient failure to ask counts as 'still running'."""
-    try:
-        return task.status()
-    except Exception as exc:
-        c = classify(exc)
-        if c is None or c.kind is not ErrorKind.TRANSIENT:
-            raise
-        LOG.debug("earthengine: task status unavailable (%s); polling again", c.message)
-        return {"state": "RUNNING"}
 
 
 def _cancel(running: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""One pixel request with classified retries, and the size-error fallback.
+"""Classified retries for every Earth Engine call; one pixel request and the size-error fallback.
 
 Errors are sorted into three kinds before anything is retried:
 transient (429, 5xx, timeouts, dropped connections: retried with exponential
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from affine import Affine
@@ -30,6 +30,7 @@ from .planner import quarter
 from .session import limiter, pixel_client
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SIZE_ERRORS = ("Total request size", "Pixel grid dimensions")
 
@@ -140,6 +141,49 @@ class PixelGrid:
         }
 
 
+def call_with_retries(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    counters: FetchCounters,
+    what: str,
+    on_too_large: Callable[[Classified], T] | None = None,
+) -> T:
+    """``fn()`` with classified retries: the one retry loop of every Earth Engine call.
+
+    Pixel requests, listing (``getInfo``), asset metadata and export start and
+    polling all go through it, so a 429 or 5xx storm is survived the same way
+    everywhere. Transient errors are retried with backoff, at most
+    ``policy.max_retries`` times; permanent ones raise ``FetchError`` at once,
+    naming ``what`` and the HTTP status. A size error goes to ``on_too_large``
+    (pixel requests split the window); without it, it is permanent. Errors that
+    are not the client's (``classify`` gives ``None``) propagate unchanged.
+    """
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            c = classify(exc)
+            if c is None:
+                raise
+        if c.kind is ErrorKind.TOO_LARGE and on_too_large is not None:
+            return on_too_large(c)
+        if c.kind is not ErrorKind.TRANSIENT or attempt >= policy.max_retries:
+            counters.add(failures=1)
+            tried = f" after {attempt + 1} attempts" if c.kind is ErrorKind.TRANSIENT else ""
+            status = f"HTTP {c.status}: " if c.status else ""
+            raise FetchError(
+                f"earthengine: {what} failed{tried}: {status}{c.message}",
+                status=c.status,
+                permanent=c.kind is not ErrorKind.TRANSIENT,
+            ) from None
+        delay = policy.delay(attempt, c.retry_after_s)
+        LOG.debug("earthengine: %s: %s; retry %d in %.2fs", what, c.message, attempt + 1, delay)
+        counters.add(retries=1)
+        time.sleep(delay)
+        attempt += 1
+
+
 def fetch_window(
     expression: Callable[[], Any],
     grid: PixelGrid,
@@ -153,59 +197,37 @@ def fetch_window(
     """The structured array (one field per band) of ``window``; split on size errors.
 
     ``expression`` returns the image already serialised by ``ee.serializer.encode``.
+    Waiting between attempts happens outside the limiter (``call_with_retries``
+    sleeps after ``request`` has released its slot).
     """
-    attempt = 0
-    while True:
-        try:
-            with limiter():
-                counters.add(requests=1)
-                arr = pixel_client().compute_pixels(expression(), grid.request_grid(window), bands)
-            return _checked(arr, window, bands, dtypes, what)
-        except Exception as exc:
-            c = classify(exc)
-            if c is None:
-                raise
-        if c.kind is ErrorKind.TOO_LARGE:
-            LOG.warning(
-                "earthengine: %s %s rejected as too large (%s); splitting in four",
-                what,
-                window,
-                c.message,
-            )
-            counters.add(size_splits=1)
-            return _assemble(
-                window,
-                [
-                    (
-                        part,
-                        fetch_window(expression, grid, part, bands, dtypes, policy, counters, what),
-                    )
-                    for part in quarter(window)
-                ],
-                bands,
-                dtypes,
-            )
-        if c.kind is ErrorKind.PERMANENT or attempt >= policy.max_retries:
-            counters.add(failures=1)
-            tried = f" after {attempt + 1} attempts" if c.kind is ErrorKind.TRANSIENT else ""
-            status = f"HTTP {c.status}: " if c.status else ""
-            raise FetchError(
-                f"earthengine: fetching {what} window {_describe(window)} failed{tried}: {status}{c.message}",
-                status=c.status,
-                permanent=c.kind is ErrorKind.PERMANENT,
-            ) from None
-        delay = policy.delay(attempt, c.retry_after_s)
-        LOG.debug(
-            "earthengine: %s %s: %s; retry %d in %.2fs",
+
+    def request() -> np.ndarray:
+        with limiter():
+            counters.add(requests=1)
+            arr = pixel_client().compute_pixels(expression(), grid.request_grid(window), bands)
+        return _checked(arr, window, bands, dtypes, what)
+
+    def split(c: Classified) -> np.ndarray:
+        LOG.warning(
+            "earthengine: %s %s rejected as too large (%s); splitting in four",
             what,
-            _describe(window),
+            window,
             c.message,
-            attempt + 1,
-            delay,
         )
-        counters.add(retries=1)
-        time.sleep(delay)
-        attempt += 1
+        counters.add(size_splits=1)
+        return _assemble(
+            window,
+            [
+                (part, fetch_window(expression, grid, part, bands, dtypes, policy, counters, what))
+                for part in quarter(window)
+            ],
+            bands,
+            dtypes,
+        )
+
+    return call_with_retries(
+        request, policy, counters, f"fetching {what} window {_describe(window)}", split
+    )
 
 
 def _describe(w: Window) -> str:

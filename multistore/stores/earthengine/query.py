@@ -16,6 +16,7 @@ import pandas as pd
 
 from ...errors import SourceOpenError
 from ...filters import Comparison
+from .fetch import FetchCounters, RetryPolicy, call_with_retries
 
 REDUCERS = ("mosaic", "median", "mean", "min", "max", "first")
 TEMPORAL_RESOLUTIONS = ("raw", "daily", "monthly", "yearly")
@@ -84,18 +85,27 @@ class ImageInfo:
         return None if self.time_ms is None else pd.Timestamp(self.time_ms, unit="ms")
 
 
-def list_images(query: Query) -> list[ImageInfo]:
-    """The images of ``query`` (one getInfo call), oldest first."""
+def list_images(query: Query, policy: RetryPolicy, counters: FetchCounters) -> list[ImageInfo]:
+    """The images of ``query`` (one getInfo call, with classified retries), oldest first."""
     import ee
 
-    try:
-        if query.is_collection:
-            info = query.collection().sort("system:time_start").getInfo()
-            features = info.get("features", [])
-        else:
-            features = [ee.Image(query.data_id).getInfo()]
-    except ee.EEException as e:
-        raise SourceOpenError(f"earthengine: cannot list images of {query.data_id}: {e}") from None
+    if query.is_collection:
+        info = call_with_retries(
+            lambda: query.collection().sort("system:time_start").getInfo(),
+            policy,
+            counters,
+            f"listing images of {query.data_id}",
+        )
+        features = info.get("features", [])
+    else:
+        features = [
+            call_with_retries(
+                lambda: ee.Image(query.data_id).getInfo(),
+                policy,
+                counters,
+                f"describing image {query.data_id}",
+            )
+        ]
     return [_image_info(f) for f in features]
 
 

@@ -38,11 +38,11 @@ from xcube.util.jsonschema import (
     JsonStringSchema,
 )
 
-from ...errors import ConfigError, Problem, SourceGridError, SourceOpenError
+from ...errors import ConfigError, FetchError, Problem, SourceGridError, SourceOpenError
 from ...filters import parse_comparison
 from ...grid import TargetGrid
 from .export import EXPORT_DESTINATIONS, ExportSettings, export_steps
-from .fetch import FetchCounters, PixelGrid, RetryPolicy
+from .fetch import FetchCounters, PixelGrid, RetryPolicy, call_with_retries
 from .gcs import geotiff_source
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_chunks
 from .query import (
@@ -237,6 +237,10 @@ class EarthEngineDataStore(DataStore):
     def has_data(self, data_id: str, data_type: DataTypeLike = None) -> bool:
         try:
             self._asset_kind(data_id)
+        except FetchError as e:
+            if not e.permanent:  # still unreachable after retries: not an answer
+                raise
+            return False
         except SourceOpenError:
             return False
         return True
@@ -344,12 +348,12 @@ class EarthEngineDataStore(DataStore):
         import ee
 
         ensure_initialized(self._session)
-        try:
-            asset = ee.data.getAsset(data_id)
-        except ee.EEException as e:
-            raise SourceOpenError(
-                f"earthengine: asset {data_id!r} not found or not readable: {e}"
-            ) from None
+        asset = call_with_retries(
+            lambda: ee.data.getAsset(data_id),
+            self._policy,
+            self.counters,
+            f"reading asset {data_id!r}",
+        )
         kind = asset.get("type")
         if kind not in ("IMAGE", "IMAGE_COLLECTION"):
             raise SourceOpenError(
@@ -359,7 +363,7 @@ class EarthEngineDataStore(DataStore):
 
     def _images(self, data_id: str, params: Mapping[str, Any]) -> list[ImageInfo]:
         query = self._query(data_id, params, self._asset_kind(data_id))
-        return list_images(query)
+        return list_images(query, self._policy, self.counters)
 
     @staticmethod
     def _query(data_id: str, params: Mapping[str, Any], is_collection: bool) -> Query:
@@ -380,7 +384,7 @@ class EarthEngineDataStore(DataStore):
         _validate(_open_params_schema(), params, "open_params")
         is_collection = self._asset_kind(data_id)
         query = self._query(data_id, params, is_collection)
-        images = list_images(query)
+        images = list_images(query, self._policy, self.counters)
         if not images:
             raise SourceOpenError(
                 f"earthengine: no image of {data_id} matches the query "
@@ -507,6 +511,8 @@ class EarthEngineDataStore(DataStore):
             settings,
             p.data_id,
             progress,
+            self._policy,
+            self.counters,
         )
         if settings.via == "drive":
             raise SourceOpenError(
