@@ -600,12 +600,34 @@ def _pixel_type(dt: np.dtype) -> dict[str, Any]:
     return {"type": "PixelType", "precision": "int", "min": int(info.min), "max": int(info.max)}
 
 
+_INT_TYPES = tuple(
+    np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64")
+)
+
+
+def _constant_type(value: float) -> tuple[str, float, float]:
+    """Earth Engine's pixel type of a number constant: an int range ``[v, v]`` for a whole
+    number that fits a long, else double (JSON carries no float/double distinction)."""
+    v = float(value)
+    if v.is_integer() and -(2.0**63) <= v < 2.0**63:
+        return "int", v, v
+    return "double", v, v
+
+
 def _union_type(dt: np.dtype, value: float) -> np.dtype:
+    """The band type after ``unmask(value)``: Earth Engine's union of the band's pixel type
+    and the constant's, so a float band unmasked with a double constant becomes double."""
     dt = np.dtype(dt)
-    if dt.kind == "f":
+    kind, lo, hi = _constant_type(value)
+    if kind == "double" or dt == np.float64:
+        return np.dtype("float64")
+    if dt.kind == "f":  # float with an int constant stays float
         return dt
-    if float(value).is_integer() and np.iinfo(dt).min <= value <= np.iinfo(dt).max:
-        return dt
+    info = np.iinfo(dt)
+    lo, hi = min(lo, info.min), max(hi, info.max)
+    for t in _INT_TYPES:
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return t
     return np.dtype("float64")
 
 
@@ -968,7 +990,9 @@ class Emulator:
     # -- test controls --------------------------------------------------------------------
 
     def inject(
-        self, *faults: int | tuple[int, float] | tuple[str, float] | str | None, kind: str = "pixels"
+        self,
+        *faults: int | tuple[int, float] | tuple[str, float] | str | None,
+        kind: str = "pixels",
     ) -> None:
         """Answer the next requests of ``kind`` (one of ``FAULT_KINDS``) with these faults,
         in order: a status code (429/503/400/404...), ``(429, retry_after_s)``,

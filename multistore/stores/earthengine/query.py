@@ -180,7 +180,7 @@ def _ms(ts: pd.Timestamp) -> int:
 
 @dataclass(frozen=True)
 class BandGroup:
-    """Bands cast to one type and unmasked with one sentinel."""
+    """Bands unmasked with one sentinel, then cast to one type."""
 
     bands: tuple[str, ...]
     ee_type: str
@@ -197,7 +197,14 @@ class Recipe:
     groups: tuple[BandGroup, ...]
 
     def image(self, step: Step) -> Any:
-        """The ``ee.Image`` for ``step``: composited, selected, cast, masked pixels set to sentinels."""
+        """The ``ee.Image`` for ``step``: composited, then per band group selected, masked
+        pixels set to the sentinel, and cast as the last step.
+
+        The cast comes last because Earth Engine types ``unmask(v)`` as the union of the
+        band's type and the constant's: a float band unmasked with a double constant (the
+        float32 minimum, a fractional fill value) would arrive as double. Every sentinel is
+        a value of the group's type, so the cast keeps it exact.
+        """
         import ee
 
         if step.image_id is not None:
@@ -214,8 +221,8 @@ class Recipe:
                 img = getattr(col, self.reducer)()
         parts = [
             img.select(list(g.bands))
-            .cast({b: g.ee_type for b in g.bands})
             .unmask(g.sentinel, False)
+            .cast({b: g.ee_type for b in g.bands})
             for g in self.groups
         ]
         out = parts[0]
