@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import ProcessingError
+from .regrid.methods import lookup
 
 _KEEP_DTYPE = {"min", "max", "first", "last"}
 _AGG = {"mean", "median", "min", "max", "sum", "first", "last", "std", "var", "count"}
@@ -48,17 +49,19 @@ def resample_in_time(ds: xr.Dataset, params: Mapping[str, Any]) -> xr.Dataset:
             raise ProcessingError(f"temporal_resample_params.variables: no variable {name!r}")
         da = ds[name]
         if agg is None and interp is not None:
-            out[name] = _interpolate(da, resample_kwargs, _pick(interp, name, "nearest"), params)
+            out[name] = _interpolate(
+                da, resample_kwargs, _pick(interp, name, da.dtype, "nearest"), params
+            )
         else:
-            out[name] = _aggregate(da, resample_kwargs, _pick(agg, name, "mean"))
+            out[name] = _aggregate(da, resample_kwargs, _pick(agg, name, da.dtype, "mean"))
     rest = ds.drop_vars([n for n in ds.data_vars if "time" in ds[n].dims])
     return xr.Dataset(out, attrs=ds.attrs).merge(rest.drop_dims("time", errors="ignore"))
 
 
-def _pick(spec: Any, name: str, default: str) -> str:
-    if isinstance(spec, Mapping):
-        return spec.get(name, default)
-    return spec or default
+def _pick(spec: Any, name: str, dtype: np.dtype, default: str) -> str:
+    """One method for all, or from a mapping keyed by variable name, else by dtype name."""
+    chosen = lookup(spec, name, dtype)
+    return default if chosen is None else chosen
 
 
 def _aggregate(da: xr.DataArray, kwargs: dict, method: str) -> xr.DataArray:

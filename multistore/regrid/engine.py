@@ -411,7 +411,7 @@ def _var_spec(var: xr.DataArray, p: ResampleParams, method: str) -> VarSpec:
         elif not _representable(nodata, src_dtype):
             LOG.warning("variable %r: nodata %r does not fit %s; ignored", name, nodata, src_dtype)
             nodata = None
-    out_fill = _out_fill(p.fill_value_for(name), nodata, src_dtype, out_dtype, name)
+    out_fill = _out_fill(p.fill_value_for(name, src_dtype), nodata, src_dtype, out_dtype, name)
     work_dtype = _WORK_DTYPES.get(src_dtype, src_dtype)
     if np.issubdtype(out_dtype, np.floating) and not np.issubdtype(work_dtype, np.floating):
         work_dtype = out_dtype if out_dtype != np.float16 else np.dtype("float32")

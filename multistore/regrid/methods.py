@@ -2,7 +2,9 @@
 
 Names follow GDAL/rasterio so that users can look them up in GDAL's docs.
 xcube-multistore's ``interp_methods``/``agg_methods`` are accepted and mapped
-onto them, so existing configs keep working.
+onto them, so existing configs keep working. As there, a mapping may be keyed by
+variable name or by dtype name (``{float32: bilinear, uint8: nearest}``): the
+variable's own key wins, then its dtype's, then the default (``lookup``).
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ class ResampleParams:
     variables: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def fill_value_for(self, var: str) -> float | None:
-        return _per_var(self.fill_values, var)
+    def fill_value_for(self, var: str, dtype: np.dtype | str | None = None) -> float | None:
+        """The user's fill value for ``var`` (of source ``dtype``), by name, then by dtype."""
+        return lookup(self.fill_values, var, dtype)
 
     def dtype_for(self, var: str) -> np.dtype | None:
         name = _per_var(self.dtypes, var)
@@ -170,7 +173,8 @@ def resolve_methods(
     ``variables`` is a dataset or a mapping ``name -> dtype``; ``coarser`` says
     whether the target pixels are larger than the source pixels (then the
     aggregation settings apply, else the interpolation ones). Precedence:
-    ``method`` > ``agg_methods``/``interp_methods`` > defaults by dtype.
+    ``method`` > ``agg_methods``/``interp_methods`` > defaults by dtype; within a
+    mapping, the variable's name > its dtype's name.
     """
     p = params if isinstance(params, ResampleParams) else parse_params(params)
     if isinstance(variables, xr.Dataset):
@@ -182,11 +186,24 @@ def resolve_methods(
         }
     out = {}
     for name, dtype in dtypes.items():
-        chosen = _per_var(p.method, name)
+        chosen = lookup(p.method, name, dtype)
         if chosen is None:
-            chosen = _per_var(p.agg_methods if coarser else p.interp_methods, name)
+            chosen = lookup(p.agg_methods if coarser else p.interp_methods, name, dtype)
         out[name] = chosen or default_method(np.dtype(dtype), coarser)
     return out
+
+
+def lookup(value: Any, var: str, dtype: np.dtype | str | None) -> Any:
+    """``value`` itself, or from a mapping: ``var``'s own key, else the key naming its dtype
+    (numpy's canonical name, e.g. ``float32``, ``uint8``: exact keys only, so a variable
+    called ``b`` is never read as a dtype code), else ``None``."""
+    if not isinstance(value, Mapping):
+        return value
+    if var in value:
+        return value[var]
+    if dtype is None:
+        return None
+    return value.get(np.dtype(dtype).name)
 
 
 def _check_names(value: Any, key: str, aliases: Mapping[str, str]) -> str | dict[str, str] | None:
