@@ -98,10 +98,10 @@ class RetryPolicy:
 class FetchCounters:
     """What fetching cost in this process (thread-safe)."""
 
-    requests: int = 0
-    retries: int = 0
+    requests: int = 0  # pixel requests sent
+    retries: int = 0  # retries of any call: pixel requests and metadata calls
     size_splits: int = 0
-    failures: int = 0
+    failures: int = 0  # calls given up (permanent error or retries exhausted)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:

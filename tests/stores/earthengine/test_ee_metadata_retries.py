@@ -137,3 +137,14 @@ def test_a_dataset_completes_through_metadata_429s(tmp_path, ee_emulator):
     cube = xr.open_zarr(tmp_path / "out" / "s2.zarr", mask_and_scale=False)
     want = _render(ee_emulator, "TEST/S2LIKE/20240120", "B4", GRID)
     np.testing.assert_array_equal(cube["B4"].isel(time=2).values, want.filled(65535))
+
+
+def test_faults_target_one_kind_of_request(ee_emulator):
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        ee_emulator.inject(429, kind="listing")
+    ee_emulator.inject(429, kind="operation")
+    store = EarthEngineDataStore(**store_params(ee_emulator))
+    store.open_data("TEST/MULTI/uint8", bands=["b1"], target_grid=GRID.to_dict()).compute()
+    # no export ran: the operation fault is still pending, nothing else was faulted
+    assert ee_emulator.pending_faults("operation") == 1 and ee_emulator.pending_faults() == 1
+    assert ee_emulator.stats.statuses[429] == 0 and store.counters.retries == 0
