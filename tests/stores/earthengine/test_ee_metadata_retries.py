@@ -110,7 +110,7 @@ def test_unknown_asset_fails_fast(ee_emulator):
     assert not store.has_data("TEST/NOPE")
 
 
-def test_a_dataset_completes_through_metadata_429s(tmp_path, ee_emulator):
+def _write_config(tmp_path, ee_emulator) -> str:
     config = {
         "data_stores": [
             {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
@@ -129,9 +129,14 @@ def test_a_dataset_completes_through_metadata_429s(tmp_path, ee_emulator):
     }  # fmt: skip
     path = tmp_path / "ee.yml"
     path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_a_dataset_completes_through_metadata_429s(tmp_path, ee_emulator):
+    path = _write_config(tmp_path, ee_emulator)
     ee_emulator.inject(429, 429, 429, kind="asset")
     ee_emulator.inject(429, 503, 429, kind="compute")
-    result = MultiSourceDataStore(str(path)).generate()
+    result = MultiSourceDataStore(path).generate()
     assert result["s2"].status is Status.COMPLETED, result["s2"].message
     assert ee_emulator.pending_faults() == 0
     cube = xr.open_zarr(tmp_path / "out" / "s2.zarr", mask_and_scale=False)
@@ -148,3 +153,14 @@ def test_faults_target_one_kind_of_request(ee_emulator):
     # no export ran: the operation fault is still pending, nothing else was faulted
     assert ee_emulator.pending_faults("operation") == 1 and ee_emulator.pending_faults() == 1
     assert ee_emulator.stats.statuses[429] == 0 and store.counters.retries == 0
+
+
+def test_a_dataset_fails_fast_on_a_permanent_4xx(tmp_path, ee_emulator):
+    path = _write_config(tmp_path, ee_emulator)
+    ee_emulator.inject(400, kind="compute")
+    result = MultiSourceDataStore(path).generate()
+    assert result["s2"].status is Status.FAILED
+    assert (
+        "listing images of TEST/S2LIKE failed: HTTP 400: Invalid argument." in result["s2"].message
+    )
+    assert ee_emulator.stats.by_kind["compute"] == 1 and ee_emulator.stats.pixel_requests == 0
