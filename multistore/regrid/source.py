@@ -92,6 +92,19 @@ class SourceGrid:
             flips[self.x_dim] = slice(None, None, -1)
         return da.isel(flips) if flips else da
 
+    def corner_geoloc(self) -> np.ndarray:
+        """Longitude/latitude of the pixel corners of a curvilinear grid, (2, height+1, width+1).
+
+        2-D coordinates locate pixel centres, but GDAL's geolocation transformer
+        puts geolocation value (i, j) at the top-left corner of pixel (i, j)
+        (its default ``GEOREFERENCING_CONVENTION=TOP_LEFT_CORNER``), and
+        rasterio's ``src_geoloc_array`` gives no way to change that. Handing
+        GDAL the corners avoids a half-pixel shift.
+        """
+        if self.lon is None or self.lat is None:
+            raise SourceGridError("an affine grid has no geolocation arrays")
+        return pixel_corners(self.lon, self.lat)
+
     def as_target_grid(self, tile_size: tuple[int, int]) -> TargetGrid | None:
         """This grid as a ``TargetGrid`` (None when it cannot be one: curvilinear, flipped)."""
         if self.transform is None or self.flip_x or self.flip_y:
@@ -131,6 +144,35 @@ def detect_source_grid(ds: xr.Dataset) -> SourceGrid:
         flip_x=flip_x,
         flip_y=not ascending_y,
     )
+
+
+def pixel_corners(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Corners between 2-D pixel-centre coordinates: (2, h+1, w+1) longitude/latitude.
+
+    Each inner corner is the mean of its four neighbouring centres, outer ones
+    are extrapolated linearly (one row/column beyond each edge), all on the unit
+    sphere so longitudes are never averaged across the antimeridian. Corners
+    next to missing centres use the centres that exist.
+    """
+    if lon.ndim != 2 or lon.shape != lat.shape or min(lon.shape) < 2:
+        raise SourceGridError(
+            f"2-D coordinates need the same shape and at least 2x2 values, got {lon.shape}"
+        )
+    lo, la = np.radians(lon), np.radians(lat)
+    v = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
+    v = np.concatenate([2 * v[:, :1] - v[:, 1:2], v, 2 * v[:, -1:] - v[:, -2:-1]], axis=1)
+    v = np.concatenate(
+        [2 * v[:, :, :1] - v[:, :, 1:2], v, 2 * v[:, :, -1:] - v[:, :, -2:-1]], axis=2
+    )
+    quad = np.stack([v[:, :-1, :-1], v[:, 1:, :-1], v[:, :-1, 1:], v[:, 1:, 1:]])
+    finite = np.isfinite(quad).all(axis=1, keepdims=True)
+    count = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(finite, quad, 0.0).sum(axis=0) / count
+        c = c / np.linalg.norm(c, axis=0)
+    corner_lon = np.degrees(np.arctan2(c[1], c[0]))
+    corner_lat = np.degrees(np.arcsin(np.clip(c[2], -1.0, 1.0)))
+    return np.stack([corner_lon, corner_lat])
 
 
 def spatial_variables(ds: xr.Dataset, grid: SourceGrid) -> tuple[list[str], list[str], list[str]]:
