@@ -145,7 +145,7 @@ def build_cube(
     parts = []
     for source in ds_cfg.sources:
         step("opening")
-        gdal = general.merged(stores.gdal_settings(source.store))
+        gdal = stores.gdal_settings(source.store, general)
         data = open_source(source, stores, config.general.retries, grid, scratch, gdal)
         step("processing")
         tparams = source.temporal_resample_params

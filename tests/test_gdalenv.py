@@ -210,3 +210,31 @@ def test_a_bad_cache_size_is_a_located_config_error(tmp_path):
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="gdal_http_params.gdal_cachemax"):
         load_config(path)
+
+
+def test_each_store_gets_its_own_settings(tmp_path):
+    from multistore.config.model import StoreConfig
+    from multistore.stores.pool import StorePool
+
+    pool = StorePool(
+        (
+            StoreConfig("local", "file", {"root": "data"}),
+            StoreConfig("web", "https", {"root": "example.org"}),
+            StoreConfig(
+                "bucket",
+                "s3",
+                {"root": "b", "storage_options": {"anon": True, "endpoint_url": "http://h:1"}},
+            ),
+        ),
+        tmp_path,
+    )
+    general = general_settings({"gdal_http_max_retry": 4})
+    assert not pool.gdal_settings("local", general)  # no network, nothing to scope
+    assert pool.gdal_settings("web", general) == general
+    bucket = pool.gdal_settings("bucket", general).as_dict()
+    assert bucket["GDAL_HTTP_MAX_RETRY"] == "4" and bucket["AWS_S3_ENDPOINT"] == "h:1"
+    assert bucket["AWS_NO_SIGN_REQUEST"] == "YES"
+    # s3fs itself gets a top-level region_name inside client_kwargs
+    so = {"region_name": "eu-west-3"}
+    params = pool.store_params(StoreConfig("r", "s3", {"root": "b", "storage_options": so}))
+    assert params["storage_options"] == {"client_kwargs": {"region_name": "eu-west-3"}}

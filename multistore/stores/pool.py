@@ -17,6 +17,8 @@ CACHE_FOLDER = ".multistore-cache"
 
 # xcube's S3 file-system store: its storage_options are s3fs keywords.
 S3_STORE_ID = "s3"
+# Stores that read nothing over the network: GDAL's HTTP settings do not concern them.
+LOCAL_STORE_IDS = frozenset({"file", "memory"})
 
 
 class StorePool(Mapping[str, DataStore]):
@@ -80,20 +82,25 @@ class StorePool(Mapping[str, DataStore]):
             params["cache_store_params"] = {"root": str(root)}
         return params
 
-    def gdal_settings(self, identifier: str) -> GdalSettings:
-        """GDAL options for reading the data of store ``identifier`` (S3 access for s3 stores).
+    def gdal_settings(self, identifier: str, general: GdalSettings | None = None) -> GdalSettings:
+        """GDAL options for reading the data of store ``identifier``.
 
+        ``general`` (the run's HTTP options) plus, for s3 stores, S3 access:
         xcube's GeoTIFF opener reads through GDAL's /vsis3/, which knows
         nothing of s3fs's storage options; these settings tell it the same.
+        Local stores get none (no network: scoping their tasks would only cost).
         """
         cfg = self._configs.get(identifier)
         if cfg is None:
             raise KeyError(f"no data store {identifier!r} (defined: {', '.join(self._configs)})")
+        if cfg.store_id in LOCAL_STORE_IDS:
+            return GdalSettings()
+        settings = general or GdalSettings()
         options = cfg.store_params.get("storage_options")
         if cfg.store_id != S3_STORE_ID or not isinstance(options, Mapping):
-            return GdalSettings()
+            return settings
         try:
-            return s3_settings(options)
+            return settings.merged(s3_settings(options))
         except ValueError as e:
             raise StoreError(f"data store {identifier!r}: storage_options: {e}") from None
 
