@@ -239,7 +239,7 @@ def _tile_tasks(
     period = grid.period
     dst_crs_wkt = CRS.from_wkt(target.crs_wkt).to_wkt()
     base_src_wkt = CRS.from_wkt(grid.crs.to_wkt()).to_wkt()
-    corners = grid.corner_geoloc() if grid.is_curvilinear else None
+    corners = grid.corner_geoloc if grid.is_curvilinear else None
     tiles: dict[tuple[int, int], TileTask | None] = {}
     for ti, line in enumerate(windows):
         for tj, w in enumerate(line):
