@@ -7,8 +7,11 @@ the raw files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -236,3 +239,23 @@ def test_two_runs_in_one_process_keep_their_own_s3_settings(tmp_path):
         crop = xr.open_zarr(tmp_path / f"out-{name}" / "tif_crop.zarr", mask_and_scale=False)
         np.testing.assert_array_equal(crop["band_2"].values, raw["tif"][1, 10:50, 20:70])
     assert dict(os.environ) == environ
+
+
+def test_cli_describes_a_geotiff_on_a_custom_endpoint(tmp_path):
+    raw = raw_sources(tmp_path)
+    with recording_s3() as server:
+        bucket = upload(server, None, tmp_path, raw["zarr"])
+        options = {"key": KEY, "secret": SECRET, "endpoint_url": server.endpoint}
+        path = tmp_path / "config.yml"
+        path.write_text(yaml.safe_dump(config(bucket, options, tmp_path / "out")))
+        result = subprocess.run(
+            [sys.executable, "-m", "multistore", "describe", str(path), "bucket", "scene.tif"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert server.keys_for(f"/{bucket}/in/scene.tif") - {UPLOADER} == {KEY}
+    described = json.loads(result.stdout)
+    assert described["dims"] == {"y": 70, "x": 90}
+    assert SECRET not in result.stdout + result.stderr
