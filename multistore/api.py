@@ -20,7 +20,7 @@ import yaml
 from .config import Config, config_schema, load_config, redact
 from .cube import build_cube, open_params_for
 from .display import live_display
-from .gdalenv import gdal_environment
+from .gdalenv import apply_cache_max
 from .generate import Generator, RunReport
 from .grid import TargetGrid
 from .plan import CubePlan, Plan, build_plan
@@ -135,11 +135,11 @@ class MultiSourceDataStore:
     ) -> RunReport:
         """Build the selected cubes (all by default); complete, unchanged cubes are skipped."""
         plan = self.plan(datasets)
+        apply_cache_max(self.config.general.gdal_http_params)
         board = StatusBoard()
         mode = display or self.config.general.display
         with (
             self._scrubbed_logs(),
-            gdal_environment(self.config.general.gdal_http_params),
             live_display(board, mode, title=self._title()),
             dask_runner(self.config.general.dask) as runner,
         ):

@@ -18,6 +18,7 @@ from xcube.core.store import DataStore
 from . import __version__
 from .config.model import Config, RetryConfig, SourceConfig
 from .errors import ProcessingError, SourceOpenError
+from .gdalenv import GdalSettings, general_settings, scope_dataset
 from .grid import TargetGrid, xy_names
 from .hooks import apply_hook
 from .plan import CubePlan
@@ -95,31 +96,39 @@ def open_source(
     retries: RetryConfig,
     grid: TargetGrid | None,
     scratch: Scratch | None = None,
+    gdal: GdalSettings | None = None,
 ) -> xr.Dataset:
-    """Open one source through its xcube data store and run its hook."""
+    """Open one source through its xcube data store and run its hook.
+
+    ``gdal`` (default: the source store's own settings) applies while opening
+    and inside every task that later reads the source, never process-wide.
+    """
     store = stores[source.store]
     params = open_params_for(source, store, grid, scratch)
+    gdal = gdal if gdal is not None else stores.gdal_settings(source.store)
 
     def _open() -> Any:
         return store.open_data(source.data_id, **params)
 
-    try:
-        data = with_retries(_open, retries, f"opening {source.store}:{source.data_id}")
-    except Exception as e:
-        raise SourceOpenError(
-            f"{source.location or source.identifier}: cannot open {source.data_id!r} "
-            f"from store {source.store!r}: {type(e).__name__}: {e}"
-        ) from e
-    if hasattr(data, "base_dataset"):  # xcube MultiLevelDataset
-        data = data.base_dataset
-    if isinstance(data, xr.DataArray):
-        data = data.to_dataset(name=source.identifier)
-    if not isinstance(data, xr.Dataset):
-        raise SourceOpenError(
-            f"{source.location}: store {source.store!r} returned {type(data).__name__} for "
-            f"{source.data_id!r}, expected a dataset"
-        )
-    return apply_hook(source.custom_processing, data)
+    with gdal.env():
+        try:
+            data = with_retries(_open, retries, f"opening {source.store}:{source.data_id}")
+        except Exception as e:
+            raise SourceOpenError(
+                f"{source.location or source.identifier}: cannot open {source.data_id!r} "
+                f"from store {source.store!r}: {type(e).__name__}: {e}"
+            ) from e
+        if hasattr(data, "base_dataset"):  # xcube MultiLevelDataset
+            data = data.base_dataset
+        if isinstance(data, xr.DataArray):
+            data = data.to_dataset(name=source.identifier)
+        if not isinstance(data, xr.Dataset):
+            raise SourceOpenError(
+                f"{source.location}: store {source.store!r} returned {type(data).__name__} for "
+                f"{source.data_id!r}, expected a dataset"
+            )
+        data = apply_hook(source.custom_processing, data)
+    return scope_dataset(data, gdal)
 
 
 def build_cube(
@@ -132,10 +141,12 @@ def build_cube(
 ) -> xr.Dataset:
     """The lazy cube of ``plan`` on ``grid`` (None: keep the source's own grid)."""
     ds_cfg = plan.dataset
+    general = general_settings(config.general.gdal_http_params)
     parts = []
     for source in ds_cfg.sources:
         step("opening")
-        data = open_source(source, stores, config.general.retries, grid, scratch)
+        gdal = stores.gdal_settings(source.store, general)
+        data = open_source(source, stores, config.general.retries, grid, scratch, gdal)
         step("processing")
         tparams = source.temporal_resample_params
         if tparams and tparams.get("stage", "before") == "before":

@@ -25,5 +25,10 @@ def describe(config_path: Path, store: str, data_id: str | None) -> None:
         for ident in data_store.get_data_ids():
             click.echo(ident)
         return
-    descriptor = data_store.describe_data(data_id)
+    # describing a GeoTIFF opens it with GDAL: give it the store's settings (S3 endpoint, ...)
+    from ..gdalenv import general_settings
+
+    general = general_settings(msds.config.general.gdal_http_params)
+    with msds.stores.gdal_settings(store, general).env():
+        descriptor = data_store.describe_data(data_id)
     click.echo(json.dumps(descriptor.to_dict(), indent=2, default=str))

@@ -482,6 +482,20 @@ def _check_general(checker: Checker) -> None:
     retries = general.get("retries", {})
     if retries.get("max_backoff_s", math.inf) < retries.get("backoff_s", 0):
         checker.add(("general", "retries", "max_backoff_s"), "must be >= backoff_s")
+    _check_gdal_params(checker, general.get("gdal_http_params", {}))
+
+
+def _check_gdal_params(checker: Checker, params: Any) -> None:
+    from ..gdalenv import cache_max_bytes
+
+    if not isinstance(params, Mapping):
+        return
+    for key, value in params.items():
+        if str(key).upper() == "GDAL_CACHEMAX":
+            try:
+                cache_max_bytes(value)
+            except ValueError as e:
+                checker.add(("general", "gdal_http_params", key), str(e))
 
 
 def effective_scheduler(general: Mapping[str, Any]) -> str:

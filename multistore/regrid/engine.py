@@ -239,6 +239,7 @@ def _tile_tasks(
     period = grid.period
     dst_crs_wkt = CRS.from_wkt(target.crs_wkt).to_wkt()
     base_src_wkt = CRS.from_wkt(grid.crs.to_wkt()).to_wkt()
+    corners = grid.corner_geoloc if grid.is_curvilinear else None
     tiles: dict[tuple[int, int], TileTask | None] = {}
     for ti, line in enumerate(windows):
         for tj, w in enumerate(line):
@@ -276,10 +277,15 @@ def _tile_tasks(
             window_box = _tile_transform(target, ti, tj)
             geoloc = None
             src_transform = None
-            if grid.is_curvilinear:
-                geoloc = np.stack(
-                    [grid.lon[w.r0 : w.r1, w.c0 : w.c1], grid.lat[w.r0 : w.r1, w.c0 : w.c1]]
-                )
+            window_shape = w.shape
+            gaps = covered < (w.c1 - w.c0)
+            if corners is not None:
+                # GDAL reads geolocation arrays as pixel corners: hand it the window's corners,
+                # one more than pixels each way, and pad the window with one masked row and
+                # column so both have the same shape (see SourceGrid.corner_geoloc).
+                geoloc = corners[:, w.r0 : w.r1 + 1, w.c0 : w.c1 + 1]
+                window_shape = (w.r1 - w.r0 + 1, w.c1 - w.c0 + 1)
+                gaps = True
                 src_wkt = base_src_wkt
             else:
                 src_transform = plan.window_transform(grid, w)
@@ -294,9 +300,9 @@ def _tile_tasks(
                 lat = lattice_from.lattice[ti, tj]
                 lattice = np.stack([lat[0] - w.c0, lat[1] - w.r0])
             tiles[ti, tj] = TileTask(
-                window_shape=w.shape,
+                window_shape=window_shape,
                 pieces=tuple(pieces),
-                gaps=covered < (w.c1 - w.c0),
+                gaps=gaps,
                 src_crs_wkt=src_wkt,
                 src_transform=src_transform,
                 geoloc=geoloc,

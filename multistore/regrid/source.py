@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,20 @@ class SourceGrid:
             flips[self.x_dim] = slice(None, None, -1)
         return da.isel(flips) if flips else da
 
+    @cached_property
+    def corner_geoloc(self) -> np.ndarray:
+        """Longitude/latitude of the pixel corners of a curvilinear grid, (2, height+1, width+1).
+
+        2-D coordinates locate pixel centres, but GDAL's geolocation transformer
+        puts geolocation value (i, j) at the top-left corner of pixel (i, j)
+        (its default ``GEOREFERENCING_CONVENTION=TOP_LEFT_CORNER``), and
+        rasterio's ``src_geoloc_array`` gives no way to change that. Handing
+        GDAL the corners avoids a half-pixel shift.
+        """
+        if self.lon is None or self.lat is None:
+            raise SourceGridError("an affine grid has no geolocation arrays")
+        return pixel_corners(self.lon, self.lat)
+
     def as_target_grid(self, tile_size: tuple[int, int]) -> TargetGrid | None:
         """This grid as a ``TargetGrid`` (None when it cannot be one: curvilinear, flipped)."""
         if self.transform is None or self.flip_x or self.flip_y:
@@ -130,6 +145,69 @@ def detect_source_grid(ds: xr.Dataset) -> SourceGrid:
         transform=Affine(res_x, 0.0, west, 0.0, -res_y, north),
         flip_x=flip_x,
         flip_y=not ascending_y,
+    )
+
+
+# Corner rows computed per step: temporaries stay near 40 arrays of this many rows.
+_CORNER_ROWS = 256
+
+
+def pixel_corners(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Corners between 2-D pixel-centre coordinates: (2, h+1, w+1) longitude/latitude.
+
+    Each inner corner is the mean of its four neighbouring centres, outer ones
+    are extrapolated linearly (one row/column beyond each edge), all on the unit
+    sphere so longitudes are never averaged across the antimeridian. Corners
+    next to missing centres use the centres that exist. Done a few rows at a
+    time, so memory stays near the output's size for large swaths.
+    """
+    if lon.ndim != 2 or lon.shape != lat.shape or min(lon.shape) < 2:
+        raise SourceGridError(
+            f"2-D coordinates need the same shape and at least 2x2 values, got {lon.shape}"
+        )
+    h, w = lon.shape
+    out = np.empty((2, h + 1, w + 1))
+    for r0 in range(0, h + 1, _CORNER_ROWS):
+        r1 = min(h + 1, r0 + _CORNER_ROWS)
+        # corner rows r0..r1-1 lie between centre rows r0-1..r1-1 (-1 and h: extrapolated)
+        v = _extended_rows(lon, lat, r0 - 1, r1 - 1)
+        total = np.zeros((3, r1 - r0, w + 1))
+        count = np.zeros((r1 - r0, w + 1))
+        for dr in (0, 1):
+            for dc in (0, 1):
+                part = v[:, dr : dr + r1 - r0, dc : dc + w + 1]
+                finite = np.isfinite(part).all(axis=0)
+                total += np.where(finite, part, 0.0)
+                count += finite
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = total / count
+            c /= np.linalg.norm(c, axis=0)
+        out[0, r0:r1] = np.degrees(np.arctan2(c[1], c[0]))
+        out[1, r0:r1] = np.degrees(np.arcsin(np.clip(c[2], -1.0, 1.0)))
+    return out
+
+
+def _extended_rows(lon: np.ndarray, lat: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Unit vectors of centre rows first..last, (3, n, w+2): rows -1 and h and columns -1
+    and w extrapolated linearly from the two nearest."""
+    h = lon.shape[0]
+
+    def unit(rows: slice) -> np.ndarray:
+        lo, la = np.radians(lon[rows]), np.radians(lat[rows])
+        return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
+
+    lo_row, hi_row = max(first, 0), min(last, h - 1)
+    parts = []
+    if first < 0:
+        two = unit(slice(0, 2))
+        parts.append(2 * two[:, :1] - two[:, 1:2])
+    parts.append(unit(slice(lo_row, hi_row + 1)))
+    if last > h - 1:
+        two = unit(slice(h - 2, h))
+        parts.append(2 * two[:, 1:2] - two[:, :1])
+    v = np.concatenate(parts, axis=1)
+    return np.concatenate(
+        [2 * v[:, :, :1] - v[:, :, 1:2], v, 2 * v[:, :, -1:] - v[:, :, -2:-1]], axis=2
     )
 
 

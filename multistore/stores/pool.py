@@ -11,8 +11,14 @@ from xcube.core.store import DataStore, get_data_store_params_schema, new_data_s
 
 from ..config.model import STORAGE_STORE, StoreConfig
 from ..errors import StoreError
+from ..gdalenv import GdalSettings, s3_settings, s3fs_options
 
 CACHE_FOLDER = ".multistore-cache"
+
+# xcube's S3 file-system store: its storage_options are s3fs keywords.
+S3_STORE_ID = "s3"
+# Stores that read nothing over the network: GDAL's HTTP settings do not concern them.
+LOCAL_STORE_IDS = frozenset({"file", "memory"})
 
 
 class StorePool(Mapping[str, DataStore]):
@@ -63,6 +69,8 @@ class StorePool(Mapping[str, DataStore]):
     def store_params(self, cfg: StoreConfig) -> dict[str, Any]:
         """The params a store is created with, defaults filled in."""
         params = dict(cfg.store_params)
+        if cfg.store_id == S3_STORE_ID and isinstance(params.get("storage_options"), Mapping):
+            params["storage_options"] = s3fs_options(params["storage_options"])
         try:
             schema = get_data_store_params_schema(cfg.store_id)
             properties = schema.properties
@@ -73,6 +81,28 @@ class StorePool(Mapping[str, DataStore]):
             root = self._base_dir / CACHE_FOLDER / cfg.identifier
             params["cache_store_params"] = {"root": str(root)}
         return params
+
+    def gdal_settings(self, identifier: str, general: GdalSettings | None = None) -> GdalSettings:
+        """GDAL options for reading the data of store ``identifier``.
+
+        ``general`` (the run's HTTP options) plus, for s3 stores, S3 access:
+        xcube's GeoTIFF opener reads through GDAL's /vsis3/, which knows
+        nothing of s3fs's storage options; these settings tell it the same.
+        Local stores get none (no network: scoping their tasks would only cost).
+        """
+        cfg = self._configs.get(identifier)
+        if cfg is None:
+            raise KeyError(f"no data store {identifier!r} (defined: {', '.join(self._configs)})")
+        if cfg.store_id in LOCAL_STORE_IDS:
+            return GdalSettings()
+        settings = general or GdalSettings()
+        options = cfg.store_params.get("storage_options")
+        if cfg.store_id != S3_STORE_ID or not isinstance(options, Mapping):
+            return settings
+        try:
+            return settings.merged(s3_settings(options))
+        except ValueError as e:
+            raise StoreError(f"data store {identifier!r}: storage_options: {e}") from None
 
     def _create(self, cfg: StoreConfig) -> DataStore:
         try:
