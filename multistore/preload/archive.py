@@ -59,7 +59,7 @@ class ArchiveLimits:
         by_ratio = int(self.max_ratio * max(compressed_size, 1))
         if by_ratio < self.max_total_bytes:
             return by_ratio, (
-                f"max_unpack_ratio={self.max_ratio:g} times the {compressed_size} bytes read"
+                f"max_unpack_ratio={self.max_ratio:g} times the {compressed_size} bytes of the compressed file"
             )
         return self.max_total_bytes, f"max_unpacked_bytes={self.max_total_bytes}"
 

@@ -130,7 +130,13 @@ def _convertible(name: str, options: PreloadOptions) -> bool:
 
 def _convert(src: Path, dest: Path, options: PreloadOptions) -> None:
     convert = raster_to_zarr if is_raster(src.name) else netcdf_to_zarr
-    convert(src, dest, chunk_size=options.chunk_size, zarr_format=options.zarr_format)
+    convert(
+        src,
+        dest,
+        chunk_size=options.chunk_size,
+        zarr_format=options.zarr_format,
+        limits=options.limits,
+    )
 
 
 def _zarr_roots(folder: Path, files: list[str]) -> list[str]:

@@ -113,6 +113,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         staging_dir: str | None = None,
         max_unpacked_bytes: int | None = None,
         max_archive_members: int | None = None,
+        max_unpack_ratio: float | None = None,
         range_split_bytes: int | None = DEFAULT_SPLIT_BYTES,
     ):
         self._record_id = resolve_record_id(root)
@@ -125,6 +126,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         self._limits = ArchiveLimits(
             max_total_bytes=max_unpacked_bytes or defaults.max_total_bytes,
             max_members=max_archive_members or defaults.max_members,
+            max_ratio=max_unpack_ratio or defaults.max_ratio,
         )
         self._client = ZenodoClient(
             base_url,
@@ -191,6 +193,11 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 ),
                 max_unpacked_bytes=JsonIntegerSchema(minimum=1, nullable=True),
                 max_archive_members=JsonIntegerSchema(minimum=1, nullable=True),
+                max_unpack_ratio=JsonNumberSchema(
+                    minimum=1,
+                    nullable=True,
+                    title="Unpacked or converted bytes per byte of archive or file (default 1000)",
+                ),
                 range_split_bytes=_RANGE_SPLIT_SCHEMA,
             ),
             required=["root"],

@@ -11,16 +11,21 @@ import io
 import os
 import stat
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from multistore.errors import UnsafeArchiveError
-from multistore.preload.archive import unpack_archive
+from multistore.preload.archive import ArchiveLimits, unpack_archive
 
 # Duplicate member names are part of the attacks.
-pytestmark = pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Duplicate name:UserWarning"),
+    pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning"),
+]
 
 
 def snapshot(top: Path, skip: Path) -> dict[str, tuple[str, bytes | str]]:
@@ -242,3 +247,82 @@ def test_links_inside_survive(tmp_path):
     assert files == ["alias.tif", "data/a.tif", "l0", "latest"]
     assert (tmp_path / "out/alias.tif").read_bytes() == b"A"
     assert (tmp_path / "out/latest/a.tif").read_bytes() == b"A"
+
+
+# -- decompression bombs (issue 12.2) ------------------------------------------------
+
+
+def zeros_tar_bz2(path: Path, size: int) -> Path:
+    with tarfile.open(path, "w:bz2") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = size
+        tf.addfile(info, io.BytesIO(bytes(size)))
+    return path
+
+
+def test_default_limits_refuse_a_bzip2_bomb_by_ratio(tmp_path):
+    archive = zeros_tar_bz2(tmp_path / "bomb.tar.bz2", 64 << 20)
+    ratio = (64 << 20) / archive.stat().st_size
+    assert ratio > 10_000  # the reference: bytes declared by the header over bytes on disk
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(
+        UnsafeArchiveError, match=r"limit max_unpack_ratio=1000 times the \d+ bytes"
+    ):
+        unpack_archive(archive, tmp_path / "cache" / "bomb")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_zip_bomb_is_refused_from_its_declared_sizes_before_writing(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_BZIP2) as zf:
+        zf.writestr("zeros.bin", bytes(32 << 20))
+    with pytest.raises(UnsafeArchiveError, match="declares more than .*max_unpack_ratio"):
+        unpack_archive(archive, tmp_path / "cache" / "bomb")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+
+
+def test_explicit_limits_win_over_the_ratio(tmp_path):
+    archive = zeros_tar_bz2(tmp_path / "zeros.tar.bz2", 4 << 20)
+    files = unpack_archive(archive, tmp_path / "out", limits=ArchiveLimits(max_ratio=1e9))
+    assert files == ["zeros.bin"]
+    assert (tmp_path / "out/zeros.bin").stat().st_size == 4 << 20
+
+
+def sparse_geotiff(path: Path, size: int) -> Path:
+    """A size x size uint8 GeoTIFF with no tile written: a few KB on disk (GDAL SPARSE_OK)."""
+    import rasterio
+
+    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", tiled=True)
+    profile |= dict(blockxsize=1024, blockysize=1024, compress="deflate", sparse_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile):
+            pass
+    return path
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_sparse_raster_bomb_is_not_converted(tmp_path, zipped):
+    import time
+
+    import rasterio
+
+    from multistore.preload.process import PreloadOptions, process_file
+
+    tif = sparse_geotiff(tmp_path / "sparse.tif", 200_000)
+    with rasterio.open(tif) as src:  # the reference: GDAL's own idea of the pixels
+        expected = src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
+    assert expected == 40_000_000_000
+    local, key = tif, "sparse.tif"
+    if zipped:
+        local, key = tmp_path / "sparse.zip", "sparse.zip"
+        with zipfile.ZipFile(local, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(tif, "sparse.tif")
+        tif.unlink()
+    work = tmp_path / "work"
+    work.mkdir()
+    start = time.monotonic()
+    with pytest.raises(UnsafeArchiveError, match=rf"means {expected} bytes.*max_unpack_ratio"):
+        process_file(local, key, work, PreloadOptions())
+    assert time.monotonic() - start < 20
+    assert not list(work.rglob("*.zarr"))

@@ -614,3 +614,21 @@ def test_zipped_zarr_without_range_support_is_preloaded_then_opened(zarr_record,
     np.testing.assert_array_equal(again.open_data("agb.zarr").agb.values, CUBE.agb.values)
     np.testing.assert_array_equal(again.open_data("agb.zarr.zip").agb.values, CUBE.agb.values)
     assert downloads(zarr_record, "agb.zarr.zip") == []  # served from the cache
+
+
+def test_bomb_limits_are_store_params_named_in_the_message(zenodo, tmp_path):  # noqa: F811
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:bz2") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 8 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    zenodo.add_record(RID, {"zeros.tar.bz2": buffer.getvalue()})
+    with pytest.raises(UnsafeArchiveError, match="Zenodo record 13333034, .*max_unpack_ratio=1000"):
+        new_store(zenodo, tmp_path).preload_data("zeros.tar.bz2")
+    with pytest.raises(UnsafeArchiveError, match="limit max_unpacked_bytes=1000000"):
+        new_store(zenodo, tmp_path, max_unpacked_bytes=10**6, max_unpack_ratio=1e6).preload_data(
+            "zeros.tar.bz2"
+        )
+    store = new_store(zenodo, tmp_path, max_unpack_ratio=1e6)
+    store.preload_data("zeros.tar.bz2")
+    assert store.list_data_ids() == ["zeros.tar.bz2", "zeros/zeros.bin"]
