@@ -17,6 +17,7 @@ from .config.model import STORAGE_STORE, Config, PreloadConfig
 from .cube import Scratch, build_cube
 from .errors import DatasetError, WriteError
 from .grid import TargetGrid
+from .locks import CubeLock, Lease
 from .plan import CubePlan, Plan
 from .quicklook import write_quicklook
 from .retry import with_retries
@@ -147,6 +148,27 @@ class Generator:
         return RunReport(tuple(self.board.results()))
 
     def _run_one(self, cube: CubePlan) -> None:
+        """Build ``cube`` holding its lock, so a second run on this storage waits its turn."""
+        ident = cube.identifier
+
+        def waiting(holder: Lease | None, path: str) -> None:
+            who = holder.describe() if holder else "another run"
+            message = f"waiting: {cube.output} is being written by {who} (lock {path})"
+            log.warning("%s: %s", ident, message)
+            self.board.update(ident, message=message)
+
+        try:
+            lock = CubeLock(StorageTarget(self.stores.storage, cube.output))
+            lock.acquire(on_wait=waiting)
+        except Exception as e:
+            self._fail(ident, e)
+            return
+        try:
+            self._run_locked(cube)
+        finally:
+            lock.release()
+
+    def _run_locked(self, cube: CubePlan) -> None:
         ident = cube.identifier
         for dep in cube.depends_on:
             if self.board.get(dep).status is Status.FAILED:
