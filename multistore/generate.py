@@ -15,6 +15,7 @@ import xarray as xr
 
 from .config.model import STORAGE_STORE, Config, PreloadConfig
 from .cube import Scratch, build_cube
+from .diskspace import explain, storage_os_error
 from .errors import DatasetError, WriteError
 from .grid import TargetGrid
 from .locks import CubeLock, Lease
@@ -29,6 +30,7 @@ from .writer import (
     CubeState,
     StorageTarget,
     cube_state,
+    remove_partial_cube,
     remove_scratch,
     write_netcdf,
     write_zarr,
@@ -176,6 +178,7 @@ class Generator:
                     ident, status=Status.FAILED, message=f"grid source {dep!r} failed"
                 )
                 return
+        writing = False
         try:
             target = StorageTarget(self.stores.storage, cube.output)
             state = cube_state(target, cube.fingerprint)
@@ -211,9 +214,12 @@ class Generator:
                 output=target.path,
                 message=_describe(ds),
             )
+            writing = True
             self._write(cube, ds, target)
             remove_scratch(target)
         except Exception as e:
+            if writing:
+                e = self._drop_partial_cube(target, ds, e)
             self._fail(ident, e)
             return
         message = _describe(ds)
@@ -224,6 +230,30 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _drop_partial_cube(
+        self, target: StorageTarget, ds: xr.Dataset, error: Exception
+    ) -> Exception:
+        """Remove what a failed write left (it is rebuilt from scratch anyway, and would keep
+        a full disk full); say how much space the cube needs when the storage was the cause.
+
+        The scratch folder (resumable downloads of stores) is kept for the next run.
+        """
+        try:
+            remove_partial_cube(target)
+        except Exception as cleanup:  # report the write error, not the cleanup's
+            log.warning("could not remove the partial cube %s: %s", target.path, cleanup)
+        cause = storage_os_error(error)
+        if cause is None:
+            return error
+        needed = sum(int(v.nbytes) for v in ds.data_vars.values())
+        message = explain(cause, target.path, needed)
+        explained = WriteError(
+            f"writing {target.output} failed: {message} (uncompressed size, an upper bound); "
+            "the partial cube was removed"
+        )
+        explained.__cause__ = error
+        return explained
 
     def _scratch(self, target: StorageTarget) -> Scratch:
         protocol = target.fs.protocol

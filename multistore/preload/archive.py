@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..diskspace import explain, storage_os_error
 from ..errors import PreloadError, UnsafeArchiveError
 
 # Longest first: ".tar.gz" must win over ".gz".
@@ -111,6 +112,11 @@ def unpack_archive(
         except OSError as e:
             if isinstance(e, PreloadError):
                 raise
+            storage = storage_os_error(e)
+            if storage is not None:
+                raise PreloadError(
+                    f"{archive.name}: unpacking failed: {explain(storage, str(target.parent))}"
+                ) from e
             raise PreloadError(f"{archive.name}: unpacking failed: {e}") from e
         root = staging
         if strip_top is not None:

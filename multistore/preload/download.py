@@ -32,6 +32,7 @@ from typing import TypeVar
 import requests
 import urllib3
 
+from ..diskspace import explain, storage_os_error
 from ..errors import ChecksumError, PreloadError
 from .http import RetryPolicy, describe_retry_error
 
@@ -285,6 +286,14 @@ class _Transfer:
                 ) as e:
                     if isinstance(e, PreloadError):
                         raise
+                    storage = storage_os_error(e)
+                    if storage is not None:  # retrying cannot help: fail now, keep the part
+                        kept = part.stat().st_size if part.exists() else 0
+                        need = total - kept if total is not None else None
+                        raise PreloadError(
+                            f"{remote.label}: {explain(storage, str(part.parent), need)}; the "
+                            f"partial file ({kept} bytes) is kept to resume later"
+                        ) from e
                     error = e
             failures += 1
             if failures > policy.max_retries:
