@@ -16,10 +16,12 @@ import xarray as xr
 from .config.model import STORAGE_STORE, Config, PreloadConfig
 from .cube import Scratch, build_cube
 from .diskspace import explain, storage_os_error
-from .errors import DatasetError, WriteError
+from .errors import DatasetError, SourceOpenError, WriteError
 from .grid import TargetGrid
 from .locks import CubeLock, Lease
 from .plan import CubePlan, Plan
+from .preload.archive import archive_stem
+from .preload.convert import zarr_name
 from .quicklook import write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
@@ -89,6 +91,8 @@ class Generator:
         self.runner = runner
         self.force = force
         self._scrub = Scrubber(config.secret_values)
+        # store identifier -> (failed preload job, its scrubbed reason), for cubes that need them
+        self._failed_preloads: dict[str, list[tuple[PreloadConfig, str]]] = {}
 
     # -- preload ---------------------------------------------------------------------
 
@@ -100,6 +104,8 @@ class Generator:
                 self._preload_one(preload, label)
             except Exception as e:
                 self._fail(label, e)
+                reason = self.board.get(label).message or type(e).__name__
+                self._failed_preloads.setdefault(preload.store, []).append((preload, reason))
             else:
                 self.board.update(label, status=Status.COMPLETED, message="preloaded")
 
@@ -220,7 +226,7 @@ class Generator:
         except Exception as e:
             if writing:
                 e = self._drop_partial_cube(target, ds, e)
-            self._fail(ident, e)
+            self._fail(ident, self._blame_failed_preload(cube, e))
             return
         message = _describe(ds)
         if self.config.general.quicklook:
@@ -230,6 +236,23 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _blame_failed_preload(self, cube: CubePlan, error: Exception) -> Exception:
+        """A cube that cannot open data whose preload failed says so, not "preload it first"."""
+        if not isinstance(error, SourceOpenError):
+            return error
+        for source in cube.dataset.sources:
+            for preload, reason in self._failed_preloads.get(source.store, []):
+                key = next((k for k in preload.data_ids if _made_by(k, source.data_id)), None)
+                if key is None:
+                    continue
+                blamed = SourceOpenError(
+                    f"{source.location or source.identifier}: {source.data_id!r} comes from "
+                    f"the preload of {key!r} in store {source.store!r}, which failed: {reason}"
+                )
+                blamed.__cause__ = error
+                return blamed
+        return error
 
     def _drop_partial_cube(
         self, target: StorageTarget, ds: xr.Dataset, error: Exception
@@ -291,6 +314,15 @@ class Generator:
         )
         message = self._scrub(" ".join(message.split()))
         self.board.update(ident, status=Status.FAILED, message=message, error=error)
+
+
+def _made_by(key: str, data_id: str) -> bool:
+    """Whether preloading ``key`` gives ``data_id``: the file itself, a member of the
+    archive (``france.zip`` -> ``france/...``), its Zarr conversion, or an unpacked Zarr."""
+    stem = archive_stem(key)
+    if stem is not None:
+        return data_id == stem or data_id.startswith(f"{stem}/")
+    return data_id in (key, zarr_name(key))
 
 
 def _cause(error: BaseException) -> BaseException:

@@ -553,26 +553,37 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         # Every HTTP transfer (a whole file or one range of a large one) runs on this one
         # pool, so max_concurrency bounds the connections of all files together. File
         # workers only wait for their transfers, then verify, unpack and convert.
+        # xcube's handle maps a finished future to its data id through a dict it fills
+        # only after submitting: a job that ends at once (already preloaded) finds no entry
+        # and its done-callback fails ("assert data_id is not None") or names the wrong id.
+        # So jobs start only once the handle is fully built; then we wait for them.
+        started = threading.Event()
+        workers = ThreadPoolExecutor(
+            max_workers=self._max_concurrency, thread_name_prefix="zenodo-preload"
+        )
         with ThreadPoolExecutor(
             max_workers=self._max_concurrency, thread_name_prefix="zenodo-transfer"
         ) as transfers:
-            handle = ExecutorPreloadHandle(
-                keys,
-                preload_data=functools.partial(
-                    self._preload_file,
-                    files=files,
-                    force=params["force"],
-                    options=options,
-                    progress=progress,
-                    failures=failures,
-                    transfer=_TransferSettings(transfers, split_bytes),
-                ),
-                executor=ThreadPoolExecutor(
-                    max_workers=self._max_concurrency, thread_name_prefix="zenodo-preload"
-                ),
-                blocking=True,
-                silent=params["silent"],
-            )
+            try:
+                handle = ExecutorPreloadHandle(
+                    keys,
+                    preload_data=functools.partial(
+                        self._preload_file,
+                        files=files,
+                        force=params["force"],
+                        options=options,
+                        progress=progress,
+                        failures=failures,
+                        transfer=_TransferSettings(transfers, split_bytes),
+                        started=started,
+                    ),
+                    executor=workers,
+                    blocking=False,
+                    silent=params["silent"],
+                )
+            finally:
+                started.set()
+                workers.shutdown(wait=True)
         self.preload_handle = handle
         errors = [failures[key] for key in keys if key in failures]
         if len(errors) == 1:
@@ -596,7 +607,9 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         progress: ProgressCallback | None,
         failures: dict[str, BaseException],
         transfer: _TransferSettings,
+        started: threading.Event,
     ) -> None:
+        started.wait()
         emit = functools.partial(self._emit, handle, progress, key)
         try:
             self._preload_steps(handle, files[key], force, options, emit, transfer)

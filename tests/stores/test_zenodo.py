@@ -632,3 +632,60 @@ def test_bomb_limits_are_store_params_named_in_the_message(zenodo, tmp_path):  #
     store = new_store(zenodo, tmp_path, max_unpack_ratio=1e6)
     store.preload_data("zeros.tar.bz2")
     assert store.list_data_ids() == ["zeros.tar.bz2", "zeros/zeros.bin"]
+
+
+def test_rerun_with_a_full_cache_has_no_stray_handler_tracebacks(record, tmp_path, caplog):
+    """Jobs that finish at once (already preloaded) must not trip xcube's handle bookkeeping."""
+    from xcube.core.store import PreloadStatus
+
+    keys = ("france.zip", "france2.zip", "planet_canopy_height_30m_v0.1.tif")
+    new_store(record, tmp_path).preload_data(*keys)
+    with caplog.at_level(logging.ERROR):
+        for _ in range(15):
+            store = new_store(record, tmp_path, max_concurrency=3)
+            store.preload_data(*keys)
+            states = {k: store.preload_handle.get_state(k).status for k in keys}
+            assert states == dict.fromkeys(keys, PreloadStatus.completed)
+    assert not [r for r in caplog.records if r.name == "concurrent.futures"], caplog.text
+    assert "assert data_id is not None" not in caplog.text
+
+
+def test_cube_of_a_failed_preload_points_at_the_preload_failure(record, tmp_path):
+    from multistore.api import MultiSourceDataStore
+    from multistore.status import Status
+
+    record.file(RID, "france.zip").faults.wrong_checksum = True
+    config = {
+        "data_stores": [
+            {"identifier": "storage", "store_id": "file", "store_params": {"root": str(tmp_path)}},
+            {
+                "identifier": "zenodo",
+                "store_id": "zenodo",
+                "store_params": {
+                    "root": RID,
+                    "base_url": record.base_url,
+                    "cache_store_params": {"root": str(tmp_path / "cache")},
+                    **FAST,
+                },
+            },
+        ],
+        "preload_datasets": [{"store": "zenodo", "data_ids": ["france.zip"]}],
+        "datasets": [
+            {
+                "identifier": "mask",
+                "store": "zenodo",
+                "data_id": "france/forest_mask_france.zarr",
+            }
+        ],
+        "general": {"display": "none"},
+    }
+    report = MultiSourceDataStore(config).generate()
+    preload, cube = report.results
+    assert preload.status is Status.FAILED and "md5 mismatch" in preload.message
+    assert cube.status is Status.FAILED
+    assert "preload it first" not in cube.message
+    assert (
+        "'france/forest_mask_france.zarr' comes from the preload of 'france.zip' in store "
+        "'zenodo', which failed: " in cube.message
+    ), cube.message
+    assert "md5 mismatch" in cube.message
