@@ -82,8 +82,15 @@ def range_part_path(partial_dir: Path, remote: RemoteFile, span: Span) -> Path:
     return Path(partial_dir) / f"{_partial_stem(remote)}.{span[0]}-{span[1]}.part"
 
 
+MAX_RANGES = 10_000  # a record claiming a huge size must not make a huge list of ranges
+
+
 def split_spans(size: int, split_bytes: int) -> list[Span]:
-    """``size`` bytes as consecutive ranges of ``split_bytes`` (the last one shorter)."""
+    """``size`` bytes as consecutive ranges of ``split_bytes`` (the last one shorter).
+
+    At most ``MAX_RANGES`` ranges: larger files get larger ranges.
+    """
+    split_bytes = max(split_bytes, -(-size // MAX_RANGES))
     return [(s, min(s + split_bytes, size) - 1) for s in range(0, size, split_bytes)]
 
 

@@ -689,3 +689,41 @@ def test_cube_of_a_failed_preload_points_at_the_preload_failure(record, tmp_path
         "'zenodo', which failed: " in cube.message
     ), cube.message
     assert "md5 mismatch" in cube.message
+
+
+@pytest.mark.parametrize(
+    "key", ["../../evil.tif", "/etc/evil.tif", "a//b.tif", "a/./b.tif", ".multistore/manifest.json"]
+)
+def test_record_with_unsafe_file_keys_is_refused(zenodo, tmp_path, key):  # noqa: F811
+    zenodo.add_record(RID, {"ok.tif": HEIGHT_TIF, key: b"EVIL"})
+    store = new_store(zenodo, tmp_path)
+    with pytest.raises(StoreError, match="not a safe relative path"):
+        store.preload_data("ok.tif")
+    assert not list(tmp_path.rglob("evil.tif"))
+
+
+@pytest.mark.parametrize(
+    ("size", "checksum", "message"),
+    [
+        (10, "md5:../../../../tmp/x", "not an md5 hex digest"),
+        (-1, None, "implausible size"),
+        (2**60, None, "implausible size"),
+        ("10", None, "implausible size"),
+    ],
+)
+def test_record_numbers_and_checksums_are_checked(size, checksum, message):
+    from multistore.stores.zenodo_api import ZenodoFile, checked_file
+
+    with pytest.raises(StoreError, match=message):
+        checked_file(RID, ZenodoFile("a.tif", size, checksum, "http://127.0.0.1/x"))
+    good = ZenodoFile("dir/a.tif", 10, "md5:" + "0" * 32, "http://127.0.0.1/x")
+    assert checked_file(RID, good) is good
+
+
+def test_huge_sizes_do_not_make_huge_range_lists():
+    from multistore.preload.download import MAX_RANGES, split_spans
+
+    spans = split_spans(2**44, 1)
+    assert len(spans) == MAX_RANGES
+    assert spans[0][0] == 0 and spans[-1][1] == 2**44 - 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:], strict=False))
