@@ -20,8 +20,7 @@ from .errors import DatasetError, SourceOpenError, WriteError
 from .grid import TargetGrid
 from .locks import CubeLock, Lease
 from .plan import CubePlan, Plan
-from .preload.archive import archive_stem
-from .preload.convert import zarr_name
+from .preload.process import comes_from
 from .quicklook import write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
@@ -243,7 +242,7 @@ class Generator:
             return error
         for source in cube.dataset.sources:
             for preload, reason in self._failed_preloads.get(source.store, []):
-                key = next((k for k in preload.data_ids if _made_by(k, source.data_id)), None)
+                key = next((k for k in preload.data_ids if comes_from(source.data_id, k)), None)
                 if key is None:
                     continue
                 blamed = SourceOpenError(
@@ -314,15 +313,6 @@ class Generator:
         )
         message = self._scrub(" ".join(message.split()))
         self.board.update(ident, status=Status.FAILED, message=message, error=error)
-
-
-def _made_by(key: str, data_id: str) -> bool:
-    """Whether preloading ``key`` gives ``data_id``: the file itself, a member of the
-    archive (``france.zip`` -> ``france/...``), its Zarr conversion, or an unpacked Zarr."""
-    stem = archive_stem(key)
-    if stem is not None:
-        return data_id == stem or data_id.startswith(f"{stem}/")
-    return data_id in (key, zarr_name(key))
 
 
 def _cause(error: BaseException) -> BaseException:

@@ -61,6 +61,15 @@ def file_format(name: str) -> str:
     return lower.rpartition(".")[2] if "." in lower else "unknown"
 
 
+def comes_from(data_id: str, key: str) -> bool:
+    """Whether preloading the file ``key`` gives ``data_id``: the file itself, its Zarr
+    conversion, or anything unpacked from it (``france.zip`` -> ``france/...``, ``france``)."""
+    stem = archive_stem(key)
+    if stem is not None:
+        return data_id == stem or data_id.startswith(f"{stem}/")
+    return data_id in (key, zarr_name(key))
+
+
 def process_file(
     local: Path,
     key: str,
