@@ -93,7 +93,8 @@ class CubeLock:
         protocol = self.fs.protocol
         protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
         self.local = "file" in protocols or "local" in protocols
-        self.is_s3 = "s3" in protocols or "s3a" in protocols
+        # S3 has an atomic conditional put; memory is one process: no read-back pause needed
+        self.atomic_create = bool({"s3", "s3a", "memory"} & set(protocols))
         self._fd: int | None = None
         self._lease: Lease | None = None
         self._stop = threading.Event()
@@ -279,7 +280,7 @@ class CubeLock:
             self.fs.pipe_file(self.path, data, mode="create")
         except FileExistsError:  # s3fs turns S3's 412 PreconditionFailed into this
             return False
-        if not self.is_s3:
+        if not self.atomic_create:
             # No atomic create: a racing writer may have overwritten ours. Read back.
             time.sleep(_WRITE_VERIFY_PAUSE_S)
         current = self._read_remote()

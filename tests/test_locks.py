@@ -248,6 +248,9 @@ def test_two_generate_processes_on_one_storage(project, tmp_path):
         assert b.poll() is None, b_log.read_text()
         assert f"process {a.pid} on" in b_log.read_text()
         assert not (race / f"started-{b.pid}").exists()  # B did not start building
+        (row,) = MultiSourceDataStore(two).status()
+        assert row.writing is not None and row.writing.startswith(f"process {a.pid} on")
+        assert str(row.state) == "missing"
         (race / "go").touch()
         while a.poll() is None or b.poll() is None:
             sample()
