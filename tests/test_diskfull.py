@@ -174,3 +174,36 @@ def test_download_hitting_a_file_size_limit_fails_at_once_and_resumes(zenodo, tm
     gets = [r for r in zenodo.requests if r.path == f"/records/{rid}/files/big.bin"]
     assert [g.range for g in gets if g.method == "GET"][-1] == "bytes=300000-"
     assert (cache / "big.bin").read_bytes() == body
+
+
+def test_unpacking_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "big.zip"
+    body = np.random.default_rng(1).integers(0, 256, 1_000_000, dtype=np.uint8).tobytes()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("big.bin", body)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    code = textwrap.dedent(
+        f"""
+        import resource, signal
+        from multistore.preload.archive import unpack_archive
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        try:
+            unpack_archive({str(archive)!r}, {str(cache / "big")!r})
+        except Exception as e:
+            print(type(e).__name__, e)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert run.stdout.startswith("PreloadError big.zip: unpacking failed: no space to write at")
+    assert os.strerror(errno.EFBIG) in run.stdout, run.stdout + run.stderr
+    assert list(cache.iterdir()) == []  # the staging folder was removed
