@@ -118,6 +118,8 @@ class CubeLock:
         ``on_wait`` is called when waiting starts and then every minute;
         ``wait_s`` bounds the wait (None: as long as the holder is alive).
         """
+        if self._lease is not None:
+            raise CubeLockError(f"{self.target.output}: this lock is already held")
         start = time.monotonic()
         last_report = None
         while True:
@@ -127,11 +129,14 @@ class CubeLock:
                 raise CubeLockError(
                     f"{self.target.output}: cannot take the lock {self.path}: {e}"
                 ) from e
+            if self._lease is not None:
+                return  # ours
             if holder is None:
-                return
+                time.sleep(0.01)  # a stale lease was removed or the lease just released
+                continue
             waited = time.monotonic() - start
             if wait_s is not None and waited >= wait_s:
-                who = holder.describe() if holder else "another run"
+                who = holder.describe()
                 raise CubeLockError(
                     f"{self.target.output} is being written by {who}; gave up after "
                     f"{waited:.0f} s. If no other run is active, delete {self.path}"
@@ -169,6 +174,8 @@ class CubeLock:
     # -- local: flock + hard link ----------------------------------------------------------
 
     def _try_acquire_local(self) -> Lease | None:
+        """One attempt: sets ``self._lease`` when taken, else returns the live holder
+        (or None when the next attempt may succeed at once)."""
         import fcntl
 
         path = self.path
@@ -248,6 +255,7 @@ class CubeLock:
         return Lease.from_bytes(data) or _unreadable_lease(self.fs, self.path)
 
     def _try_acquire_remote(self) -> Lease | None:
+        """One attempt, as ``_try_acquire_local``."""
         parent = self.path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         lease = self._new_lease()

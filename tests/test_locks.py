@@ -29,6 +29,13 @@ def local_target(tmp_path: Path) -> StorageTarget:
     return StorageTarget(new_data_store("file", root=str(tmp_path / "out")), "cube.zarr")
 
 
+def assert_held_by_us(target: StorageTarget) -> None:
+    lease = read_lock(target)
+    assert lease is not None and lease.pid == os.getpid()
+    with pytest.raises(CubeLockError, match=f"process {os.getpid()} on"):
+        CubeLock(target, poll_s=0.01).acquire(wait_s=0)
+
+
 def test_second_local_lock_waits_and_names_the_holder(tmp_path):
     first, second = CubeLock(local_target(tmp_path)), CubeLock(local_target(tmp_path), poll_s=0.05)
     first.acquire()
@@ -76,6 +83,7 @@ def test_lease_of_a_killed_process_is_taken_over_at_once(tmp_path):
         start = time.monotonic()
         waiting.acquire(wait_s=5)
         assert time.monotonic() - start < 1
+        assert_held_by_us(local_target(tmp_path))
         waiting.release()
     finally:
         holder.kill()
@@ -116,6 +124,7 @@ def test_s3_stale_leases_are_taken_over(s3_target):
     target.fs.pipe_file(lock_path(target), expired.to_bytes())
     lock = CubeLock(s3_target(), poll_s=0.05)
     lock.acquire(wait_s=2)
+    assert_held_by_us(s3_target())
     lock.release()
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
@@ -125,6 +134,7 @@ def test_s3_stale_leases_are_taken_over(s3_target):
     mine = Lease("x", socket.gethostname(), int(dead.stdout), now, now + 3600)  # a dead pid here
     target.fs.pipe_file(lock_path(target), mine.to_bytes())
     lock.acquire(wait_s=2)
+    assert_held_by_us(s3_target())
     lock.release()
     live = Lease("y", "elsewhere", 1, now, now + 3600)
     target.fs.pipe_file(lock_path(target), live.to_bytes())
