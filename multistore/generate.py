@@ -223,9 +223,8 @@ class Generator:
             self._write(cube, ds, target)
             remove_scratch(target)
         except Exception as e:
-            if writing:
-                e = self._drop_partial_cube(target, ds, e)
-            self._fail(ident, self._blame_failed_preload(cube, e))
+            error = self._drop_partial_cube(target, ds, e) if writing else e
+            self._fail(ident, self._blame_failed_preload(cube, error))
             return
         message = _describe(ds)
         if self.config.general.quicklook:
