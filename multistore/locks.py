@@ -1,7 +1,8 @@
 """One writer per cube: a lease in the storage store, so two runs never rewrite the same cube.
 
 The lease is ``<root>/.multistore/locks/<output>.lock``, a small JSON object
-naming its owner (host, pid, a random token) and when it expires.
+naming its owner (host, pid, a random token) and when it expires. Preload
+caches use the same leases (``LeaseLock``) per preloaded file.
 
 - Local storage: the lease file is written in full under a temporary name,
   locked with ``flock`` and then hard-linked into place (``link`` fails if the
@@ -80,29 +81,30 @@ class CubeLockError(WriteError):
 WaitCallback = Callable[[Lease | None, str], None]  # (holder if known, lock path)
 
 
-class CubeLock:
-    """An exclusive lease on one cube's output; use as a context manager or acquire/release."""
+class LeaseLock:
+    """An exclusive lease on ``path`` in the filesystem ``fs``; ``name`` says what it guards."""
 
     def __init__(
-        self, target: StorageTarget, *, ttl_s: float = LEASE_TTL_S, poll_s: float = POLL_S
+        self,
+        fs: Any,
+        path: str,
+        name: str,
+        *,
+        ttl_s: float = LEASE_TTL_S,
+        poll_s: float = POLL_S,
     ):
-        self.target = target
+        self.fs = fs
+        self.path = path
+        self.name = name
         self.ttl_s = ttl_s
         self.poll_s = poll_s
-        self.fs = target.fs
-        protocol = self.fs.protocol
-        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-        self.local = "file" in protocols or "local" in protocols
+        self.local = _is_local(fs)
         # S3 has an atomic conditional put; memory is one process: no read-back pause needed
-        self.atomic_create = bool({"s3", "s3a", "memory"} & set(protocols))
+        self.atomic_create = bool({"s3", "s3a", "memory"} & set(_protocols(fs)))
         self._fd: int | None = None
         self._lease: Lease | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
-
-    @property
-    def path(self) -> str:
-        return lock_path(self.target)
 
     def _new_lease(self) -> Lease:
         now = time.time()
@@ -119,16 +121,14 @@ class CubeLock:
         ``wait_s`` bounds the wait (None: as long as the holder is alive).
         """
         if self._lease is not None:
-            raise CubeLockError(f"{self.target.output}: this lock is already held")
+            raise CubeLockError(f"{self.name}: this lock is already held")
         start = time.monotonic()
         last_report = None
         while True:
             try:
                 holder = self._try_acquire_local() if self.local else self._try_acquire_remote()
             except OSError as e:
-                raise CubeLockError(
-                    f"{self.target.output}: cannot take the lock {self.path}: {e}"
-                ) from e
+                raise CubeLockError(f"{self.name}: cannot take the lock {self.path}: {e}") from e
             if self._lease is not None:
                 return  # ours
             if holder is None:
@@ -138,7 +138,7 @@ class CubeLock:
             if wait_s is not None and waited >= wait_s:
                 who = holder.describe()
                 raise CubeLockError(
-                    f"{self.target.output} is being written by {who}; gave up after "
+                    f"{self.name} is being written by {who}; gave up after "
                     f"{waited:.0f} s. If no other run is active, delete {self.path}"
                 )
             if on_wait is not None and (last_report is None or waited - last_report >= 60):
@@ -222,7 +222,7 @@ class CubeLock:
                     stale = Lease.from_bytes(_read_fd(fd))
                     log.warning(
                         "%s: removing the stale lock of %s, which is no longer running",
-                        self.target.output,
+                        self.name,
                         stale.describe() if stale else "a run",
                     )
                     os.unlink(path)
@@ -263,7 +263,7 @@ class CubeLock:
             self._lease = lease
             self._stop.clear()
             self._renewer = threading.Thread(
-                target=self._renew, name=f"lease-{self.target.output}", daemon=True
+                target=self._renew, name=f"lease-{self.name}", daemon=True
             )
             self._renewer.start()
             return None
@@ -273,7 +273,7 @@ class CubeLock:
         if _is_stale(holder):
             log.warning(
                 "%s: removing the stale lock of %s (expired or no longer running)",
-                self.target.output,
+                self.name,
                 holder.describe(),
             )
             # Re-read just before removing, so a lease renewed or replaced meanwhile stays.
@@ -305,7 +305,7 @@ class CubeLock:
                     log.error(
                         "%s: the lock %s was taken over by %s; another run may be writing "
                         "this cube",
-                        self.target.output,
+                        self.name,
                         self.path,
                         current.describe() if current else "nobody",
                     )
@@ -316,7 +316,25 @@ class CubeLock:
                 self.fs.pipe_file(self.path, renewed.to_bytes())
                 self._lease = renewed
             except OSError as e:  # keep trying: the lease is still valid for a while
-                log.warning("%s: renewing the lock failed: %s", self.target.output, e)
+                log.warning("%s: renewing the lock failed: %s", self.name, e)
+
+
+class CubeLock(LeaseLock):
+    """The lease on one cube's output in the storage store."""
+
+    def __init__(
+        self, target: StorageTarget, *, ttl_s: float = LEASE_TTL_S, poll_s: float = POLL_S
+    ):
+        super().__init__(target.fs, lock_path(target), target.output, ttl_s=ttl_s, poll_s=poll_s)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _is_local(fs: Any) -> bool:
+    return bool({"file", "local"} & set(_protocols(fs)))
 
 
 def lock_path(target: StorageTarget) -> str:
@@ -334,7 +352,7 @@ def read_lock(target: StorageTarget) -> Lease | None:
     except (FileNotFoundError, OSError):
         return None
     lease = Lease.from_bytes(data) or _unreadable_lease(fs, path)
-    if CubeLock(target).local:
+    if _is_local(fs):
         return lease if _flock_held(path) else None
     return None if _is_stale(lease) else lease
 

@@ -54,6 +54,7 @@ from xcube.util.jsonschema import (
 )
 
 from ..errors import MultistoreError, PreloadError, StoreError
+from ..locks import Lease
 from ..preload.archive import ArchiveLimits, archive_stem
 from ..preload.cache import PreloadCache
 from ..preload.convert import RASTER_VARIABLE, is_raster, zarr_name
@@ -621,6 +622,27 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         handle.notify(PreloadState(key, status=PreloadStatus.completed))
 
     def _preload_steps(
+        self,
+        handle: PreloadHandle,
+        file: ZenodoFile,
+        force: bool,
+        options: PreloadOptions,
+        emit: functools.partial,
+        transfer: _TransferSettings,
+    ) -> None:
+        lock = self._cache.lock(f"{self._source}/{file.key}")
+
+        def waiting(holder: Lease | None, path: str) -> None:
+            who = holder.describe() if holder else "another run"
+            emit("waiting", message=f"being preloaded by {who} (lock {path})")
+
+        lock.acquire(on_wait=waiting)
+        try:
+            self._preload_locked(handle, file, force, options, emit, transfer)
+        finally:
+            lock.release()
+
+    def _preload_locked(
         self,
         handle: PreloadHandle,
         file: ZenodoFile,

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import tarfile
+import time
 import zipfile
 
 import numpy as np
@@ -727,3 +728,37 @@ def test_huge_sizes_do_not_make_huge_range_lists():
     assert len(spans) == MAX_RANGES
     assert spans[0][0] == 0 and spans[-1][1] == 2**44 - 1
     assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_two_stores_sharing_a_cache_preload_a_file_once(record, tmp_path):
+    """Two runs sharing a cache: the second waits for the first's preload, then skips it."""
+    import threading
+
+    record.file(RID, "france.zip").faults.body_delay_s = 0.05
+    events: dict[str, list] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            new_store(record, tmp_path).preload_data(
+                "france.zip", progress=lambda e: events[name].append(e)
+            )
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    first = threading.Thread(target=run, args=("a",))
+    first.start()
+    while not any(e.phase == "download" for e in events["a"]):
+        time.sleep(0.01)
+    second = threading.Thread(target=run, args=("b",))
+    second.start()
+    first.join()
+    second.join()
+    assert errors == []
+    assert len(downloads(record, "france.zip")) == 1
+    assert [e.phase for e in events["b"]][-1] == "skipped"
+    assert any(
+        e.phase == "waiting" and "being preloaded by process" in e.message for e in events["b"]
+    )
+    ds = new_store(record, tmp_path).open_data("france/forest_mask_france.zarr")
+    np.testing.assert_array_equal(ds.band_data.values, MASK)
