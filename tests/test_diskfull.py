@@ -134,7 +134,7 @@ def test_download_hitting_a_file_size_limit_fails_at_once_and_resumes(zenodo, tm
     cache = tmp_path / "cache"
     code = textwrap.dedent(
         f"""
-        import resource, signal, time
+        import resource, signal
         from xcube.core.store import new_data_store
         import multistore.stores.zenodo
         store = new_data_store("zenodo", root="{rid}", base_url="{zenodo.base_url}",
@@ -142,12 +142,10 @@ def test_download_hitting_a_file_size_limit_fails_at_once_and_resumes(zenodo, tm
                                backoff_s=1.0, range_split_bytes=None)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
-        start = time.monotonic()
         try:
             store.preload_data("big.bin")
         except Exception as e:
             print(type(e).__name__, e)
-        print("elapsed", time.monotonic() - start)
         """
     )
     run = subprocess.run(
@@ -162,7 +160,8 @@ def test_download_hitting_a_file_size_limit_fails_at_once_and_resumes(zenodo, tm
     assert os.strerror(errno.EFBIG) in lines[0]
     assert "(700000 bytes) needed" in lines[0]
     assert "partial file (300000 bytes) is kept" in lines[0]
-    assert float(lines[-1].split()[1]) < 1.0  # not retried with 1 s backoffs
+    gets = [r for r in zenodo.requests if r.path == f"/records/{rid}/files/big.bin"]
+    assert len([g for g in gets if g.method == "GET"]) == 1  # not retried
     (part,) = (cache / ".multistore" / "staging" / "partial").iterdir()
     assert part.read_bytes() == body[:300_000]
     from xcube.core.store import new_data_store
