@@ -15,6 +15,7 @@ right after it is created, and the whole tree is checked again at the end.
 
 from __future__ import annotations
 
+import lzma
 import os
 import shutil
 import stat
@@ -105,7 +106,7 @@ def unpack_archive(
                 _unpack_tar(archive, staging, limits, progress)
             else:
                 raise PreloadError(f"{archive.name}: not a zip or tar archive (corrupt download?)")
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
             if isinstance(e, tarfile.FilterError):
                 raise UnsafeArchiveError(f"{archive.name}: unsafe member: {e}") from e
             raise PreloadError(f"{archive.name}: corrupt archive: {e}") from e
