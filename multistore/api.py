@@ -23,6 +23,7 @@ from .display import live_display
 from .gdalenv import apply_cache_max
 from .generate import Generator, RunReport
 from .grid import TargetGrid
+from .locks import read_lock
 from .plan import CubePlan, Plan, build_plan
 from .scheduler import dask_runner
 from .scrub import Scrubber, ScrubbingFilter
@@ -55,6 +56,7 @@ class CubeStatus:
     state: CubeState
     fingerprint: str
     completed: str | None = None
+    writing: str | None = None  # the run holding the cube's lock, e.g. "process 12 on host"
 
 
 class MultiSourceDataStore:
@@ -152,6 +154,7 @@ class MultiSourceDataStore:
         for cube in self.plan().cubes:
             target = StorageTarget(self.stores.storage, cube.output)
             marker = read_marker(target) or {}
+            lease = read_lock(target)
             rows.append(
                 CubeStatus(
                     cube.identifier,
@@ -159,6 +162,7 @@ class MultiSourceDataStore:
                     cube_state(target, cube.fingerprint),
                     cube.fingerprint,
                     marker.get("completed"),
+                    lease.describe() if lease else None,
                 )
             )
         return rows

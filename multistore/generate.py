@@ -15,9 +15,12 @@ import xarray as xr
 
 from .config.model import STORAGE_STORE, Config, PreloadConfig
 from .cube import Scratch, build_cube
-from .errors import DatasetError, WriteError
+from .diskspace import explain, storage_os_error
+from .errors import DatasetError, SourceOpenError, WriteError
 from .grid import TargetGrid
+from .locks import CubeLock, Lease
 from .plan import CubePlan, Plan
+from .preload.process import comes_from
 from .quicklook import write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
@@ -28,6 +31,7 @@ from .writer import (
     CubeState,
     StorageTarget,
     cube_state,
+    remove_partial_cube,
     remove_scratch,
     write_netcdf,
     write_zarr,
@@ -86,6 +90,8 @@ class Generator:
         self.runner = runner
         self.force = force
         self._scrub = Scrubber(config.secret_values)
+        # store identifier -> (failed preload job, its scrubbed reason), for cubes that need them
+        self._failed_preloads: dict[str, list[tuple[PreloadConfig, str]]] = {}
 
     # -- preload ---------------------------------------------------------------------
 
@@ -97,6 +103,8 @@ class Generator:
                 self._preload_one(preload, label)
             except Exception as e:
                 self._fail(label, e)
+                reason = self.board.get(label).message or type(e).__name__
+                self._failed_preloads.setdefault(preload.store, []).append((preload, reason))
             else:
                 self.board.update(label, status=Status.COMPLETED, message="preloaded")
 
@@ -147,6 +155,27 @@ class Generator:
         return RunReport(tuple(self.board.results()))
 
     def _run_one(self, cube: CubePlan) -> None:
+        """Build ``cube`` holding its lock, so a second run on this storage waits its turn."""
+        ident = cube.identifier
+
+        def waiting(holder: Lease | None, path: str) -> None:
+            who = holder.describe() if holder else "another run"
+            message = f"waiting: {cube.output} is being written by {who} (lock {path})"
+            log.warning("%s: %s", ident, message)
+            self.board.update(ident, message=message)
+
+        try:
+            lock = CubeLock(StorageTarget(self.stores.storage, cube.output))
+            lock.acquire(on_wait=waiting)
+        except Exception as e:
+            self._fail(ident, e)
+            return
+        try:
+            self._run_locked(cube)
+        finally:
+            lock.release()
+
+    def _run_locked(self, cube: CubePlan) -> None:
         ident = cube.identifier
         for dep in cube.depends_on:
             if self.board.get(dep).status is Status.FAILED:
@@ -154,6 +183,7 @@ class Generator:
                     ident, status=Status.FAILED, message=f"grid source {dep!r} failed"
                 )
                 return
+        writing = False
         try:
             target = StorageTarget(self.stores.storage, cube.output)
             state = cube_state(target, cube.fingerprint)
@@ -189,10 +219,12 @@ class Generator:
                 output=target.path,
                 message=_describe(ds),
             )
+            writing = True
             self._write(cube, ds, target)
             remove_scratch(target)
         except Exception as e:
-            self._fail(ident, e)
+            error = self._drop_partial_cube(target, ds, e) if writing else e
+            self._fail(ident, self._blame_failed_preload(cube, error))
             return
         message = _describe(ds)
         if self.config.general.quicklook:
@@ -202,6 +234,47 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _blame_failed_preload(self, cube: CubePlan, error: Exception) -> Exception:
+        """A cube that cannot open data whose preload failed says so, not "preload it first"."""
+        if not isinstance(error, SourceOpenError):
+            return error
+        for source in cube.dataset.sources:
+            for preload, reason in self._failed_preloads.get(source.store, []):
+                key = next((k for k in preload.data_ids if comes_from(source.data_id, k)), None)
+                if key is None:
+                    continue
+                blamed = SourceOpenError(
+                    f"{source.location or source.identifier}: {source.data_id!r} comes from "
+                    f"the preload of {key!r} in store {source.store!r}, which failed: {reason}"
+                )
+                blamed.__cause__ = error
+                return blamed
+        return error
+
+    def _drop_partial_cube(
+        self, target: StorageTarget, ds: xr.Dataset, error: Exception
+    ) -> Exception:
+        """Remove what a failed write left (it is rebuilt from scratch anyway, and would keep
+        a full disk full); say how much space the cube needs when the storage was the cause.
+
+        The scratch folder (resumable downloads of stores) is kept for the next run.
+        """
+        try:
+            remove_partial_cube(target)
+        except Exception as cleanup:  # report the write error, not the cleanup's
+            log.warning("could not remove the partial cube %s: %s", target.path, cleanup)
+        cause = storage_os_error(error)
+        if cause is None:
+            return error
+        needed = sum(int(v.nbytes) for v in ds.data_vars.values())
+        message = explain(cause, target.path, needed)
+        explained = WriteError(
+            f"writing {target.output} failed: {message} (uncompressed size, an upper bound); "
+            "the partial cube was removed"
+        )
+        explained.__cause__ = error
+        return explained
 
     def _scratch(self, target: StorageTarget) -> Scratch:
         protocol = target.fs.protocol

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .config.model import RetryConfig
+from .diskspace import storage_os_error
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ _PERMANENT_OS_ERRORS = (
 def is_transient(error: BaseException) -> bool:
     """Connection problems, timeouts and other I/O hiccups; never bad input or missing files."""
     if isinstance(error, _PERMANENT_OS_ERRORS):
+        return False
+    if storage_os_error(error) is not None:  # full disk, read-only storage: waiting won't help
         return False
     if isinstance(error, ConnectionError | TimeoutError):
         return True

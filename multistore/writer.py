@@ -94,6 +94,15 @@ def remove_scratch(target: StorageTarget) -> None:
         target.fs.rm(target.scratch_path, recursive=True)
 
 
+def remove_partial_cube(target: StorageTarget) -> None:
+    """Delete an unfinished cube (no marker): a failed build leaves nothing taking space."""
+    fs = target.fs
+    if fs.exists(target.marker_path):
+        return  # complete: not ours to remove
+    if fs.exists(target.path):
+        fs.rm(target.path, recursive=True)
+
+
 def read_marker(target: StorageTarget) -> dict[str, Any] | None:
     try:
         with target.fs.open(target.marker_path, "r") as f:

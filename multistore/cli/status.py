@@ -28,7 +28,8 @@ def status(config_path: Path) -> None:
     for row in msds.status():
         table.add_row(
             row.identifier,
-            f"[{_STYLE[str(row.state)]}]{row.state}[/]",
+            f"[{_STYLE[str(row.state)]}]{row.state}[/]"
+            + (f" (being written by {row.writing})" if row.writing else ""),
             row.output,
             row.fingerprint,
             row.completed or "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +21,11 @@ from fsspec.implementations.local import LocalFileSystem
 from xcube.core.store import DataStore
 
 from ..errors import StoreError
+from ..locks import LeaseLock
 from .manifest import Manifest
 
 STAGING_FOLDER = ".multistore/staging"
+LOCK_FOLDER = ".multistore/locks"
 
 
 class PreloadCache:
@@ -60,6 +63,11 @@ class PreloadCache:
 
     def path(self, data_id: str) -> str:
         return self.manifest.full_path(data_id)
+
+    def lock(self, name: str) -> LeaseLock:
+        """A lease for one preload job, so two runs sharing this cache never do it at once."""
+        path = f"{self.root}/{LOCK_FOLDER}/{urllib.parse.quote(name, safe='')}.lock"
+        return LeaseLock(self.fs, path, f"preload of {name}")
 
     @contextmanager
     def workdir(self) -> Iterator[Path]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import xarray as xr
 
-from ..errors import PreloadError
+from ..errors import PreloadError, UnsafeArchiveError
+from .archive import ArchiveLimits
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".geotiff", ".gtiff")
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
@@ -69,12 +70,48 @@ def open_raster(path: str | Path, chunk_size: int = 1024, **open_kwargs) -> xr.D
     return ds
 
 
-def raster_to_zarr(src: Path, dest: Path, *, chunk_size: int = 1024, zarr_format: int = 2) -> Path:
+def check_expansion(ds: xr.Dataset, src: Path, limits: ArchiveLimits | None) -> None:
+    """Refuse to convert data whose pixels x bytes exceed the unpack limits for ``src``'s size.
+
+    A sparse 200,000 x 200,000 GeoTIFF is a few KB on disk; converting it would
+    burn minutes of CPU and write 40 GB of chunks. The same caps as for
+    archives apply, relative to the file's size on disk.
+    """
+    if limits is None:
+        return
+    size = Path(src).stat().st_size
+    limit, why = limits.byte_limit(size)
+    nbytes = sum(v.size * v.dtype.itemsize for v in ds.data_vars.values())
+    if nbytes > limit:
+        shapes = ", ".join(
+            f"{name} {' x '.join(map(str, v.shape))} x {v.dtype.itemsize} B"
+            for name, v in ds.data_vars.items()
+        )
+        raise UnsafeArchiveError(
+            f"{Path(src).name}: converting to Zarr means {nbytes} bytes of values ({shapes}), "
+            f"more than {limit} (limit {why}; a decompression bomb?); refusing to convert. "
+            "Raise the Zenodo store param named in the limit if the file is trusted"
+        )
+
+
+def raster_to_zarr(
+    src: Path,
+    dest: Path,
+    *,
+    chunk_size: int = 1024,
+    zarr_format: int = 2,
+    limits: ArchiveLimits | None = None,
+) -> Path:
     """Convert the GeoTIFF ``src`` into the Zarr folder ``dest`` (replaced if it exists)."""
     try:
         ds = open_raster(src, chunk_size)
     except Exception as e:
         raise PreloadError(f"{Path(src).name}: cannot read raster: {e}") from e
+    try:
+        check_expansion(ds, src, limits)
+    except UnsafeArchiveError:
+        ds.close()
+        raise
     variable = ds[RASTER_VARIABLE]
     fill = variable.attrs.pop("_FillValue", None)
     encoding = {
@@ -86,12 +123,24 @@ def raster_to_zarr(src: Path, dest: Path, *, chunk_size: int = 1024, zarr_format
     return _write(ds, dest, encoding, zarr_format, src)
 
 
-def netcdf_to_zarr(src: Path, dest: Path, *, chunk_size: int = 1024, zarr_format: int = 2) -> Path:
+def netcdf_to_zarr(
+    src: Path,
+    dest: Path,
+    *,
+    chunk_size: int = 1024,
+    zarr_format: int = 2,
+    limits: ArchiveLimits | None = None,
+) -> Path:
     """Convert a NetCDF file into Zarr, keeping its encoding (dtype, fill values, scaling)."""
     try:
         ds = xr.open_dataset(src, chunks={}, decode_cf=False)
     except Exception as e:
         raise PreloadError(f"{Path(src).name}: cannot read NetCDF: {e}") from e
+    try:
+        check_expansion(ds, src, limits)
+    except UnsafeArchiveError:
+        ds.close()
+        raise
     encoding = {}
     for name, var in ds.variables.items():
         chunks = tuple(min(chunk_size, n) for n in var.shape)

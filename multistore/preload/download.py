@@ -32,6 +32,7 @@ from typing import TypeVar
 import requests
 import urllib3
 
+from ..diskspace import explain, storage_os_error
 from ..errors import ChecksumError, PreloadError
 from .http import RetryPolicy, describe_retry_error
 
@@ -81,8 +82,15 @@ def range_part_path(partial_dir: Path, remote: RemoteFile, span: Span) -> Path:
     return Path(partial_dir) / f"{_partial_stem(remote)}.{span[0]}-{span[1]}.part"
 
 
+MAX_RANGES = 10_000  # a record claiming a huge size must not make a huge list of ranges
+
+
 def split_spans(size: int, split_bytes: int) -> list[Span]:
-    """``size`` bytes as consecutive ranges of ``split_bytes`` (the last one shorter)."""
+    """``size`` bytes as consecutive ranges of ``split_bytes`` (the last one shorter).
+
+    At most ``MAX_RANGES`` ranges: larger files get larger ranges.
+    """
+    split_bytes = max(split_bytes, -(-size // MAX_RANGES))
     return [(s, min(s + split_bytes, size) - 1) for s in range(0, size, split_bytes)]
 
 
@@ -285,6 +293,14 @@ class _Transfer:
                 ) as e:
                     if isinstance(e, PreloadError):
                         raise
+                    storage = storage_os_error(e)
+                    if storage is not None:  # retrying cannot help: fail now, keep the part
+                        kept = part.stat().st_size if part.exists() else 0
+                        need = total - kept if total is not None else None
+                        raise PreloadError(
+                            f"{remote.label}: {explain(storage, str(part.parent), need)}; the "
+                            f"partial file ({kept} bytes) is kept to resume later"
+                        ) from e
                     error = e
             failures += 1
             if failures > policy.max_retries:

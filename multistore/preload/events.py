@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Phase = Literal["download", "verify", "unpack", "convert", "done", "failed", "skipped"]
+Phase = Literal["waiting", "download", "verify", "unpack", "convert", "done", "failed", "skipped"]
 
 
 @dataclass(frozen=True)

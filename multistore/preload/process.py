@@ -61,6 +61,15 @@ def file_format(name: str) -> str:
     return lower.rpartition(".")[2] if "." in lower else "unknown"
 
 
+def comes_from(data_id: str, key: str) -> bool:
+    """Whether preloading the file ``key`` gives ``data_id``: the file itself, its Zarr
+    conversion, or anything unpacked from it (``france.zip`` -> ``france/...``, ``france``)."""
+    stem = archive_stem(key)
+    if stem is not None:
+        return data_id == stem or data_id.startswith(f"{stem}/")
+    return data_id in (key, zarr_name(key))
+
+
 def process_file(
     local: Path,
     key: str,
@@ -130,7 +139,13 @@ def _convertible(name: str, options: PreloadOptions) -> bool:
 
 def _convert(src: Path, dest: Path, options: PreloadOptions) -> None:
     convert = raster_to_zarr if is_raster(src.name) else netcdf_to_zarr
-    convert(src, dest, chunk_size=options.chunk_size, zarr_format=options.zarr_format)
+    convert(
+        src,
+        dest,
+        chunk_size=options.chunk_size,
+        zarr_format=options.zarr_format,
+        limits=options.limits,
+    )
 
 
 def _zarr_roots(folder: Path, files: list[str]) -> list[str]:

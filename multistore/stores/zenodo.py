@@ -54,6 +54,7 @@ from xcube.util.jsonschema import (
 )
 
 from ..errors import MultistoreError, PreloadError, StoreError
+from ..locks import Lease
 from ..preload.archive import ArchiveLimits, archive_stem
 from ..preload.cache import PreloadCache
 from ..preload.convert import RASTER_VARIABLE, is_raster, zarr_name
@@ -113,6 +114,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         staging_dir: str | None = None,
         max_unpacked_bytes: int | None = None,
         max_archive_members: int | None = None,
+        max_unpack_ratio: float | None = None,
         range_split_bytes: int | None = DEFAULT_SPLIT_BYTES,
     ):
         self._record_id = resolve_record_id(root)
@@ -125,6 +127,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         self._limits = ArchiveLimits(
             max_total_bytes=max_unpacked_bytes or defaults.max_total_bytes,
             max_members=max_archive_members or defaults.max_members,
+            max_ratio=max_unpack_ratio or defaults.max_ratio,
         )
         self._client = ZenodoClient(
             base_url,
@@ -191,6 +194,11 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 ),
                 max_unpacked_bytes=JsonIntegerSchema(minimum=1, nullable=True),
                 max_archive_members=JsonIntegerSchema(minimum=1, nullable=True),
+                max_unpack_ratio=JsonNumberSchema(
+                    minimum=1,
+                    nullable=True,
+                    title="Unpacked or converted bytes per byte of archive or file (default 1000)",
+                ),
                 range_split_bytes=_RANGE_SPLIT_SCHEMA,
             ),
             required=["root"],
@@ -546,26 +554,37 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         # Every HTTP transfer (a whole file or one range of a large one) runs on this one
         # pool, so max_concurrency bounds the connections of all files together. File
         # workers only wait for their transfers, then verify, unpack and convert.
+        # xcube's handle maps a finished future to its data id through a dict it fills
+        # only after submitting: a job that ends at once (already preloaded) finds no entry
+        # and its done-callback fails ("assert data_id is not None") or names the wrong id.
+        # So jobs start only once the handle is fully built; then we wait for them.
+        started = threading.Event()
+        workers = ThreadPoolExecutor(
+            max_workers=self._max_concurrency, thread_name_prefix="zenodo-preload"
+        )
         with ThreadPoolExecutor(
             max_workers=self._max_concurrency, thread_name_prefix="zenodo-transfer"
         ) as transfers:
-            handle = ExecutorPreloadHandle(
-                keys,
-                preload_data=functools.partial(
-                    self._preload_file,
-                    files=files,
-                    force=params["force"],
-                    options=options,
-                    progress=progress,
-                    failures=failures,
-                    transfer=_TransferSettings(transfers, split_bytes),
-                ),
-                executor=ThreadPoolExecutor(
-                    max_workers=self._max_concurrency, thread_name_prefix="zenodo-preload"
-                ),
-                blocking=True,
-                silent=params["silent"],
-            )
+            try:
+                handle = ExecutorPreloadHandle(
+                    keys,
+                    preload_data=functools.partial(
+                        self._preload_file,
+                        files=files,
+                        force=params["force"],
+                        options=options,
+                        progress=progress,
+                        failures=failures,
+                        transfer=_TransferSettings(transfers, split_bytes),
+                        started=started,
+                    ),
+                    executor=workers,
+                    blocking=False,
+                    silent=params["silent"],
+                )
+            finally:
+                started.set()
+                workers.shutdown(wait=True)
         self.preload_handle = handle
         errors = [failures[key] for key in keys if key in failures]
         if len(errors) == 1:
@@ -589,7 +608,9 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         progress: ProgressCallback | None,
         failures: dict[str, BaseException],
         transfer: _TransferSettings,
+        started: threading.Event,
     ) -> None:
+        started.wait()
         emit = functools.partial(self._emit, handle, progress, key)
         try:
             self._preload_steps(handle, files[key], force, options, emit, transfer)
@@ -601,6 +622,27 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         handle.notify(PreloadState(key, status=PreloadStatus.completed))
 
     def _preload_steps(
+        self,
+        handle: PreloadHandle,
+        file: ZenodoFile,
+        force: bool,
+        options: PreloadOptions,
+        emit: functools.partial,
+        transfer: _TransferSettings,
+    ) -> None:
+        lock = self._cache.lock(f"{self._source}/{file.key}")
+
+        def waiting(holder: Lease | None, path: str) -> None:
+            who = holder.describe() if holder else "another run"
+            emit("waiting", message=f"being preloaded by {who} (lock {path})")
+
+        lock.acquire(on_wait=waiting)
+        try:
+            self._preload_locked(handle, file, force, options, emit, transfer)
+        finally:
+            lock.release()
+
+    def _preload_locked(
         self,
         handle: PreloadHandle,
         file: ZenodoFile,

@@ -77,6 +77,48 @@ class ZenodoRecord:
         return tuple(f.key for f in self.files)
 
 
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
+MAX_FILE_SIZE = 2**44  # 16 TiB; Zenodo's quota is 50 GB per record (more on request)
+_RESERVED_TOP = ".multistore"  # the cache's own folder (manifest, staging)
+
+
+def checked_file(record_id: str, file: ZenodoFile) -> ZenodoFile:
+    """``file`` if its key, size and checksum are safe to use as cache paths and numbers.
+
+    A record's JSON comes from the network: a key like ``../../x`` or ``/etc/x``, or
+    a checksum like ``md5:../../x``, would otherwise become a path outside the cache.
+    """
+    where = f"Zenodo record {record_id}"
+    key = file.key
+    if not isinstance(key, str) or not key:
+        raise StoreError(f"{where} lists a file without a usable key: {key!r}")
+    parts = key.split("/")
+    if (
+        "\\" in key
+        or any(ord(c) < 32 for c in key)
+        or key.startswith("/")
+        or (len(key) > 1 and key[1] == ":")
+        or any(p in ("", ".", "..") for p in parts)
+        or parts[0] == _RESERVED_TOP
+    ):
+        raise StoreError(f"{where} lists a file key that is not a safe relative path: {key!r}")
+    if file.size is not None and (
+        not isinstance(file.size, int)
+        or isinstance(file.size, bool)
+        or not 0 <= file.size <= MAX_FILE_SIZE
+    ):
+        raise StoreError(f"{where}, file {key!r}: implausible size {file.size!r}")
+    if file.checksum is not None:
+        if not isinstance(file.checksum, str):
+            raise StoreError(f"{where}, file {key!r}: checksum {file.checksum!r} is not text")
+        algorithm, _, digest = file.checksum.partition(":")
+        if algorithm.lower() == "md5" and not _MD5.fullmatch(digest):
+            raise StoreError(
+                f"{where}, file {key!r}: checksum {file.checksum!r} is not an md5 hex digest"
+            )
+    return file
+
+
 class ZenodoClient:
     """Reads records from ``base_url``; the access token is only ever sent as a header."""
 
@@ -127,12 +169,15 @@ class ZenodoClient:
         try:
             body = response.json()
             files = tuple(
-                ZenodoFile(
-                    key=f["key"],
-                    size=f.get("size"),
-                    checksum=f.get("checksum"),
-                    content_url=(f.get("links") or {}).get("self")
-                    or self.content_url(record_id, f["key"]),
+                checked_file(
+                    record_id,
+                    ZenodoFile(
+                        key=f["key"],
+                        size=f.get("size"),
+                        checksum=f.get("checksum"),
+                        content_url=(f.get("links") or {}).get("self")
+                        or self.content_url(record_id, f["key"]),
+                    ),
                 )
                 for f in body.get("files") or ()
             )

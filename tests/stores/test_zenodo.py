@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import tarfile
+import time
 import zipfile
 
 import numpy as np
@@ -614,3 +615,150 @@ def test_zipped_zarr_without_range_support_is_preloaded_then_opened(zarr_record,
     np.testing.assert_array_equal(again.open_data("agb.zarr").agb.values, CUBE.agb.values)
     np.testing.assert_array_equal(again.open_data("agb.zarr.zip").agb.values, CUBE.agb.values)
     assert downloads(zarr_record, "agb.zarr.zip") == []  # served from the cache
+
+
+def test_bomb_limits_are_store_params_named_in_the_message(zenodo, tmp_path):  # noqa: F811
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:bz2") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 8 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    zenodo.add_record(RID, {"zeros.tar.bz2": buffer.getvalue()})
+    with pytest.raises(UnsafeArchiveError, match="Zenodo record 13333034, .*max_unpack_ratio=1000"):
+        new_store(zenodo, tmp_path).preload_data("zeros.tar.bz2")
+    with pytest.raises(UnsafeArchiveError, match="limit max_unpacked_bytes=1000000"):
+        new_store(zenodo, tmp_path, max_unpacked_bytes=10**6, max_unpack_ratio=1e6).preload_data(
+            "zeros.tar.bz2"
+        )
+    store = new_store(zenodo, tmp_path, max_unpack_ratio=1e6)
+    store.preload_data("zeros.tar.bz2")
+    assert store.list_data_ids() == ["zeros.tar.bz2", "zeros/zeros.bin"]
+
+
+def test_rerun_with_a_full_cache_has_no_stray_handler_tracebacks(record, tmp_path, caplog):
+    """Jobs that finish at once (already preloaded) must not trip xcube's handle bookkeeping."""
+    from xcube.core.store import PreloadStatus
+
+    keys = ("france.zip", "france2.zip", "planet_canopy_height_30m_v0.1.tif")
+    new_store(record, tmp_path).preload_data(*keys)
+    with caplog.at_level(logging.ERROR):
+        for _ in range(15):
+            store = new_store(record, tmp_path, max_concurrency=3)
+            store.preload_data(*keys)
+            states = {k: store.preload_handle.get_state(k).status for k in keys}
+            assert states == dict.fromkeys(keys, PreloadStatus.completed)
+    assert not [r for r in caplog.records if r.name == "concurrent.futures"], caplog.text
+    assert "assert data_id is not None" not in caplog.text
+
+
+def test_cube_of_a_failed_preload_points_at_the_preload_failure(record, tmp_path):
+    from multistore.api import MultiSourceDataStore
+    from multistore.status import Status
+
+    record.file(RID, "france.zip").faults.wrong_checksum = True
+    config = {
+        "data_stores": [
+            {"identifier": "storage", "store_id": "file", "store_params": {"root": str(tmp_path)}},
+            {
+                "identifier": "zenodo",
+                "store_id": "zenodo",
+                "store_params": {
+                    "root": RID,
+                    "base_url": record.base_url,
+                    "cache_store_params": {"root": str(tmp_path / "cache")},
+                    **FAST,
+                },
+            },
+        ],
+        "preload_datasets": [{"store": "zenodo", "data_ids": ["france.zip"]}],
+        "datasets": [
+            {
+                "identifier": "mask",
+                "store": "zenodo",
+                "data_id": "france/forest_mask_france.zarr",
+            }
+        ],
+        "general": {"display": "none"},
+    }
+    report = MultiSourceDataStore(config).generate()
+    preload, cube = report.results
+    assert preload.status is Status.FAILED and "md5 mismatch" in preload.message
+    assert cube.status is Status.FAILED
+    assert "preload it first" not in cube.message
+    assert (
+        "'france/forest_mask_france.zarr' comes from the preload of 'france.zip' in store "
+        "'zenodo', which failed: " in cube.message
+    ), cube.message
+    assert "md5 mismatch" in cube.message
+
+
+@pytest.mark.parametrize(
+    "key", ["../../evil.tif", "/etc/evil.tif", "a//b.tif", "a/./b.tif", ".multistore/manifest.json"]
+)
+def test_record_with_unsafe_file_keys_is_refused(zenodo, tmp_path, key):  # noqa: F811
+    zenodo.add_record(RID, {"ok.tif": HEIGHT_TIF, key: b"EVIL"})
+    store = new_store(zenodo, tmp_path)
+    with pytest.raises(StoreError, match="not a safe relative path"):
+        store.preload_data("ok.tif")
+    assert not list(tmp_path.rglob("evil.tif"))
+
+
+@pytest.mark.parametrize(
+    ("size", "checksum", "message"),
+    [
+        (10, "md5:../../../../tmp/x", "not an md5 hex digest"),
+        (-1, None, "implausible size"),
+        (2**60, None, "implausible size"),
+        ("10", None, "implausible size"),
+    ],
+)
+def test_record_numbers_and_checksums_are_checked(size, checksum, message):
+    from multistore.stores.zenodo_api import ZenodoFile, checked_file
+
+    with pytest.raises(StoreError, match=message):
+        checked_file(RID, ZenodoFile("a.tif", size, checksum, "http://127.0.0.1/x"))
+    good = ZenodoFile("dir/a.tif", 10, "md5:" + "0" * 32, "http://127.0.0.1/x")
+    assert checked_file(RID, good) is good
+
+
+def test_huge_sizes_do_not_make_huge_range_lists():
+    from multistore.preload.download import MAX_RANGES, split_spans
+
+    spans = split_spans(2**44, 1)
+    assert len(spans) == MAX_RANGES
+    assert spans[0][0] == 0 and spans[-1][1] == 2**44 - 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_two_stores_sharing_a_cache_preload_a_file_once(record, tmp_path):
+    """Two runs sharing a cache: the second waits for the first's preload, then skips it."""
+    import threading
+
+    record.file(RID, "france.zip").faults.body_delay_s = 0.05
+    events: dict[str, list] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            new_store(record, tmp_path).preload_data(
+                "france.zip", progress=lambda e: events[name].append(e)
+            )
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    first = threading.Thread(target=run, args=("a",))
+    first.start()
+    while not any(e.phase == "download" for e in events["a"]):
+        time.sleep(0.01)
+    second = threading.Thread(target=run, args=("b",))
+    second.start()
+    first.join()
+    second.join()
+    assert errors == []
+    assert len(downloads(record, "france.zip")) == 1
+    assert [e.phase for e in events["b"]][-1] == "skipped"
+    assert any(
+        e.phase == "waiting" and "being preloaded by process" in e.message for e in events["b"]
+    )
+    ds = new_store(record, tmp_path).open_data("france/forest_mask_france.zarr")
+    np.testing.assert_array_equal(ds.band_data.values, MASK)
