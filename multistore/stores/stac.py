@@ -39,6 +39,7 @@ from xcube.util.jsonschema import (
 
 from ..errors import DatasetError, FilterError, NoItemsError, SourceOpenError, StoreError
 from ..grid import TargetGrid
+from .stac_bands import AssetHeaders
 from .stac_crawl import crawl
 from .stac_index import query_index
 from .stac_io import GdalAccess, JsonReader, gdal_access, is_url
@@ -91,6 +92,15 @@ class StacDataStore(DataStore):
         self._reader = JsonReader(
             self._storage_options, retries=retries, pool_size=self._concurrency
         )
+        # headers of assets without raster:bands, read once per (collection, asset key)
+        self._asset_headers = AssetHeaders(self._rio_env, concurrency=self._concurrency)
+
+    def _rio_env(self) -> dict[str, Any]:
+        """The GDAL settings (and AWS session kwargs) of this store's asset reads."""
+        return ScopedRioDriver(self._gdal_access()).capture_env()
+
+    def _gdal_access(self) -> GdalAccess:
+        return gdal_access(self._storage_options, max_retry=self._retries)
 
     # -- schemas ---------------------------------------------------------------------
 
@@ -337,6 +347,7 @@ class StacDataStore(DataStore):
             needed.append(mask["asset"])
         items = self._with_assets(items, needed, query)
         pystac_items = [pystac.Item.from_dict(d, preserve_dict=False) for d in items]
+        self._asset_headers.complete(pystac_items, needed)
         LOG.info("stac: loading %d item(s) of %s from %s", len(items), collections, self._url)
         ds = self._load(pystac_items, needed, grid, open_params, bbox, bbox_crs)
         return _finish(ds, grid, asset_names, mask, items, collections)
@@ -370,7 +381,7 @@ class StacDataStore(DataStore):
         bbox: Sequence[float] | None,
         bbox_crs: pyproj.CRS,
     ) -> xr.Dataset:
-        access = gdal_access(self._storage_options, max_retry=self._retries)
+        access = self._gdal_access()
         groupby = params.get("groupby", "solar_day")
         kwargs: dict[str, Any] = dict(
             bands=list(bands) if bands else None,
