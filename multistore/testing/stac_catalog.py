@@ -2,8 +2,8 @@
 
 ``make_tiny_catalog`` writes a self-contained static catalog of tiny COGs that
 exercises what real archives do to a cube builder: two UTM zones, overlapping
-footprints, two acquisitions on one solar day, nodata borders, a cloud-cover
-property, a classification asset for masking and relative asset hrefs.
+footprints, two acquisitions on one solar day, nodata borders, cloud-cover and
+platform properties, a classification asset for masking and relative asset hrefs.
 ``make_synthetic_catalog`` writes a large JSON-only catalog (no pixels) for
 index benchmarks.
 """
@@ -226,7 +226,7 @@ def make_tiny_catalog(root: str | os.PathLike, *, raster_extension: bool = True)
                 "datetime": when,
                 "eo:cloud_cover": cc,
                 "proj:code": f"EPSG:{epsg}",
-                "platform": "tiny-sat",
+                "platform": "sentinel-2a" if index % 2 == 0 else "sentinel-2b",
             },
             "assets": assets,
             "links": [
