@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from multistore.errors import SourceOpenError
 from multistore.stores.stac import StacDataStore
 from multistore.testing.stac_catalog import FAR_COLLECTION, TINY_COLLECTION, make_tiny_catalog
 from tests.servers.stac import serve_directory
@@ -108,3 +109,22 @@ def test_declared_raster_bands_read_no_header(tiny_catalog):
         assert tif_gets(server.log, TINY_COLLECTION, "SCL") == 0
     finally:
         server.close()
+
+
+def test_unreadable_header_tries_other_items_then_fails(plain_catalog, plain_http):
+    scl_paths = sorted(
+        "/" + str(info.assets["SCL"].relative_to(plain_catalog.root))
+        for info in plain_catalog.items.values()
+        if info.collection == TINY_COLLECTION
+    )
+    first = "/tiny-s2/2024-06-01/A-32632-0601/SCL.tif"
+    assert first in scl_paths
+    plain_http.log.fail.add(first)  # the first item's COG answers 500
+    store = StacDataStore(f"{plain_http.url}/catalog.json", retries=0)
+    ds = store.open_data(TINY_COLLECTION, target_grid=GRID.to_dict(), asset_names=["SCL"])
+    assert ds.SCL.dtype == np.uint8  # from the next item's header
+
+    # every B08 COG fails (B08: GDAL has cached no header of it in this process)
+    plain_http.log.fail.update(p.replace("/SCL.tif", "/B08.tif") for p in scl_paths)
+    with pytest.raises(SourceOpenError, match="asset 'B08' of collection 'tiny-s2' declares no"):
+        store.open_data(TINY_COLLECTION, target_grid=GRID.to_dict(), asset_names=["B08"])
