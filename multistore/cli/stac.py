@@ -71,7 +71,8 @@ def index_command(url: str, out: str, concurrency: int, resume: bool, retries: i
     "--filter",
     "filters",
     multiple=True,
-    help="'prop op value' (op in < <= > >= = !=) or CQL2 text, e.g. \"a < 20 AND b = 'x'\" (repeatable: ANDed)",
+    help="'prop op value' (op in < <= > >= = !=) or CQL2 text, "
+    "e.g. \"eo:cloud_cover < 20 AND platform = 'sentinel-2a'\" (repeatable: ANDed)",
 )
 @click.option("--assets", "assets", is_flag=True, help="print asset hrefs instead of items")
 @click.option(

@@ -135,3 +135,16 @@ def test_validate_reports_located_filter_errors(tiny_catalog, tmp_path):
 
     good = _validate(tmp_path, _config(tiny_catalog.catalog_path, [AND_FILTER]))
     assert good.returncode == 0, good.stdout + good.stderr
+
+
+def test_stac_search_cli_takes_cql2_text(tiny_index):
+    from click.testing import CliRunner
+
+    from multistore.cli.stac import stac
+
+    runner = CliRunner()
+    found = runner.invoke(stac, ["search", str(tiny_index), "--filter", AND_FILTER])
+    assert found.exit_code == 0, found.output
+    assert found.output.split() == ["A-32632-0601", "E-32632-0621"]
+    bad = runner.invoke(stac, ["search", str(tiny_index), "--filter", "eo:cloud_cover < 20 AND"])
+    assert bad.exit_code == 2 and "cannot parse filter 'eo:cloud_cover < 20 AND'" in bad.output
