@@ -68,7 +68,11 @@ def index_command(url: str, out: str, concurrency: int, resume: bool, retries: i
 @click.option("--datetime", "datetime_", help="start/end, e.g. 2024-01-01/2024-06-30 (.. for open)")
 @click.option("--collection", "collections", multiple=True, help="repeatable")
 @click.option(
-    "--filter", "filters", multiple=True, help="'prop op value', op in < <= > >= = != (repeatable)"
+    "--filter",
+    "filters",
+    multiple=True,
+    help="'prop op value' (op in < <= > >= = !=) or CQL2 text, "
+    "e.g. \"eo:cloud_cover < 20 AND platform = 'sentinel-2a'\" (repeatable: ANDed)",
 )
 @click.option("--assets", "assets", is_flag=True, help="print asset hrefs instead of items")
 @click.option(

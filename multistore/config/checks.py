@@ -249,9 +249,11 @@ def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[s
             sources = var_entries
         else:
             sources = [(path, ds)]
+        store_ids = _store_ids_by_identifier(checker)
         for src_path, src in sources:
             _check_store_ref(checker, (*src_path, "store"), src.get("store"), stores)
             _check_source_params(checker, src_path, src)
+            _check_open_params(checker, src_path, src, store_ids)
         if isinstance(variables, list):
             _check_hook(checker, (*path, "custom_processing"), ds.get("custom_processing"))
         grid = ds.get("grid_mapping")
@@ -284,6 +286,39 @@ def _check_store_ref(
         and store not in stores
     ):
         checker.add(path, f"{store!r} is not defined (defined: {', '.join(stores) or 'none'})")
+
+
+def _store_ids_by_identifier(checker: Checker) -> dict[str, str]:
+    return {
+        s["identifier"]: s["store_id"]
+        for _, s in checker.items("data_stores")
+        if isinstance(s.get("identifier"), str) and isinstance(s.get("store_id"), str)
+    }
+
+
+def _check_open_params(
+    checker: Checker, path: Location, src: Mapping[str, Any], store_ids: Mapping[str, str]
+) -> None:
+    """Ask the source's store class for open-param problems its schema cannot express.
+
+    A store opts in with a classmethod ``open_params_problems(params)`` returning
+    (location relative to ``open_params``, message) pairs (the stac store checks
+    its filter grammar); nothing is opened or connected.
+    """
+    params = src.get("open_params")
+    store_id = store_ids.get(src.get("store")) if isinstance(src.get("store"), str) else None
+    opath = (*path, "open_params")
+    if store_id is None or not isinstance(params, Mapping) or not checker.clean(opath):
+        return
+    try:
+        from xcube.core.store import get_data_store_class
+
+        check = getattr(get_data_store_class(store_id), "open_params_problems", None)
+    except Exception:  # store class cannot be loaded: it will fail later with its own error
+        return
+    if callable(check):
+        for where, message in check(params):
+            checker.add((*opath, *where), message)
 
 
 def _check_source_params(checker: Checker, path: Location, src: Mapping[str, Any]) -> None:

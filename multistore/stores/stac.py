@@ -38,11 +38,13 @@ from xcube.util.jsonschema import (
 )
 
 from ..errors import DatasetError, FilterError, NoItemsError, SourceOpenError, StoreError
+from ..filters import parse_filter
 from ..grid import TargetGrid
+from .stac_bands import AssetHeaders
 from .stac_crawl import crawl
 from .stac_index import query_index
 from .stac_io import GdalAccess, JsonReader, gdal_access, is_url
-from .stac_query import ItemQuery
+from .stac_query import ItemQuery, make_filter
 
 LOG = logging.getLogger(__name__)
 
@@ -91,6 +93,15 @@ class StacDataStore(DataStore):
         self._reader = JsonReader(
             self._storage_options, retries=retries, pool_size=self._concurrency
         )
+        # headers of assets without raster:bands, read once per (collection, asset key)
+        self._asset_headers = AssetHeaders(self._rio_env, concurrency=self._concurrency)
+
+    def _rio_env(self) -> dict[str, Any]:
+        """The GDAL settings (and AWS session kwargs) of this store's asset reads."""
+        return ScopedRioDriver(self._gdal_access()).capture_env()
+
+    def _gdal_access(self) -> GdalAccess:
+        return gdal_access(self._storage_options, max_retry=self._retries)
 
     # -- schemas ---------------------------------------------------------------------
 
@@ -149,6 +160,29 @@ class StacDataStore(DataStore):
         self, data_id: str = None, opener_id: str = None
     ) -> JsonObjectSchema:
         return open_params_schema()
+
+    @classmethod
+    def open_params_problems(
+        cls, params: Mapping[str, Any]
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems of open params that the schema cannot see (the filter grammar), each
+        located relative to ``open_params``; config validation reports them."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if params.get("query") is not None:
+            try:
+                make_filter(query=params["query"])
+            except FilterError as e:
+                problems.append((("query",), str(e)))
+        value = params.get("filter")
+        entries = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for i, entry in entries:
+            if entry is None:
+                continue
+            try:
+                parse_filter(entry)
+            except FilterError as e:
+                problems.append((("filter",) if i is None else ("filter", i), str(e)))
+        return problems
 
     # -- discovery -------------------------------------------------------------------
 
@@ -326,6 +360,7 @@ class StacDataStore(DataStore):
             collections=collections,
             query=open_params.get("query"),
             filter=open_params.get("filter"),
+            where="open_params",
         )
         items = self.find_items(query, open_params.get("max_items"))
         if not items:
@@ -337,6 +372,7 @@ class StacDataStore(DataStore):
             needed.append(mask["asset"])
         items = self._with_assets(items, needed, query)
         pystac_items = [pystac.Item.from_dict(d, preserve_dict=False) for d in items]
+        self._asset_headers.complete(pystac_items, needed)
         LOG.info("stac: loading %d item(s) of %s from %s", len(items), collections, self._url)
         ds = self._load(pystac_items, needed, grid, open_params, bbox, bbox_crs)
         return _finish(ds, grid, asset_names, mask, items, collections)
@@ -370,7 +406,7 @@ class StacDataStore(DataStore):
         bbox: Sequence[float] | None,
         bbox_crs: pyproj.CRS,
     ) -> xr.Dataset:
-        access = gdal_access(self._storage_options, max_retry=self._retries)
+        access = self._gdal_access()
         groupby = params.get("groupby", "solar_day")
         kwargs: dict[str, Any] = dict(
             bands=list(bands) if bands else None,
@@ -433,7 +469,7 @@ def open_params_schema() -> JsonObjectSchema:
                     JsonArraySchema(items=JsonStringSchema(min_length=1)),
                     JsonObjectSchema(additional_properties=True),
                 ],
-                title="'prop op value' string(s) (ops < <= > >= = !=) or CQL2-JSON",
+                title="'prop op value' or CQL2 text string(s) (ANDed), or CQL2-JSON",
             ),
             asset_names=JsonArraySchema(items=JsonStringSchema(min_length=1), min_items=1),
             groupby=JsonStringSchema(enum=list(GROUPBY), default="solar_day"),

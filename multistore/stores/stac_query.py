@@ -1,9 +1,10 @@
 """Item queries (bbox, time, collections, property filters) evaluated client-side.
 
 Static catalogs and item indexes cannot search themselves, so the same query
-a STAC API would answer is evaluated here. Simple comparisons
-(``eo:cloud_cover < 20``) are kept as data so the index can push them down to
-its columns; anything richer is CQL2-JSON evaluated with the ``cql2`` library.
+a STAC API would answer is evaluated here. Filters are parsed into CQL2-JSON
+(``multistore.filters``); the conditions of their top-level AND that are plain
+comparisons (``eo:cloud_cover < 20``) are also kept as data so the index can
+push them down to its columns.
 """
 
 from __future__ import annotations
@@ -12,54 +13,55 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
+from functools import cached_property
 from typing import Any
 
-import cql2
 import shapely
 import shapely.geometry
 
 from ..errors import FilterError
-from ..filters import Comparison, parse_comparison
+from ..filters import (
+    Comparison,
+    as_comparison,
+    comparison_to_cql2,
+    conjuncts,
+    matches,
+    parse_filters,
+)
 
 # STAC API "query" extension operator names
 _QUERY_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "=", "neq": "!="}
-_CQL2_OPS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "=", "!=": "<>"}
-
-
-def _cql2(c: Comparison) -> dict[str, Any]:
-    return {"op": _CQL2_OPS[c.op], "args": [{"property": c.prop}, c.value]}
 
 
 @dataclass(frozen=True)
 class PropertyFilter:
-    """All comparisons AND an optional CQL2-JSON expression."""
+    """All ``comparisons`` AND all ``others`` (checked CQL2-JSON conditions)."""
 
     comparisons: tuple[Comparison, ...] = ()
-    cql2_json: Mapping[str, Any] | None = None
-    _expr: Any = field(default=None, compare=False, repr=False)
+    others: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not self.comparisons and self.cql2_json is None
+        return not self.comparisons and not self.others
+
+    @cached_property
+    def _expr(self) -> dict[str, Any] | None:
+        return self.to_cql2()
 
     def matches(self, item: Mapping[str, Any]) -> bool:
-        props = item.get("properties") or {}
-        if not all(c.matches(props) for c in self.comparisons):
-            return False
-        return self._expr is None or bool(self._expr.matches(dict(item)))
+        return self._expr is None or matches(self._expr, item)
 
     def to_cql2(self) -> dict[str, Any] | None:
         """One CQL2-JSON expression for STAC APIs with the filter extension."""
-        args = [_cql2(c) for c in self.comparisons]
-        if self.cql2_json is not None:
-            args.append(dict(self.cql2_json))
+        args = [comparison_to_cql2(c) for c in self.comparisons]
+        args += [dict(o) for o in self.others]
         if not args:
             return None
         return args[0] if len(args) == 1 else {"op": "and", "args": args}
 
     def to_query(self) -> dict[str, Any] | None:
         """The STAC API ``query`` extension form, if the filter is only comparisons."""
-        if self.cql2_json is not None or not self.comparisons:
+        if self.others or not self.comparisons:
             return None
         names = {v: k for k, v in _QUERY_OPS.items()}
         query: dict[str, dict[str, Any]] = {}
@@ -68,46 +70,43 @@ class PropertyFilter:
         return query
 
 
-def make_filter(query: Mapping[str, Any] | None = None, filter: Any = None) -> PropertyFilter:
+def make_filter(
+    query: Mapping[str, Any] | None = None, filter: Any = None, *, where: str | None = None
+) -> PropertyFilter:
     """Normalise the ``query`` and ``filter`` open params into one ``PropertyFilter``.
 
     ``query``: the STAC API query-extension form ``{"eo:cloud_cover": {"lt": 20}}``.
-    ``filter``: a comparison string, a list of them, or a CQL2-JSON object.
+    ``filter``: a ``prop op value`` or CQL2 text string, a list of them (ANDed), or
+    CQL2-JSON. ``where`` (e.g. ``open_params``) locates errors: ``open_params.filter[1]: ...``.
     """
+    prefix = f"{where}." if where else ""
     comparisons: list[Comparison] = []
+    others: list[Mapping[str, Any]] = []
+    if query is not None and not isinstance(query, Mapping):
+        raise FilterError(
+            f"{prefix}query must be an object like {{'eo:cloud_cover': {{'lt': 20}}}}"
+        )
     for prop, conditions in (query or {}).items():
         if not isinstance(conditions, Mapping):
             raise FilterError(
-                f"query for {prop!r} must be an object like {{'lt': 20}}, got {conditions!r}"
+                f"{prefix}query for {prop!r} must be an object like {{'lt': 20}}, got {conditions!r}"
             )
         for name, value in conditions.items():
             if name not in _QUERY_OPS:
                 raise FilterError(
-                    f"query operator {name!r} for {prop!r} is not supported "
+                    f"{prefix}query operator {name!r} for {prop!r} is not supported "
                     f"(use one of {', '.join(_QUERY_OPS)})"
                 )
             comparisons.append(Comparison(prop, _QUERY_OPS[name], value))
-    cql2_json = None
-    if isinstance(filter, str):
-        comparisons.append(parse_comparison(filter))
-    elif isinstance(filter, Mapping):
-        cql2_json = dict(filter)
-    elif isinstance(filter, Sequence):
-        for text in filter:
-            if not isinstance(text, str):
-                raise FilterError(f"filter list entries must be strings, got {text!r}")
-            comparisons.append(parse_comparison(text))
-    elif filter is not None:
-        raise FilterError(
-            f"filter must be a string, a list of strings or CQL2-JSON, got {filter!r}"
-        )
-    expr = None
-    if cql2_json is not None:
-        try:
-            expr = cql2.Expr(cql2_json)
-        except (cql2.ParseError, cql2.ValidationError, ValueError) as e:
-            raise FilterError(f"invalid CQL2-JSON filter {json.dumps(cql2_json)}: {e}") from e
-    return PropertyFilter(tuple(comparisons), cql2_json, expr)
+    if filter is not None:
+        for expr in parse_filters(filter, f"{prefix}filter" if where else None):
+            for condition in conjuncts(expr):
+                c = as_comparison(condition)
+                if c is None:
+                    others.append(condition)
+                else:
+                    comparisons.append(c)
+    return PropertyFilter(tuple(comparisons), tuple(others))
 
 
 # -- time -------------------------------------------------------------------------------
@@ -190,6 +189,7 @@ class ItemQuery:
         collections: Iterable[str] | None = None,
         query: Mapping[str, Any] | None = None,
         filter: Any = None,
+        where: str | None = None,
     ) -> ItemQuery:
         if bbox is not None:
             if len(bbox) != 4:
@@ -203,7 +203,7 @@ class ItemQuery:
             start=start,
             end=end,
             collections=frozenset(collections) if collections is not None else None,
-            filter=make_filter(query, filter),
+            filter=make_filter(query, filter, where=where),
         )
 
     @property

@@ -2,8 +2,8 @@
 
 ``make_tiny_catalog`` writes a self-contained static catalog of tiny COGs that
 exercises what real archives do to a cube builder: two UTM zones, overlapping
-footprints, two acquisitions on one solar day, nodata borders, a cloud-cover
-property, a classification asset for masking and relative asset hrefs.
+footprints, two acquisitions on one solar day, nodata borders, cloud-cover and
+platform properties, a classification asset for masking and relative asset hrefs.
 ``make_synthetic_catalog`` writes a large JSON-only catalog (no pixels) for
 index benchmarks.
 """
@@ -141,7 +141,9 @@ def _write_json(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc, indent=1))
 
 
-def _collection_doc(cid: str, bboxes: list[list[float]], times: list[str], links: list) -> dict:
+def _collection_doc(
+    cid: str, bboxes: list[list[float]], times: list[str], links: list, raster: bool = True
+) -> dict:
     bbox = [
         min(b[0] for b in bboxes),
         min(b[1] for b in bboxes),
@@ -163,7 +165,7 @@ def _collection_doc(cid: str, bboxes: list[list[float]], times: list[str], links
             key: {
                 "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                 "roles": roles,
-                "raster:bands": [{"data_type": dtype, "nodata": nodata}],
+                **({"raster:bands": [{"data_type": dtype, "nodata": nodata}]} if raster else {}),
             }
             for key, (dtype, nodata, roles) in _BANDS.items()
         },
@@ -171,11 +173,13 @@ def _collection_doc(cid: str, bboxes: list[list[float]], times: list[str], links
     }
 
 
-def make_tiny_catalog(root: str | os.PathLike) -> TinyCatalog:
+def make_tiny_catalog(root: str | os.PathLike, *, raster_extension: bool = True) -> TinyCatalog:
     """Write the tiny static catalog under ``root`` (``root/catalog.json``).
 
     Layout: catalog -> collection -> one sub-catalog per date -> items, every
-    link and asset href relative.
+    link and asset href relative. ``raster_extension=False`` leaves out
+    ``raster:bands`` (dtype and nodata are then only in the COG headers), as
+    many real catalogs do.
     """
     root = Path(root)
     infos: dict[str, TinyItem] = {}
@@ -195,20 +199,25 @@ def make_tiny_catalog(root: str | os.PathLike) -> TinyCatalog:
                 "href": f"./{key}.tif",
                 "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                 "roles": roles,
-                "raster:bands": [
-                    {"data_type": dtype, "nodata": nodata, "spatial_resolution": _RES}
-                ],
                 "proj:shape": [_SIZE, _SIZE],
                 "proj:transform": list(transform)[:6],
             }
+            if raster_extension:
+                assets[key]["raster:bands"] = [
+                    {"data_type": dtype, "nodata": nodata, "spatial_resolution": _RES}
+                ]
         doc = {
             "type": "Feature",
             "stac_version": STAC_VERSION,
             "stac_extensions": [
                 "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
                 "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-                "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-            ],
+            ]
+            + (
+                ["https://stac-extensions.github.io/raster/v1.1.0/schema.json"]
+                if raster_extension
+                else []
+            ),
             "id": iid,
             "collection": cid,
             "bbox": bbox,
@@ -217,7 +226,7 @@ def make_tiny_catalog(root: str | os.PathLike) -> TinyCatalog:
                 "datetime": when,
                 "eo:cloud_cover": cc,
                 "proj:code": f"EPSG:{epsg}",
-                "platform": "tiny-sat",
+                "platform": "sentinel-2a" if index % 2 == 0 else "sentinel-2b",
             },
             "assets": assets,
             "links": [
@@ -278,6 +287,7 @@ def make_tiny_catalog(root: str | os.PathLike) -> TinyCatalog:
                 [d["bbox"] for d in all_docs],
                 [d["properties"]["datetime"] for d in all_docs],
                 coll_links,
+                raster_extension,
             ),
         )
         root_links.append(

@@ -31,13 +31,14 @@ from multistore.testing.stac_catalog import (
 
 @dataclass
 class RequestLog:
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)  # GETs per url path
+    heads: Counter = field(default_factory=Counter)  # HEADs per url path
     fail: set[str] = field(default_factory=set)  # url paths answered with 500
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def hit(self, path: str) -> None:
+    def hit(self, path: str, method: str = "GET") -> None:
         with self.lock:
-            self.counts[path] += 1
+            (self.heads if method == "HEAD" else self.counts)[path] += 1
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -47,6 +48,10 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def log_message(self, format, *args):  # quiet
         pass
+
+    def do_HEAD(self):
+        self.log_state.hit(self.path.split("?", 1)[0], "HEAD")
+        super().do_HEAD()
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
