@@ -15,10 +15,10 @@ import xarray as xr
 
 from .config.model import STORAGE_STORE, Config, PreloadConfig
 from .cube import Scratch, build_cube
-from .errors import DatasetError, WriteError
+from .errors import DatasetError, UnknownNameError, WriteError
 from .grid import TargetGrid
 from .plan import CubePlan, Plan
-from .quicklook import write_quicklook
+from .quicklook import quicklook_path, write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
 from .scrub import Scrubber
@@ -59,7 +59,10 @@ class RunReport:
         return 0 if self.ok else 1
 
     def __getitem__(self, identifier: str) -> DatasetResult:
-        return next(r for r in self.results if r.identifier == identifier)
+        for result in self.results:
+            if result.identifier == identifier:
+                return result
+        raise UnknownNameError("result", identifier, (r.identifier for r in self.results))
 
     def _repr_html_(self) -> str:
         from .display.notebook import results_html
@@ -158,12 +161,9 @@ class Generator:
             target = StorageTarget(self.stores.storage, cube.output)
             state = cube_state(target, cube.fingerprint)
             if state is CubeState.COMPLETE and not self.force:
-                self.board.update(
-                    ident,
-                    status=Status.SKIPPED,
-                    output=target.path,
-                    message=f"complete for this config ({cube.fingerprint})",
-                )
+                message = f"complete for this config ({cube.fingerprint})"
+                message += self._missing_quicklook(ident, target)
+                self.board.update(ident, status=Status.SKIPPED, output=target.path, message=message)
                 return
             grid = cube.grid or self._borrowed_grid(cube)
 
@@ -191,7 +191,7 @@ class Generator:
             )
             self._write(cube, ds, target)
             remove_scratch(target)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # sys.exit() in hook code fails this cube only
             self._fail(ident, e)
             return
         message = _describe(ds)
@@ -202,6 +202,18 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _missing_quicklook(self, ident: str, target: StorageTarget) -> str:
+        """Draw the quick-look of a complete cube that lacks one (a run killed after the
+        completion marker, or ``quicklook`` switched on later); a note for the message."""
+        if not self.config.general.quicklook or target.fs.exists(quicklook_path(target)):
+            return ""
+        try:
+            write_quicklook(target, self.runner.compute)
+        except Exception as e:
+            log.warning("quick-look of %s failed", ident, exc_info=e)
+            return f"; quick-look failed: {type(e).__name__}: {e}"
+        return "; missing quick-look drawn"
 
     def _scratch(self, target: StorageTarget) -> Scratch:
         protocol = target.fs.protocol

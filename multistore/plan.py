@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config.model import Config, DatasetConfig
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UnknownNameError
 from .grid import TargetGrid
 
 # Bump when the bytes multistore writes for an unchanged config change.
@@ -40,7 +40,10 @@ class Plan:
     levels: tuple[tuple[str, ...], ...]  # cubes in one level do not depend on each other
 
     def cube(self, identifier: str) -> CubePlan:
-        return next(c for c in self.cubes if c.identifier == identifier)
+        for cube in self.cubes:
+            if cube.identifier == identifier:
+                return cube
+        raise UnknownNameError("cube", identifier, self.identifiers)
 
     @property
     def identifiers(self) -> tuple[str, ...]:
