@@ -119,7 +119,7 @@ def open_source(
             f"{source.location}: store {source.store!r} returned {type(data).__name__} for "
             f"{source.data_id!r}, expected a dataset"
         )
-    return apply_hook(source.custom_processing, data)
+    return apply_hook(source.custom_processing, data)  # on the source's grid: generic checks
 
 
 def build_cube(
@@ -163,9 +163,27 @@ def build_cube(
                 f"merging the variables of {ds_cfg.identifier!r} failed ({e}); "
                 "set xr_merge_params (e.g. join: outer) if their coordinates differ"
             ) from e
-    cube = apply_hook(ds_cfg.custom_processing, cube)
+    cube = apply_hook(ds_cfg.custom_processing, cube, grid)
+    if grid is not None:
+        cube = georeference(cube, grid)
     cube = _chunk(cube, grid, ds_cfg.chunksize)
     return _annotate(cube, plan, config)
+
+
+def georeference(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
+    """The grid's x/y coordinates (with their CF attributes), its ``spatial_ref`` variable
+    and ``grid_mapping`` on every gridded variable, re-applied after hooks.
+
+    Hook code (``xr.where``, arithmetic) drops coordinate attributes and creates variables
+    without ``grid_mapping``; readers such as rioxarray then cannot find x/y or the CRS.
+    """
+    ds = ds.assign_coords(grid.coords())
+    x, y = grid.x_name, grid.y_name
+    for var in ds.data_vars.values():
+        if x in var.dims and y in var.dims:
+            var.attrs["grid_mapping"] = "spatial_ref"
+            var.encoding.pop("grid_mapping", None)
+    return ds
 
 
 def _name_variables(ds: xr.Dataset, source: SourceConfig, multi: bool) -> xr.Dataset:
