@@ -78,6 +78,8 @@ def write_quicklook(target: StorageTarget, compute: Callable[[Any], Any]) -> str
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     path = quicklook_path(target)
-    with fs.open(path, "wb") as f:
+    part = f"{path}.part"  # a kill mid-write must not leave a truncated PNG under the real name
+    with fs.open(part, "wb") as f:
         f.write(buf.getvalue())
+    fs.mv(part, path)
     return path
