@@ -16,7 +16,7 @@ import xarray as xr
 from xcube.core.store import DataStore
 
 from . import __version__
-from .config.model import Config, RetryConfig, SourceConfig
+from .config.model import Config, CustomProcessing, RetryConfig, SourceConfig
 from .errors import ProcessingError, SourceOpenError
 from .grid import TargetGrid, xy_names
 from .hooks import apply_hook
@@ -95,8 +95,10 @@ def open_source(
     retries: RetryConfig,
     grid: TargetGrid | None,
     scratch: Scratch | None = None,
+    hook_hashes: Mapping[str, str] | None = None,
 ) -> xr.Dataset:
-    """Open one source through its xcube data store and run its hook."""
+    """Open one source through its xcube data store and run its hook
+    (``hook_hashes``: the hook files' hashes as planned, path -> sha256)."""
     store = stores[source.store]
     params = open_params_for(source, store, grid, scratch)
 
@@ -119,7 +121,15 @@ def open_source(
             f"{source.location}: store {source.store!r} returned {type(data).__name__} for "
             f"{source.data_id!r}, expected a dataset"
         )
-    return apply_hook(source.custom_processing, data)  # on the source's grid: generic checks
+    hook = source.custom_processing
+    # on the source's grid: only the checks that hold on any grid
+    return apply_hook(hook, data, expected_sha256=_planned_hash(hook, hook_hashes))
+
+
+def _planned_hash(hook: CustomProcessing | None, hashes: Mapping[str, str] | None) -> str | None:
+    if hook is None or hashes is None:
+        return None
+    return hashes.get(str(hook.module_path))
 
 
 def build_cube(
@@ -135,7 +145,7 @@ def build_cube(
     parts = []
     for source in ds_cfg.sources:
         step("opening")
-        data = open_source(source, stores, config.general.retries, grid, scratch)
+        data = open_source(source, stores, config.general.retries, grid, scratch, plan.hook_hashes)
         step("processing")
         tparams = source.temporal_resample_params
         if tparams and tparams.get("stage", "before") == "before":
@@ -163,7 +173,8 @@ def build_cube(
                 f"merging the variables of {ds_cfg.identifier!r} failed ({e}); "
                 "set xr_merge_params (e.g. join: outer) if their coordinates differ"
             ) from e
-    cube = apply_hook(ds_cfg.custom_processing, cube, grid)
+    hook = ds_cfg.custom_processing
+    cube = apply_hook(hook, cube, grid, _planned_hash(hook, plan.hook_hashes))
     if grid is not None:
         cube = georeference(cube, grid)
     cube = _chunk(cube, grid, ds_cfg.chunksize)

@@ -35,17 +35,26 @@ def module_name(path: Path, source: bytes) -> str:
     return f"multistore_hook_{stem}_{where}_{what}"
 
 
-def load_hook(hook: CustomProcessing) -> Callable[[xr.Dataset], xr.Dataset]:
+def load_hook(
+    hook: CustomProcessing, expected_sha256: str | None = None
+) -> Callable[[xr.Dataset], xr.Dataset]:
     """The hook function, compiled from the file's current bytes.
 
     The module is executed from the very bytes that were hashed (not re-read by an
-    import loader), so the name always matches the code that runs.
+    import loader), so the name always matches the code that runs. ``expected_sha256``:
+    the hash the cube's fingerprint was computed from; a file edited since then fails
+    the dataset rather than marking a cube complete for code that never ran.
     """
     path = hook.module_path
     try:
         source = Path(path).read_bytes()
     except OSError as e:
         raise ProcessingError(f"cannot read custom_processing module {path}: {e}") from e
+    if expected_sha256 is not None and hashlib.sha256(source).hexdigest() != expected_sha256:
+        raise ProcessingError(
+            f"{path.name} changed after this run was planned (the cube's fingerprint hashes "
+            "the earlier version); run generate again"
+        )
     name = module_name(path, source)
     module = sys.modules.get(name)
     if module is None:
@@ -68,12 +77,16 @@ def load_hook(hook: CustomProcessing) -> Callable[[xr.Dataset], xr.Dataset]:
 
 
 def apply_hook(
-    hook: CustomProcessing | None, ds: xr.Dataset, grid: TargetGrid | None = None
+    hook: CustomProcessing | None,
+    ds: xr.Dataset,
+    grid: TargetGrid | None = None,
+    expected_sha256: str | None = None,
 ) -> xr.Dataset:
-    """Run ``hook`` on ``ds`` and check its result; ``grid``: the grid the result must keep."""
+    """Run ``hook`` on ``ds`` and check its result; ``grid``: the grid the result must keep;
+    ``expected_sha256``: the hook file's hash as planned (see ``load_hook``)."""
     if hook is None:
         return ds
-    fn = load_hook(hook)
+    fn = load_hook(hook, expected_sha256)
     label = f"custom_processing {hook.module_path.name}:{hook.function_name}"
     try:
         result = fn(ds)

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from multistore import MultiSourceDataStore
@@ -217,3 +218,27 @@ def test_sys_exit_while_importing_a_hook_file_fails_the_dataset(project):
     report = MultiSourceDataStore(project(config)).generate()
     assert report["bad"].status is Status.FAILED
     assert "importing exits.py failed: SystemExit: 3" in report["bad"].message
+
+
+def test_hook_edited_after_planning_fails_instead_of_running_unhashed_code(project):
+    """A plan's fingerprint hashes the hook file; the build runs those bytes or nothing."""
+    from multistore.cube import build_cube
+    from multistore.errors import ProcessingError
+
+    hook_file = project.root / "hooks" / "offset.py"
+    hook_file.write_text(OFFSET_HOOK.format(value=1))
+    config = project.base_config()
+    config["datasets"] = [
+        temperature_cube("shifted", {"module_path": "hooks/offset.py", "function_name": "offset"})
+    ]
+    msds = MultiSourceDataStore(project(config))
+    planned = msds.plan().cube("shifted")
+    cube = build_cube(planned, msds.config, msds.stores, planned.grid)  # as planned: fine
+    assert float(cube["temperature"].isel(time=0, lat=0, lon=0)) > 274
+
+    hook_file.write_text(OFFSET_HOOK.format(value=2))  # edited mid-run
+    with pytest.raises(ProcessingError, match="offset.py changed after this run was planned"):
+        build_cube(planned, msds.config, msds.stores, planned.grid)
+    replanned = msds.plan().cube("shifted")
+    assert replanned.fingerprint != planned.fingerprint
+    build_cube(replanned, msds.config, msds.stores, replanned.grid)
