@@ -88,6 +88,14 @@ BROKEN_HOOKS = textwrap.dedent(
         sys.exit(0)
 
 
+    def _exit_in_block(block):
+        sys.exit(0)
+
+
+    def lazy_exit(ds):
+        return ds.map_blocks(_exit_in_block, template=ds)  # exits when dask computes
+
+
     def empty(ds):
         return ds.drop_vars(list(ds.data_vars))
 
@@ -118,6 +126,7 @@ BROKEN_HOOKS = textwrap.dedent(
 # hook -> what the failure message must say
 BROKEN = {
     "leave": "raised SystemExit: 0",
+    "lazy_exit": "SystemExit",
     "empty": "it has no data variables",
     "scalar": "it holds only scalars",
     "crop": "'lat' has 10 values, the target grid 175",
