@@ -101,6 +101,7 @@ class UnknownNameError(MultistoreError, KeyError):
     """A lookup by identifier (dataset, cube, store) found nothing; names the known ones."""
 
     def __init__(self, what: str, name: str, known: Iterable[str]):
+        self.what = what
         self.name = name
         self.known: tuple[str, ...] = tuple(known)
         listed = ", ".join(repr(k) for k in self.known) or "none"
@@ -108,3 +109,6 @@ class UnknownNameError(MultistoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
         return str(self.args[0])
+
+    def __reduce__(self):  # picklable (e.g. raised in a dask worker) despite the signature
+        return type(self), (self.what, self.name, self.known)

@@ -48,3 +48,12 @@ def test_run_report_unknown_name():
         report["nope"]
     assert str(info.value) == "no result 'nope' (known: 'a', 'b')"
     assert report["b"].status is Status.FAILED
+
+
+def test_unknown_name_error_survives_pickling():
+    import pickle
+
+    from multistore.errors import UnknownNameError
+
+    error = pickle.loads(pickle.dumps(UnknownNameError("cube", "x", ["a"])))
+    assert isinstance(error, KeyError) and str(error) == "no cube 'x' (known: 'a')"
