@@ -16,7 +16,7 @@ import xarray as xr
 from xcube.core.store import DataStore
 
 from . import __version__
-from .config.model import Config, RetryConfig, SourceConfig
+from .config.model import Config, CustomProcessing, RetryConfig, SourceConfig
 from .errors import ProcessingError, SourceOpenError
 from .gdalenv import GdalSettings, general_settings, scope_dataset
 from .grid import TargetGrid, xy_names
@@ -97,11 +97,13 @@ def open_source(
     grid: TargetGrid | None,
     scratch: Scratch | None = None,
     gdal: GdalSettings | None = None,
+    hook_hashes: Mapping[str, str] | None = None,
 ) -> xr.Dataset:
     """Open one source through its xcube data store and run its hook.
 
     ``gdal`` (default: the source store's own settings) applies while opening
-    and inside every task that later reads the source, never process-wide.
+    and inside every task that later reads the source, never process-wide;
+    ``hook_hashes``: the hook files' hashes as planned (path -> sha256).
     """
     store = stores[source.store]
     params = open_params_for(source, store, grid, scratch)
@@ -127,8 +129,16 @@ def open_source(
                 f"{source.location}: store {source.store!r} returned {type(data).__name__} for "
                 f"{source.data_id!r}, expected a dataset"
             )
-        data = apply_hook(source.custom_processing, data)
+        hook = source.custom_processing
+        # on the source's grid: only the checks that hold on any grid
+        data = apply_hook(hook, data, expected_sha256=_planned_hash(hook, hook_hashes))
     return scope_dataset(data, gdal)
+
+
+def _planned_hash(hook: CustomProcessing | None, hashes: Mapping[str, str] | None) -> str | None:
+    if hook is None or hashes is None:
+        return None
+    return hashes.get(str(hook.module_path))
 
 
 def build_cube(
@@ -146,7 +156,7 @@ def build_cube(
     for source in ds_cfg.sources:
         step("opening")
         gdal = stores.gdal_settings(source.store, general)
-        data = open_source(source, stores, config.general.retries, grid, scratch, gdal)
+        data = open_source(source, stores, config.general.retries, grid, scratch, gdal, plan.hook_hashes)
         step("processing")
         tparams = source.temporal_resample_params
         if tparams and tparams.get("stage", "before") == "before":
@@ -174,9 +184,28 @@ def build_cube(
                 f"merging the variables of {ds_cfg.identifier!r} failed ({e}); "
                 "set xr_merge_params (e.g. join: outer) if their coordinates differ"
             ) from e
-    cube = apply_hook(ds_cfg.custom_processing, cube)
+    hook = ds_cfg.custom_processing
+    cube = apply_hook(hook, cube, grid, _planned_hash(hook, plan.hook_hashes))
+    if grid is not None:
+        cube = georeference(cube, grid)
     cube = _chunk(cube, grid, ds_cfg.chunksize)
     return _annotate(cube, plan, config)
+
+
+def georeference(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
+    """The grid's x/y coordinates (with their CF attributes), its ``spatial_ref`` variable
+    and ``grid_mapping`` on every gridded variable, re-applied after hooks.
+
+    Hook code (``xr.where``, arithmetic) drops coordinate attributes and creates variables
+    without ``grid_mapping``; readers such as rioxarray then cannot find x/y or the CRS.
+    """
+    ds = ds.assign_coords(grid.coords())
+    x, y = grid.x_name, grid.y_name
+    for var in ds.data_vars.values():
+        if x in var.dims and y in var.dims:
+            var.attrs["grid_mapping"] = "spatial_ref"
+            var.encoding.pop("grid_mapping", None)
+    return ds
 
 
 def _name_variables(ds: xr.Dataset, source: SourceConfig, multi: bool) -> xr.Dataset:

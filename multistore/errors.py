@@ -95,3 +95,20 @@ class FetchError(SourceOpenError):
 
 class NoItemsError(SourceOpenError):
     """A catalog search found no items for a dataset's query (no empty cube is written)."""
+
+
+class UnknownNameError(MultistoreError, KeyError):
+    """A lookup by identifier (dataset, cube, store) found nothing; names the known ones."""
+
+    def __init__(self, what: str, name: str, known: Iterable[str]):
+        self.what = what
+        self.name = name
+        self.known: tuple[str, ...] = tuple(known)
+        listed = ", ".join(repr(k) for k in self.known) or "none"
+        super().__init__(f"no {what} {name!r} (known: {listed})")
+
+    def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
+        return str(self.args[0])
+
+    def __reduce__(self):  # picklable (e.g. raised in a dask worker) despite the signature
+        return type(self), (self.what, self.name, self.known)

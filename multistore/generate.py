@@ -16,12 +16,12 @@ import xarray as xr
 from .config.model import STORAGE_STORE, Config, PreloadConfig
 from .cube import Scratch, build_cube
 from .diskspace import explain, storage_os_error
-from .errors import DatasetError, SourceOpenError, WriteError
+from .errors import DatasetError, SourceOpenError, UnknownNameError, WriteError
 from .grid import TargetGrid
 from .locks import CubeLock, Lease
 from .plan import CubePlan, Plan
 from .preload.process import comes_from
-from .quicklook import write_quicklook
+from .quicklook import quicklook_path, write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
 from .scrub import Scrubber
@@ -63,7 +63,10 @@ class RunReport:
         return 0 if self.ok else 1
 
     def __getitem__(self, identifier: str) -> DatasetResult:
-        return next(r for r in self.results if r.identifier == identifier)
+        for result in self.results:
+            if result.identifier == identifier:
+                return result
+        raise UnknownNameError("result", identifier, (r.identifier for r in self.results))
 
     def _repr_html_(self) -> str:
         from .display.notebook import results_html
@@ -188,12 +191,9 @@ class Generator:
             target = StorageTarget(self.stores.storage, cube.output)
             state = cube_state(target, cube.fingerprint)
             if state is CubeState.COMPLETE and not self.force:
-                self.board.update(
-                    ident,
-                    status=Status.SKIPPED,
-                    output=target.path,
-                    message=f"complete for this config ({cube.fingerprint})",
-                )
+                message = f"complete for this config ({cube.fingerprint})"
+                message += self._missing_quicklook(ident, target)
+                self.board.update(ident, status=Status.SKIPPED, output=target.path, message=message)
                 return
             grid = cube.grid or self._borrowed_grid(cube)
 
@@ -222,7 +222,7 @@ class Generator:
             writing = True
             self._write(cube, ds, target)
             remove_scratch(target)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # sys.exit() in hook code fails this cube only
             error = self._drop_partial_cube(target, ds, e) if writing else e
             self._fail(ident, self._blame_failed_preload(cube, error))
             return
@@ -275,6 +275,18 @@ class Generator:
         )
         explained.__cause__ = error
         return explained
+
+    def _missing_quicklook(self, ident: str, target: StorageTarget) -> str:
+        """Draw the quick-look of a complete cube that lacks one (a run killed after the
+        completion marker, or ``quicklook`` switched on later); a note for the message."""
+        if not self.config.general.quicklook or target.fs.exists(quicklook_path(target)):
+            return ""
+        try:
+            write_quicklook(target, self.runner.compute)
+        except Exception as e:
+            log.warning("quick-look of %s failed", ident, exc_info=e)
+            return f"; quick-look failed: {type(e).__name__}: {e}"
+        return "; missing quick-look drawn"
 
     def _scratch(self, target: StorageTarget) -> Scratch:
         protocol = target.fs.protocol

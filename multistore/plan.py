@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config.model import Config, DatasetConfig
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UnknownNameError
 from .grid import TargetGrid
 
 # Bump when the bytes multistore writes for an unchanged config change.
@@ -28,6 +28,8 @@ class CubePlan:
     grid: TargetGrid | None  # from a grid_mappings entry; None = native or borrowed grid
     grid_from: str | None  # identifier of the dataset whose cube defines the grid
     depends_on: tuple[str, ...]
+    # sha256 of each hook file as hashed into the fingerprint; the build runs exactly these
+    hook_hashes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def identifier(self) -> str:
@@ -40,7 +42,10 @@ class Plan:
     levels: tuple[tuple[str, ...], ...]  # cubes in one level do not depend on each other
 
     def cube(self, identifier: str) -> CubePlan:
-        return next(c for c in self.cubes if c.identifier == identifier)
+        for cube in self.cubes:
+            if cube.identifier == identifier:
+                return cube
+        raise UnknownNameError("cube", identifier, self.identifiers)
 
     @property
     def identifiers(self) -> tuple[str, ...]:
@@ -77,8 +82,9 @@ def build_plan(config: Config, datasets: Iterable[str] | None = None) -> Plan:
             grid = (
                 TargetGrid.from_bbox(gm.bbox, gm.crs, gm.spatial_res, gm.tile_size) if gm else None
             )
+            hook_hashes = {str(p): _file_hash(p) for p in _hook_paths(ds)}
             fingerprints[ident] = fingerprint(
-                config, ds, grid, [fingerprints[d] for d in deps[ident]]
+                config, ds, grid, [fingerprints[d] for d in deps[ident]], hook_hashes
             )
             cubes.append(
                 CubePlan(
@@ -88,13 +94,18 @@ def build_plan(config: Config, datasets: Iterable[str] | None = None) -> Plan:
                     grid=grid,
                     grid_from=deps[ident][0] if deps[ident] else None,
                     depends_on=deps[ident],
+                    hook_hashes=hook_hashes,
                 )
             )
     return Plan(cubes=tuple(cubes), levels=tuple(tuple(level) for level in levels))
 
 
 def fingerprint(
-    config: Config, dataset: DatasetConfig, grid: TargetGrid | None, dep_fingerprints: list[str]
+    config: Config,
+    dataset: DatasetConfig,
+    grid: TargetGrid | None,
+    dep_fingerprints: list[str],
+    hook_hashes: Mapping[str, str] | None = None,
 ) -> str:
     """A hash of everything that determines a cube's bytes: sources, stores, grid, hooks.
 
@@ -111,7 +122,11 @@ def fingerprint(
         },
         "grid": grid.to_dict() if grid else None,
         "depends_on": dep_fingerprints,
-        "hooks": {str(p): _file_hash(p) for p in _hook_paths(dataset)},
+        "hooks": (
+            dict(hook_hashes)
+            if hook_hashes is not None
+            else {str(p): _file_hash(p) for p in _hook_paths(dataset)}
+        ),
         "zarr_format": config.general.zarr_format,
     }
     text = json.dumps(payload, sort_keys=True, default=str)

@@ -23,11 +23,13 @@ def quicklook_path(target: StorageTarget) -> str:
 
 
 def write_quicklook(target: StorageTarget, compute: Callable[[Any], Any]) -> str:
-    """Render the cube written at ``target`` and store ``<cube>.png`` beside it."""
-    import matplotlib
+    """Render the cube written at ``target`` and store ``<cube>.png`` beside it.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Draws on its own Agg canvas, not through pyplot: switching the process-wide backend
+    (``matplotlib.use``) would stop a notebook's inline plots for the rest of the session.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fs = target.fs
     if target.path.endswith(".zarr"):
@@ -48,7 +50,9 @@ def write_quicklook(target: StorageTarget, compute: Callable[[Any], Any]) -> str
     values = compute([p[1].data for p in panels])
     cols = min(3, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 3.6 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (name, da), data in zip(axes.flat, panels, values, strict=False):
@@ -73,8 +77,9 @@ def write_quicklook(target: StorageTarget, compute: Callable[[Any], Any]) -> str
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     path = quicklook_path(target)
-    with fs.open(path, "wb") as f:
+    part = f"{path}.part"  # a kill mid-write must not leave a truncated PNG under the real name
+    with fs.open(part, "wb") as f:
         f.write(buf.getvalue())
+    fs.mv(part, path)
     return path

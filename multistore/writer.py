@@ -157,6 +157,21 @@ def encoding_for(ds: xr.Dataset, zarr_format: int) -> dict[str, dict[str, Any]]:
 ProgressCallback = Callable[[float], None]
 
 
+def with_gdal_crs(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with GDAL's ``_CRS`` attribute (``{"wkt": ...}``) on every variable that has
+    a CF ``grid_mapping``: GDAL's Zarr driver reads only ``_CRS`` before 3.9 (Debian ships 3.6)."""
+    out = ds.copy()  # shallow: new attrs dicts, same data
+    for name, var in ds.data_vars.items():
+        gm = var.attrs.get("grid_mapping") or var.encoding.get("grid_mapping")
+        if not isinstance(gm, str) or gm not in ds.variables:
+            continue
+        gm_attrs = ds[gm].attrs
+        wkt = gm_attrs.get("crs_wkt") or gm_attrs.get("spatial_ref")
+        if isinstance(wkt, str):
+            out[name].attrs = {**var.attrs, "_CRS": {"wkt": wkt}}
+    return out
+
+
 def write_zarr(
     ds: xr.Dataset,
     target: StorageTarget,
@@ -167,6 +182,7 @@ def write_zarr(
     """Write ``ds`` as a consolidated Zarr, then the completion marker."""
     _clear(target)
     store = zarr_store(target)
+    ds = with_gdal_crs(ds)
     encoding = encoding_for(ds, zarr_format)
     try:
         if zarr_format == 2:

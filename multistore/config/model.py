@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import UnknownNameError
+
 STORAGE_STORE = "storage"
 
 DisplayMode = Literal["auto", "rich", "notebook", "log", "json", "none"]
@@ -129,7 +131,10 @@ class Config:
     secret_values: frozenset[str] = field(default=frozenset(), repr=False)
 
     def store(self, identifier: str) -> StoreConfig:
-        return next(s for s in self.data_stores if s.identifier == identifier)
+        for store in self.data_stores:
+            if store.identifier == identifier:
+                return store
+        raise UnknownNameError("store", identifier, (s.identifier for s in self.data_stores))
 
     def grid_mapping(self, identifier: str) -> GridMappingConfig | None:
         return next((g for g in self.grid_mappings if g.identifier == identifier), None)

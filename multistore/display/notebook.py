@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+from typing import Any
 
 from ..status import DatasetResult, Status, StatusBoard
 from .base import Display, rows
@@ -47,9 +48,10 @@ def results_html(results: list[DatasetResult], title: str = "") -> str:
 class NotebookDisplay(Display):
     MIN_INTERVAL_S = 0.25
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, handle: Any = None):
+        """``handle``: where updates go (``.update(html)``); default: a new IPython display."""
         self._title = title
-        self._handle = None
+        self._handle = handle
         self._board: StatusBoard | None = None
         self._lock = threading.Lock()
         self._last = 0.0
@@ -58,17 +60,28 @@ class NotebookDisplay(Display):
         from IPython.display import HTML, display
 
         self._board = board
-        self._handle = display(HTML(results_html(board.results(), self._title)), display_id=True)
+        first = HTML(results_html(board.results(), self._title))
+        with self._lock:
+            if self._handle is None:
+                self._handle = display(first, display_id=True)
+            else:
+                self._handle.update(first)
 
     def on_update(self, r: DatasetResult) -> None:
-        now = time.monotonic()
         with self._lock:
+            now = time.monotonic()
             if now - self._last < self.MIN_INTERVAL_S and not r.status.is_final:
                 return
             self._last = now
-        self._refresh()
+            self._send()
 
     def _refresh(self) -> None:
+        with self._lock:
+            self._send()
+
+    def _send(self) -> None:
+        """Snapshot and send in one critical section (hold ``_lock``): updates from
+        parallel cubes then reach the notebook in snapshot order, never older after newer."""
         from IPython.display import HTML
 
         if self._handle is not None and self._board is not None:
