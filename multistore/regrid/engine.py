@@ -125,7 +125,7 @@ def _warp_variables(
     scale = fp.scale(target)
     if not np.isfinite(scale).any() or not _overlaps(fp, grid, target):
         raise NoOverlapError(_no_overlap_message(grid, target))
-    coarser = bool(np.nanmedian(scale) > 1.0 + 1e-6)
+    coarser = fp.is_coarser(target)
     methods = resolve_methods({n: ds[n].dtype for n in names}, p, coarser)
     windows_by_method: dict[str, list[list[plan.SourceWindow | None]]] = {}
     out = {}
