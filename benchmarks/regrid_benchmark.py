@@ -182,6 +182,12 @@ def write_config(case: Case, out_dir: Path, plain: bool = False) -> Path:
 # -- the three ways (each runs in a child process) --------------------------------------
 
 
+def way_p(case: Case, out: Path) -> dict:
+    """(a0) with the package found in ``--baseline DIR`` first on PYTHONPATH (code before a change)."""
+    os.environ["PYTHONPATH"] = os.environ["REGRID_BENCH_BASELINE"]
+    return way_a(case, out, plain=True)
+
+
 def way_a0(case: Case, out: Path) -> dict:
     """The product path on the plain config: no open params, no resampling method."""
     return way_a(case, out, plain=True)
@@ -359,8 +365,18 @@ def _sum_only(ds) -> dict:
 
 
 # one character per way, for --ways
-WAYS = {"0": way_a0, "a": way_a, "b": way_b, "c": way_c, "d": way_d, "e": way_e, "l": way_limit}
+WAYS = {
+    "p": way_p,
+    "0": way_a0,
+    "a": way_a,
+    "b": way_b,
+    "c": way_c,
+    "d": way_d,
+    "e": way_e,
+    "l": way_limit,
+}
 LABELS = {
+    "p": "(a0) plain config, --baseline code",
     "0": "(a0) plain config",
     "a": "(a) multistore generate, tuned",
     "l": "(limit) decode + compress, no warp",
@@ -493,6 +509,8 @@ def report(runs: list[dict]) -> None:
         ):
             if (way, base) in by:
                 print(f"{label}: {a0 / by[way, base]['wall_s']:.2f} ({goal})")
+        if ("p", base) in by:
+            print(f"(a0) before/after: {by['p', base]['wall_s'] / a0:.2f} (baseline / this code)")
         if ("c", base) in by:
             print(f"(c)/(a0) wall: {by['c', base]['wall_s'] / a0:.2f} (target >= 2)")
         if ("0", "scaled") in by:
@@ -519,10 +537,16 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of all ways (median wall time is reported)"
     )
+    parser.add_argument(
+        "--baseline",
+        help="a checkout's root (holding multistore/) for way 'p': (a0) on that code",
+    )
     parser.add_argument("--child", choices=sorted(WAYS), help=argparse.SUPPRESS)
     parser.add_argument("--case", default="full", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = {c.name: c for c in (FULL, SCALED, SMALL)}
+    if args.baseline:
+        os.environ["REGRID_BENCH_BASELINE"] = str(Path(args.baseline).resolve())
     if args.child:
         case = cases[args.case]
         result = WAYS[args.child](case, WORK / f"out_{case.name}_{args.child}")
