@@ -222,13 +222,18 @@ def write_config(out: Path, zenodo_url: str, s3_endpoint: str, parallel: int) ->
     return path
 
 
-def run_build(config: Path, out: Path) -> dict:
-    """One ``multistore generate`` child: wall, peak RSS, CPU utilisation."""
+def run_build(config: Path, out: Path, baseline: str | None = None) -> dict:
+    """One ``multistore generate`` child: wall, peak RSS, CPU utilisation.
+
+    ``baseline``: a checkout's root put first on PYTHONPATH (the code before a change).
+    """
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     own = Path(sys.executable).with_name("multistore")
     cli = str(own) if own.exists() else shutil.which("multistore") or "multistore"
     env = {**os.environ, "GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "128")}
+    if baseline:
+        env["PYTHONPATH"] = str(Path(baseline).resolve())
     t0 = time.perf_counter()
     with open(WORK / "last.log", "w") as log:
         proc = subprocess.Popen(
@@ -260,6 +265,9 @@ def main() -> None:
     parser.add_argument(
         "--parallel", type=int, default=3, help="general.max_parallel_datasets of the config"
     )
+    parser.add_argument(
+        "--baseline", help="also time each warm round on this checkout's code (interleaved)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from multistore.demo.servers import local_s3, s3_filesystem
@@ -283,6 +291,11 @@ def main() -> None:
             r["load"] = os.getloadavg()[0]
             runs.append(r)
             print(json.dumps(r), flush=True)
+            if args.baseline and i > 0:
+                b = run_build(config, WORK / "out", args.baseline)
+                b.update(round="baseline", load=os.getloadavg()[0])
+                runs.append(b)
+                print(json.dumps(b), flush=True)
     warm = [r for r in runs if r["round"] == "warm"] or runs
     summary = {
         "cold_wall_s": runs[0]["wall_s"],
@@ -293,6 +306,11 @@ def main() -> None:
         "output_mib": runs[-1]["output_mib"],
         "max_parallel_datasets": args.parallel,
     }
+    base = [r for r in runs if r["round"] == "baseline"]
+    if base:
+        summary["baseline_wall_s_median"] = statistics.median(r["wall_s"] for r in base)
+        summary["baseline_peak_rss_mib_max"] = max(r["peak_rss_mib"] for r in base)
+        summary["baseline_cpu_util_median"] = statistics.median(r["cpu_util"] for r in base)
     print(json.dumps(summary))
     print(f"rusage self (servers): {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.1f} s user")
 
