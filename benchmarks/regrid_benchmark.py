@@ -188,6 +188,12 @@ def way_p(case: Case, out: Path) -> dict:
     return way_a(case, out, plain=True)
 
 
+def way_q(case: Case, out: Path) -> dict:
+    """(a) with the package found in ``--baseline DIR`` first on PYTHONPATH."""
+    os.environ["PYTHONPATH"] = os.environ["REGRID_BENCH_BASELINE"]
+    return way_a(case, out)
+
+
 def way_a0(case: Case, out: Path) -> dict:
     """The product path on the plain config: no open params, no resampling method."""
     return way_a(case, out, plain=True)
@@ -377,6 +383,7 @@ WAYS = {
 }
 LABELS = {
     "p": "(a0) plain config, --baseline code",
+    "q": "(a) tuned, --baseline code",
     "0": "(a0) plain config",
     "a": "(a) multistore generate, tuned",
     "l": "(limit) decode + compress, no warp",
@@ -509,6 +516,8 @@ def report(runs: list[dict]) -> None:
         ):
             if (way, base) in by:
                 print(f"{label}: {a0 / by[way, base]['wall_s']:.2f} ({goal})")
+        if ("q", base) in by and ("a", base) in by:
+            print(f"(a) before/after: {by['q', base]['wall_s'] / by['a', base]['wall_s']:.2f}")
         if ("p", base) in by:
             print(f"(a0) before/after: {by['p', base]['wall_s'] / a0:.2f} (baseline / this code)")
         if ("c", base) in by:
