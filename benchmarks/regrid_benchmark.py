@@ -4,18 +4,24 @@ A synthetic uint8 categorical stack (EPSG:3035, 30 m, 16 bands of 6000x6000,
 tiled deflate GeoTIFF) is regridded with nearest onto an EPSG:4326 grid of
 about 7600x5600 px and written as Zarr with 1000x1000 tiles, three ways:
 
-  (a) ``multistore generate CONFIG`` (the full product path, a subprocess)
+  (a0) ``multistore generate CONFIG`` on the plain config users write: no
+       open params, no resampling method (the headline way)
+  (a) ``multistore generate CONFIG`` tuned: band dim, 512 px source chunks,
+      nearest (the full product path, a subprocess)
   (b) GDAL warp band by band into memory, then one Zarr write (the baseline)
   (c) ``xcube_resampling.resample_in_space`` + xcube's Zarr writer
 
 Each way runs in its own process; wall time, peak RSS, output bytes and dtype
-are printed. ``--scale`` repeats (a) at 4x the pixel count (2x per axis);
+are printed. (limit) decodes every source block once and compresses and
+writes as many output chunks with the same codec, on all cores, without any
+warp: the floor for any regridder. ``--scale`` repeats (a0) and (a) at 4x the
+pixel count (2x per axis);
 ``--ways de`` times the regridding alone (no write: a sum of the result) for
 this engine (d) and xcube_resampling (e). ``--small`` is a quick smoke run; ``--repeat N`` interleaves N rounds and
 reports median wall times (the CPUs may be shared). Inputs are cached in
 benchmarks/_work/.
 
-    python benchmarks/regrid_benchmark.py [--small] [--scale] [--ways abc] [--repeat 3]
+    python benchmarks/regrid_benchmark.py [--small] [--scale] [--ways 0abcl] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -130,7 +136,8 @@ def make_source(case: Case) -> Path:
     return case.tif
 
 
-def write_config(case: Case, out_dir: Path) -> Path:
+def write_config(case: Case, out_dir: Path, plain: bool = False) -> Path:
+    """The benchmark config; ``plain``: as users write it (no open params, no method)."""
     import yaml
 
     grid = target_grid(case)
@@ -154,13 +161,20 @@ def write_config(case: Case, out_dir: Path) -> Path:
                 "store": "src",
                 "data_id": case.tif.name,
                 "grid_mapping": "target",
+            }
+            if plain
+            else {
+                "identifier": "classes",
+                "store": "src",
+                "data_id": case.tif.name,
+                "grid_mapping": "target",
                 "open_params": OPEN_PARAMS,
                 "spatial_resample_params": {"method": "nearest"},
             }
-        ],
+        ],  # fmt: skip
         "general": {"display": "log"},
     }
-    path = out_dir.parent / f"config_{case.name}.yml"
+    path = out_dir.parent / f"config_{case.name}{'_plain' if plain else ''}.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -168,10 +182,27 @@ def write_config(case: Case, out_dir: Path) -> Path:
 # -- the three ways (each runs in a child process) --------------------------------------
 
 
-def way_a(case: Case, out: Path) -> dict:
+def way_p(case: Case, out: Path) -> dict:
+    """(a0) with the package found in ``--baseline DIR`` first on PYTHONPATH (code before a change)."""
+    os.environ["PYTHONPATH"] = os.environ["REGRID_BENCH_BASELINE"]
+    return way_a(case, out, plain=True)
+
+
+def way_q(case: Case, out: Path) -> dict:
+    """(a) with the package found in ``--baseline DIR`` first on PYTHONPATH."""
+    os.environ["PYTHONPATH"] = os.environ["REGRID_BENCH_BASELINE"]
+    return way_a(case, out)
+
+
+def way_a0(case: Case, out: Path) -> dict:
+    """The product path on the plain config: no open params, no resampling method."""
+    return way_a(case, out, plain=True)
+
+
+def way_a(case: Case, out: Path, plain: bool = False) -> dict:
     """The product path: the CLI in a subprocess (its peak RSS is this child's RUSAGE_CHILDREN)."""
     out.mkdir(parents=True, exist_ok=True)
-    config = write_config(case, out)
+    config = write_config(case, out, plain=plain)
     # the console script next to this interpreter (a version manager's shim adds ~0.1 s)
     own = Path(sys.executable).with_name("multistore")
     cli = str(own) if own.exists() else shutil.which("multistore") or "multistore"
@@ -238,6 +269,51 @@ def way_c(case: Case, out: Path) -> dict:
             "zarr": str(out / "classes.zarr")}  # fmt: skip
 
 
+def way_limit(case: Case, out: Path) -> dict:
+    """What no regridder can beat: decode every source block once, compress and write as
+    many output chunks as (a) writes, with the same codec, on all cores, without any warp."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numcodecs
+    import numpy as np
+    import rasterio
+
+    grid = target_grid(case)
+    blosc = numcodecs.Blosc(
+        cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE, blocksize=128 * 1024
+    )
+    target = out / "limit"
+    target.mkdir(parents=True, exist_ok=True)
+    rows = range(0, grid.height, TILE)
+    cols = range(0, grid.width, TILE)
+
+    def band(b: int) -> int:
+        with rasterio.open(case.tif) as src:
+            plane = np.empty((src.height, src.width), dtype=src.dtypes[0])
+            for _, window in src.block_windows(b + 1):
+                plane[window.toslices()] = src.read(b + 1, window=window)
+        written = 0
+        for i, r0 in enumerate(rows):
+            for j, c0 in enumerate(cols):
+                # an output-sized chunk of decoded source pixels (wrapping around the source)
+                h, w = min(TILE, grid.height - r0), min(TILE, grid.width - c0)
+                rs, cs = r0 % (case.size - TILE + 1), c0 % (case.size - TILE + 1)
+                chunk = np.full((TILE, TILE), NODATA, dtype=plane.dtype)
+                chunk[:h, :w] = plane[rs : rs + h, cs : cs + w]
+                data = blosc.encode(np.ascontiguousarray(chunk))
+                (target / f"{b}.{i}.{j}").write_bytes(data)
+                written += len(data)
+        return written
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        total = sum(pool.map(band, range(case.bands)))
+    return {
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "bytes": total,
+        "dtype": "uint8",
+    }
+
+
 def way_d(case: Case, out: Path) -> dict:
     """Regridding only, no write: ``regrid_dataset`` on xcube's opener, summed with dask."""
     from multistore.regrid import regrid_dataset
@@ -294,9 +370,23 @@ def _sum_only(ds) -> dict:
     }
 
 
-WAYS = {"a": way_a, "b": way_b, "c": way_c, "d": way_d, "e": way_e}
+# one character per way, for --ways
+WAYS = {
+    "p": way_p,
+    "0": way_a0,
+    "a": way_a,
+    "b": way_b,
+    "c": way_c,
+    "d": way_d,
+    "e": way_e,
+    "l": way_limit,
+}
 LABELS = {
-    "a": "(a) multistore generate",
+    "p": "(a0) plain config, --baseline code",
+    "q": "(a) tuned, --baseline code",
+    "0": "(a0) plain config",
+    "a": "(a) multistore generate, tuned",
+    "l": "(limit) decode + compress, no warp",
     "b": "(b) GDAL warp + zarr",
     "c": "(c) xcube_resampling + xcube writer",
     "d": "(d) multistore.regrid only, no write",
@@ -417,6 +507,23 @@ def report(runs: list[dict]) -> None:
         print(
             f"(c)/(a) wall: {by['c', base]['wall_s'] / by['a', base]['wall_s']:.2f} (target >= 2)"
         )
+    if base and ("0", base) in by:
+        a0 = by["0", base]["wall_s"]
+        for way, label, goal in (
+            ("a", "(a0)/(a) wall", "target <= 1.15"),
+            ("b", "(a0)/(b) wall", "target <= 0.6"),
+            ("l", "(a0)/(limit) wall", "aim <= 1.5"),
+        ):
+            if (way, base) in by:
+                print(f"{label}: {a0 / by[way, base]['wall_s']:.2f} ({goal})")
+        if ("q", base) in by and ("a", base) in by:
+            print(f"(a) before/after: {by['q', base]['wall_s'] / by['a', base]['wall_s']:.2f}")
+        if ("p", base) in by:
+            print(f"(a0) before/after: {by['p', base]['wall_s'] / a0:.2f} (baseline / this code)")
+        if ("c", base) in by:
+            print(f"(c)/(a0) wall: {by['c', base]['wall_s'] / a0:.2f} (target >= 2)")
+        if ("0", "scaled") in by:
+            print(f"(a0) at 4x pixels: peak RSS {by['0', 'scaled']['peak_rss_kb'] / 1024:.0f} MiB")
     if base and ("d", base) in by and ("e", base) in by:
         d, e = by["d", base], by["e", base]
         print(f"(e)/(d) regrid compute: {e['compute_s'] / d['compute_s']:.2f}")
@@ -430,15 +537,25 @@ def main() -> None:
     parser.add_argument(
         "--small", action="store_true", help="quick smoke run (4 bands of 1500x1500)"
     )
-    parser.add_argument("--scale", action="store_true", help="also run (a) at 4x the pixel count")
-    parser.add_argument("--ways", default="abc", help="which ways to run, e.g. 'ab'")
+    parser.add_argument(
+        "--scale", action="store_true", help="also run (a0) and (a) at 4x the pixel count"
+    )
+    parser.add_argument(
+        "--ways", default="0abcl", help="which ways to run, e.g. '0al' (0 = a0, l = limit)"
+    )
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of all ways (median wall time is reported)"
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a checkout's root (holding multistore/) for way 'p': (a0) on that code",
     )
     parser.add_argument("--child", choices=sorted(WAYS), help=argparse.SUPPRESS)
     parser.add_argument("--case", default="full", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = {c.name: c for c in (FULL, SCALED, SMALL)}
+    if args.baseline:
+        os.environ["REGRID_BENCH_BASELINE"] = str(Path(args.baseline).resolve())
     if args.child:
         case = cases[args.case]
         result = WAYS[args.child](case, WORK / f"out_{case.name}_{args.child}")
@@ -459,8 +576,9 @@ def main() -> None:
             runs.append(run_child(way, case))
             print(json.dumps(runs[-1]), flush=True)
         if args.scale and not args.small:
-            runs.append(run_child("a", SCALED))
-            print(json.dumps(runs[-1]), flush=True)
+            for way in [w for w in "0a" if w in args.ways] or ["a"]:
+                runs.append(run_child(way, SCALED))
+                print(json.dumps(runs[-1]), flush=True)
     report(runs)
 
 

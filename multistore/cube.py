@@ -15,7 +15,7 @@ from typing import Any
 import xarray as xr
 from xcube.core.store import DataStore
 
-from . import __version__
+from . import __version__, sourcechunks
 from .config.model import Config, CustomProcessing, RetryConfig, SourceConfig
 from .errors import ProcessingError, SourceOpenError
 from .gdalenv import GdalSettings, general_settings, scope_dataset
@@ -74,6 +74,15 @@ def _open_param_names(store: DataStore, data_id: str) -> set[str]:
     return set(getattr(schema, "properties", None) or {})
 
 
+def _open_params_schema_open(store: DataStore, data_id: str) -> bool:
+    """Whether the opener passes params it does not declare on (xcube's NetCDF opener)."""
+    try:
+        schema = store.get_open_data_params_schema(data_id)
+    except Exception:
+        return False
+    return getattr(schema, "additional_properties", None) is True
+
+
 def open_params_for(
     source: SourceConfig, store: DataStore, grid: TargetGrid | None, scratch: Scratch | None = None
 ) -> dict[str, Any]:
@@ -120,8 +129,9 @@ def open_source(
                 f"{source.location or source.identifier}: cannot open {source.data_id!r} "
                 f"from store {source.store!r}: {type(e).__name__}: {e}"
             ) from e
-        if hasattr(data, "base_dataset"):  # xcube MultiLevelDataset
-            data = data.base_dataset
+        data = _base(data)
+        if isinstance(data, xr.Dataset):
+            data = _base(_with_aligned_chunks(data, source, store, params, retries))
         if isinstance(data, xr.DataArray):
             data = data.to_dataset(name=source.identifier)
         if not isinstance(data, xr.Dataset):
@@ -139,6 +149,44 @@ def _planned_hash(hook: CustomProcessing | None, hashes: Mapping[str, str] | Non
     if hook is None or hashes is None:
         return None
     return hashes.get(str(hook.module_path))
+
+
+def _base(data: Any) -> Any:
+    if hasattr(data, "base_dataset"):  # xcube MultiLevelDataset
+        return data.base_dataset
+    return data
+
+
+def _with_aligned_chunks(
+    data: xr.Dataset,
+    source: SourceConfig,
+    store: DataStore,
+    params: dict[str, Any],
+    retries: RetryConfig,
+) -> Any:
+    """Reopen with chunks aligned to the file's blocks when the config chose none (issue 11.3)."""
+    declared = _open_param_names(store, source.data_id)
+    better = sourcechunks.reopen_params(
+        data,
+        params,
+        declared,
+        _open_params_schema_open(store, source.data_id),
+        lambda: sourcechunks.raster_layout(store, source.data_id),
+    )
+    if better is None:
+        return data
+    log.debug("%s: reopening with block-aligned chunks %s", source.data_id, better)
+    try:
+        return with_retries(
+            lambda: store.open_data(source.data_id, **better),
+            retries,
+            f"opening {source.store}:{source.data_id}",
+        )
+    except Exception as e:
+        raise SourceOpenError(
+            f"{source.location or source.identifier}: cannot open {source.data_id!r} "
+            f"from store {source.store!r} with chunks {better}: {type(e).__name__}: {e}"
+        ) from e
 
 
 def build_cube(

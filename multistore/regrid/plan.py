@@ -49,14 +49,39 @@ class Footprints:
     # of the exact transform everywhere in the tile (checked at cell centres).
     lattice_ok: np.ndarray | None = None
 
+    # Source pixels (by area) under one target pixel, per tile; NaN where unknown.
+    area_ratio: np.ndarray | None = None
+
     def scale(self, target: TargetGrid) -> np.ndarray:
-        """Source pixels per target pixel, per tile (NaN for empty tiles)."""
+        """Source pixels per target pixel along the worse axis of each tile's bounding box.
+
+        An upper bound for window margins; rotation between the CRSs inflates it,
+        so it must not decide whether the target is coarser (``is_coarser`` does).
+        """
         rows, cols = target.chunks
         tile_h = np.asarray(rows, dtype="float64")[:, None]
         tile_w = np.asarray(cols, dtype="float64")[None, :]
         sy = (self.row_max - self.row_min) / tile_h
         sx = (self.col_max - self.col_min) / tile_w
         return np.maximum(sx, sy)
+
+    def is_coarser(self, target: TargetGrid) -> bool:
+        """Whether a target pixel covers more than one source pixel (by area).
+
+        Decided from the true pixel-size ratio (the area of each target pixel
+        in source pixels, from the traced lattice), not from bounding boxes.
+        One decision for the whole cube: the median over tiles, weighted by
+        their pixel counts, so a cube never mixes methods tile by tile.
+        """
+        ratio = self.area_ratio
+        if ratio is None:
+            ratio = self.scale(target) ** 2
+        rows, cols = target.chunks
+        weight = np.outer(np.asarray(rows, dtype="float64"), np.asarray(cols, dtype="float64"))
+        ok = np.isfinite(ratio)
+        if not ok.any():
+            return False
+        return bool(_weighted_median(ratio[ok], weight[ok]) > 1.0 + 1e-6)
 
 
 @dataclass(frozen=True)
@@ -111,6 +136,7 @@ def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
     row = (ty - grid.transform.f) / grid.transform.e
     lattice_ok = _lattice_is_linear(grid, target, transformer, m, col, row, center_lon)
     with np.errstate(invalid="ignore"), _quiet_nan():
+        area = _area_ratio(col, row, np.asarray(rows)[:, None], np.asarray(cols)[None, :], m)
         return Footprints(
             row_min=np.nanmin(row, axis=(2, 3)),
             row_max=np.nanmax(row, axis=(2, 3)),
@@ -119,7 +145,36 @@ def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
             center_lon=center_lon,
             lattice=np.stack([col, row], axis=2),
             lattice_ok=lattice_ok,
+            area_ratio=area,
         )
+
+
+def _area_ratio(
+    col: np.ndarray, row: np.ndarray, tile_h: np.ndarray, tile_w: np.ndarray, m: int
+) -> np.ndarray:
+    """Per tile: source pixels (by area) per target pixel, from the lattice cells.
+
+    Each lattice cell is a quadrilateral in source pixel space; its area (half
+    the cross product of its diagonals) over the target pixels it spans is the
+    local Jacobian determinant of the target->source transform. Cells that do
+    not transform are left out.
+    """
+    d1c = col[..., 1:, 1:] - col[..., :-1, :-1]
+    d1r = row[..., 1:, 1:] - row[..., :-1, :-1]
+    d2c = col[..., 1:, :-1] - col[..., :-1, 1:]
+    d2r = row[..., 1:, :-1] - row[..., :-1, 1:]
+    area = 0.5 * np.abs(d1c * d2r - d1r * d2c)
+    ok = np.isfinite(area)
+    cells = ok.sum(axis=(2, 3))
+    total = np.where(ok, area, 0.0).sum(axis=(2, 3))
+    pixels_per_cell = (tile_h / m) * (tile_w / m)
+    return np.where(cells > 0, total / np.maximum(cells, 1) / pixels_per_cell, np.nan)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, cum[-1] / 2.0)])
 
 
 def _lattice_is_linear(

@@ -41,10 +41,12 @@ class WindowReader:
 
 
 class SourceGraph:
-    """The flattened graph of one source array, for cutting per-task sub-graphs."""
+    """The flattened graph of source arrays, for cutting per-task sub-graphs."""
 
-    def __init__(self, arr: da.Array):
-        self._dsk = dict(arr.__dask_graph__())
+    def __init__(self, *arrays: da.Array):
+        self._dsk: dict[Hashable, Any] = {}
+        for arr in arrays:
+            self._dsk.update(arr.__dask_graph__())
         self._closures: dict[Hashable, frozenset] = {}
 
     def closure(self, key: Hashable) -> frozenset:

@@ -1,0 +1,123 @@
+"""Source chunks from the file's own block layout, when the config names none (issue 11.3).
+
+xcube's openers chunk badly by default for a streaming regridder: its GeoTIFF
+opener lets dask pick ("auto": one chunk per whole band), its NetCDF opener
+gives no dask chunks at all (the whole variable is loaded at once), and Zarr
+sources come in the store's chunks, which may be tiny. Each warp task reads
+the source chunks under its window, so chunks should be whole multiples of
+the file's blocks (no block decoded for two chunks), about 512 px on a side
+(the size that measured best for 1000 px target tiles: several chunks per
+window, few re-reads at window edges), and one plane deep along other dims.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import xarray as xr
+
+from .grid import xy_names
+
+LOG = logging.getLogger(__name__)
+
+# Aimed-at chunk edge in source pixels along x and y (rounded up to whole blocks).
+CHUNK_EDGE = 512
+
+# Open params through which users choose chunks themselves.
+_USER_CHUNK_PARAMS = ("tile_size", "chunks")
+
+
+def aligned_edge(block: int, size: int, edge: int = CHUNK_EDGE) -> int:
+    """The whole number of blocks closest above ``edge`` pixels, at most the dim size."""
+    block = max(1, int(block))
+    return min(int(size), block * max(1, math.ceil(edge / block)))
+
+
+def reopen_params(
+    ds: xr.Dataset,
+    params: Mapping[str, Any],
+    declared: set[str],
+    accepts_any: bool,
+    geotiff_blocks: Any = None,
+) -> dict[str, Any] | None:
+    """Open params to reopen ``ds`` with block-aligned chunks, or None when it is fine as is.
+
+    ``declared`` are the opener's open params, ``accepts_any`` whether it
+    passes unknown ones on to xarray. ``geotiff_blocks()`` returns the
+    (width, height, block width, block height) of a raster source.
+    """
+    if any(k in params for k in _USER_CHUNK_PARAMS):
+        return None
+    if "tile_size" in declared:
+        layout = geotiff_blocks() if geotiff_blocks is not None else None
+        if layout is None:
+            return None
+        width, height, bw, bh = layout
+        # xcube's GeoTIFF opener requires at least 512; dask clips a chunk to its dim
+        tile = [max(CHUNK_EDGE, aligned_edge(bw, width)), max(CHUNK_EDGE, aligned_edge(bh, height))]
+        return {**params, "tile_size": tile}
+    if "chunks" not in declared and not accepts_any:
+        return None
+    chunks = _aligned_chunks(ds)
+    if chunks is None:
+        return None
+    return {**params, "chunks": chunks}
+
+
+def _aligned_chunks(ds: xr.Dataset) -> dict[str, int] | None:
+    """Per dim: whole file blocks, about ``CHUNK_EDGE`` along x/y, one block along the others."""
+    try:
+        x, y = xy_names(ds)
+    except Exception:  # no spatial dims: nothing to regrid, keep the opener's chunks
+        return None
+    chunks: dict[str, int] = {}
+    found = False
+    for var in ds.data_vars.values():
+        if x not in var.dims or y not in var.dims:
+            continue
+        preferred = var.encoding.get("preferred_chunks") or {}
+        found = found or bool(preferred)
+        for dim, size in zip(var.dims, var.shape, strict=True):
+            block = int(preferred.get(dim, size))
+            # an unblocked (contiguous) non-spatial dim is read plane by plane
+            plane = 1 if block >= size else block
+            edge = aligned_edge(block, size) if dim in (x, y) else plane
+            # variables sharing a dim may be blocked differently: keep the smaller choice
+            chunks[str(dim)] = min(chunks.get(str(dim), edge), edge)
+    if not found:
+        return None
+    current = {
+        str(d): max(c)
+        for v in ds.data_vars.values()
+        if v.chunks
+        for d, c in zip(v.dims, v.chunks, strict=True)
+    }
+    if current and all(current.get(d) == c for d, c in chunks.items()):
+        return None
+    return chunks
+
+
+def raster_layout(store: Any, data_id: str) -> tuple[int, int, int, int] | None:
+    """(width, height, block width, block height) of a raster in an fsspec-based store.
+
+    Reads only the file's header; None when the store has no filesystem or
+    the file cannot be read as a raster (the opener then reports the error).
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    fs = getattr(store, "fs", None)
+    if fs is None:
+        return None
+    root = getattr(store, "root", None)
+    path = f"{str(root).rstrip('/')}/{data_id}" if root else data_id
+    try:
+        with fs.open(path, "rb") as f, rasterio.open(f) as r:
+            bh, bw = r.block_shapes[0]
+            return r.width, r.height, bw, bh
+    except (OSError, ValueError, RasterioError) as e:
+        LOG.debug("no block layout for %s: %s", data_id, e)
+        return None
