@@ -64,6 +64,7 @@ def _finite(
         yield ValidationError(f"must be a finite number, got {instance!r}")
 
 
+@cache
 def _with_tuple_arrays(base: type) -> type:
     """Accept tuples as arrays: mappings passed in by Python callers may hold them."""
     checker = base.TYPE_CHECKER.redefine(

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from ..errors import Problem
 from .locations import Location, render_location
@@ -27,15 +33,32 @@ class _Refused(yaml.MarkedYAMLError):
     """The document is well-formed YAML but too deep, too large or recursive."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates as strings and bounds what a document may expand to.
+if yaml.__with_libyaml__:  # libyaml scans and parses 5-10x faster than pure Python
+
+    class _Events(yaml.cyaml.CParser):
+        """Events from libyaml; composing stays in Python, where it can be bounded."""
+
+else:  # pragma: no cover - PyYAML built without libyaml
+
+    class _Events(Reader, Scanner, Parser):
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
+
+class _Loader(Composer, _Events, SafeConstructor, Resolver):
+    """A safe loader that keeps dates as strings and bounds what a document may expand to.
 
     Store open params (``time_range: [2020-01-01, 2021-01-01]``) expect
     strings, and the parsed config must stay JSON-compatible for the schema.
     """
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+        _Events.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self._depth = 0
         self._values = 0  # values composed so far, each alias counted as its whole expansion
         self._sizes: dict[int, int] = {}  # id(node) -> expanded size, for finished nodes
@@ -78,7 +101,7 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
 
 
@@ -127,6 +150,9 @@ def parse_yaml(text: str, name: str = "<config>") -> ParsedYaml:
         )
     except yaml.YAMLError as e:
         return ParsedYaml(None, problems=[Problem("line 1", f"YAML error: {e}")])
+    except UnicodeEncodeError as e:  # a lone surrogate (e.g. from a command-line argument)
+        line = text.count("\n", 0, e.start) + 1
+        return ParsedYaml(None, problems=[Problem(f"line {line}", "text is not valid Unicode")])
     finally:
         if loader is not None:
             loader.dispose()
