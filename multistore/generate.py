@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import xarray as xr
 
 from .config.model import STORAGE_STORE, Config, PreloadConfig
+from .config.redact import Masker
 from .cube import Scratch, build_cube
 from .errors import DatasetError, WriteError
 from .grid import TargetGrid
@@ -21,7 +22,6 @@ from .plan import CubePlan, Plan
 from .quicklook import write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
-from .scrub import Scrubber
 from .status import DatasetResult, Status, StatusBoard, reporting_progress
 from .stores.pool import StorePool
 from .writer import (
@@ -85,7 +85,7 @@ class Generator:
         self.board = board
         self.runner = runner
         self.force = force
-        self._scrub = Scrubber(config.secret_values)
+        self._scrub = Masker(config.secret_values)
 
     # -- preload ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from .checks import cross_check
 from .envvars import interpolate
 from .locations import Location, render_location
 from .model import Config
-from .redact import collect_secret_values, redact_text
+from .redact import collect_secret_values, redact_text, secret_strings
 from .validate import schema_problems
 from .yamlsource import parse_yaml
 
@@ -61,7 +61,7 @@ def load_config(
 
     interpolated = interpolate(data, env)
     data = interpolated.value
-    secrets = set(interpolated.secret_values)
+    secrets = set(interpolated.secret_values) | secret_strings(data)  # ?token=... in data ids
     if isinstance(data, Mapping) and isinstance(data.get("data_stores"), list):
         for store in data["data_stores"]:
             if isinstance(store, Mapping):

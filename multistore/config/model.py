@@ -10,9 +10,11 @@ resample params).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from .redact import Masker
 
 STORAGE_STORE = "storage"
 
@@ -127,6 +129,11 @@ class Config:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     # strings to redact wherever they appear
     secret_values: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def __repr__(self) -> str:
+        """The dataclass repr with every secret masked (data ids may hold tokens)."""
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return Masker(self.secret_values)(f"{type(self).__name__}({shown})")
 
     def store(self, identifier: str) -> StoreConfig:
         return next(s for s in self.data_stores if s.identifier == identifier)
