@@ -18,6 +18,7 @@ import xarray as xr
 import yaml
 
 from .config import Config, config_schema, load_config, redact
+from .config.redact import Masker
 from .cube import build_cube, open_params_for
 from .display import live_display
 from .gdalenv import apply_cache_max
@@ -26,7 +27,7 @@ from .grid import TargetGrid
 from .locks import read_lock
 from .plan import CubePlan, Plan, build_plan
 from .scheduler import dask_runner
-from .scrub import Scrubber, ScrubbingFilter
+from .scrub import ScrubbingFilter
 from .status import StatusBoard
 from .stores.pool import StorePool
 from .writer import CubeState, StorageTarget, cube_state, read_marker
@@ -65,7 +66,7 @@ class MultiSourceDataStore:
     def __init__(self, config: Config | str | os.PathLike | Mapping[str, Any]):
         self.config: Config = config if isinstance(config, Config) else load_config(config)
         self.stores = StorePool(self.config.data_stores, self.config.base_dir)
-        self._scrub = Scrubber(self.config.secret_values)
+        self._scrub = Masker(self.config.secret_values)
 
     # -- planning ----------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ class MultiSourceDataStore:
         grids: dict[str, TargetGrid | None] = {}
         summaries = []
         for cube in plan.cubes:
-            sources = tuple(f"{s.store}:{s.data_id}" for s in cube.dataset.sources)
+            sources = tuple(self._scrub(f"{s.store}:{s.data_id}") for s in cube.dataset.sources)
             try:
                 grid = self._planned_grid(cube, grids)
                 grids[cube.identifier] = grid
@@ -209,13 +210,15 @@ class MultiSourceDataStore:
         ]
         filt = ScrubbingFilter(self._scrub)
         loggers = [logging.getLogger(n) for n in names]
-        for lg in loggers:
-            lg.addFilter(filt)
+        # handlers of the root logger see every record, also of loggers created later
+        handlers = list(logging.getLogger().handlers)
+        for target in (*loggers, *handlers):
+            target.addFilter(filt)
         try:
             yield
         finally:
-            for lg in loggers:
-                lg.removeFilter(filt)
+            for target in (*loggers, *handlers):
+                target.removeFilter(filt)
 
 
 def _native_grid(ds: xr.Dataset) -> TargetGrid | None:

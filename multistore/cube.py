@@ -17,6 +17,7 @@ from xcube.core.store import DataStore
 
 from . import __version__, sourcechunks
 from .config.model import Config, CustomProcessing, RetryConfig, SourceConfig
+from .config.redact import Masker
 from .errors import ProcessingError, SourceOpenError
 from .gdalenv import GdalSettings, general_settings, scope_dataset
 from .grid import TargetGrid, xy_names
@@ -200,6 +201,7 @@ def build_cube(
     """The lazy cube of ``plan`` on ``grid`` (None: keep the source's own grid)."""
     ds_cfg = plan.dataset
     general = general_settings(config.general.gdal_http_params)
+    mask = Masker(config.secret_values)
     parts = []
     for source in ds_cfg.sources:
         step("opening")
@@ -214,7 +216,7 @@ def build_cube(
             data = regrid_dataset(data, grid, source.spatial_resample_params)
         if tparams and tparams.get("stage") == "after":
             data = resample_in_time(data, tparams)
-        parts.append(_name_variables(data, source, ds_cfg.multi))
+        parts.append(_name_variables(data, source, ds_cfg.multi, mask))
     step("processing")
     if len(parts) == 1:
         cube = parts[0]
@@ -256,10 +258,10 @@ def georeference(ds: xr.Dataset, grid: TargetGrid) -> xr.Dataset:
     return ds
 
 
-def _name_variables(ds: xr.Dataset, source: SourceConfig, multi: bool) -> xr.Dataset:
+def _name_variables(ds: xr.Dataset, source: SourceConfig, multi: bool, mask: Masker) -> xr.Dataset:
     """xcube-multistore's naming: one variable → the variable identifier; several → prefixed."""
     if not multi:
-        return _tag(ds, source, list(ds.data_vars))
+        return _tag(ds, source, list(ds.data_vars), mask)
     spatial = [n for n in ds.data_vars if _has_xy(ds[n])]
     if len(spatial) == 1:
         ds = ds.rename({spatial[0]: source.identifier})
@@ -269,12 +271,13 @@ def _name_variables(ds: xr.Dataset, source: SourceConfig, multi: bool) -> xr.Dat
         ds = ds.rename(mapping)
         names = list(mapping.values())
     ds = ds.drop_vars([n for n in ds.data_vars if n not in names])
-    return _tag(ds, source, names)
+    return _tag(ds, source, names, mask)
 
 
-def _tag(ds: xr.Dataset, source: SourceConfig, names: list[str]) -> xr.Dataset:
+def _tag(ds: xr.Dataset, source: SourceConfig, names: list[str], mask: Masker) -> xr.Dataset:
+    """Record where each variable came from; a token in the data id never reaches the cube."""
     for name in names:
-        ds[name].attrs["multistore_source"] = f"{source.store}:{source.data_id}"
+        ds[name].attrs["multistore_source"] = mask(f"{source.store}:{source.data_id}")
     return ds
 
 

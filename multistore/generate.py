@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import xarray as xr
 
 from .config.model import STORAGE_STORE, Config, PreloadConfig
+from .config.redact import Masker
 from .cube import Scratch, build_cube
 from .diskspace import explain, storage_os_error
 from .errors import DatasetError, SourceOpenError, UnknownNameError, WriteError
@@ -24,7 +25,6 @@ from .preload.process import comes_from
 from .quicklook import quicklook_path, write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
-from .scrub import Scrubber
 from .status import DatasetResult, Status, StatusBoard, reporting_progress
 from .stores.pool import StorePool
 from .writer import (
@@ -92,7 +92,7 @@ class Generator:
         self.board = board
         self.runner = runner
         self.force = force
-        self._scrub = Scrubber(config.secret_values)
+        self._scrub = Masker(config.secret_values)
         # store identifier -> (failed preload job, its scrubbed reason), for cubes that need them
         self._failed_preloads: dict[str, list[tuple[PreloadConfig, str]]] = {}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config.model import Config, DatasetConfig
+from .config.redact import Masker
 from .errors import ConfigError, Problem, UnknownNameError
 from .grid import TargetGrid
 
@@ -129,9 +130,7 @@ def fingerprint(
         ),
         "zarr_format": config.general.zarr_format,
     }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    for secret in config.secret_values:
-        text = text.replace(secret, "***")
+    text = Masker(config.secret_values)(json.dumps(payload, sort_keys=True, default=str))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

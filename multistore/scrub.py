@@ -1,41 +1,29 @@
-"""Keep secret values out of messages, logs and files."""
+"""Keep secret values out of logs: a logging filter around the one ``Masker``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
-MASK = "***"
+from .config.redact import Masker
 
-
-class Scrubber:
-    """Replaces every known secret value in a text by ``***``."""
-
-    def __init__(self, secret_values: Iterable[str] = ()):
-        # Longest first, so a secret containing another is masked whole.
-        self._values = sorted(
-            {v for v in secret_values if v and len(v) >= 4}, key=len, reverse=True
-        )
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
-
-    def __bool__(self) -> bool:
-        return bool(self._values)
+_FORMATTER = logging.Formatter()
 
 
 class ScrubbingFilter(logging.Filter):
-    """A logging filter that masks secrets in every record passing through a handler."""
+    """Masks secrets in every record: its message, its traceback and its stack."""
 
-    def __init__(self, scrubber: Scrubber):
+    def __init__(self, masker: Masker):
         super().__init__()
-        self._scrub = scrubber
+        self._mask = masker
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._scrub:
-            record.msg = self._scrub(record.getMessage())
-            record.args = None
+        record.msg = self._mask(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            # formatted here, masked, and kept: formatters use exc_text when it is set
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._mask(record.stack_info)
         return True

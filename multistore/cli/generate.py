@@ -11,6 +11,7 @@ from .common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     config_argument,
+    echo_error,
     load_api,
     load_or_exit,
     report_config_error,
@@ -35,9 +36,9 @@ def generate(
     config_path: Path, datasets: tuple[str, ...], force: bool, log_format: str | None, verbose: int
 ) -> None:
     """Generate the cubes of CONFIG into its storage store. Exit code 1 if any dataset failed."""
+    setup_logging(verbose, json_logs=log_format == "json")  # first: imports may warn
     MultiSourceDataStore = load_api()
 
-    setup_logging(verbose, json_logs=log_format == "json")
     msds = MultiSourceDataStore(load_or_exit(config_path))
     try:
         report = msds.generate(datasets or None, force=force, display=log_format)
@@ -45,7 +46,7 @@ def generate(
         report_config_error(e)
         raise SystemExit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
-        click.echo("interrupted: unfinished cubes will be rebuilt by the next run", err=True)
+        echo_error("interrupted: unfinished cubes will be rebuilt by the next run")
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)  # worker threads may still be inside GDAL; do not wait
     raise SystemExit(report.exit_code)

@@ -21,6 +21,9 @@ from .resolve import find_module_file, module_path_candidates
 from .validate import validate_against
 
 MAX_PIXELS_PER_AXIS = 2**31
+MAX_TILE_PIXELS = 2**28
+# Hook modules are parsed (never run) here; a real one is a few KB.
+MAX_HOOK_BYTES = 10 * 2**20
 
 # xcube-multistore's dask_scheduler names -> multistore's dask.scheduler names
 DASK_SCHEDULER_ALIASES = {
@@ -192,9 +195,28 @@ def _check_grid_mappings(checker: Checker) -> list[str]:
             if east - west > 360:
                 checker.add((*path, "bbox"), "the bbox spans more than 360 degrees of longitude")
         res = gm.get("spatial_res")
-        if west < east and south < north and checker.clean((*path, "spatial_res")):
+        if (
+            res is not None
+            and west < east
+            and south < north
+            and checker.clean((*path, "spatial_res"))
+        ):
             _check_size(checker, path, (east - west, north - south), res, crs)
+        _check_tile_size(checker, (*path, "tile_size"), gm.get("tile_size"))
     return identifiers
+
+
+def _check_tile_size(checker: Checker, path: Location, tile_size: Any) -> None:
+    """A tile is one chunk in memory and one compressor buffer: Blosc stops at 2 GiB."""
+    if tile_size is None or not checker.clean(path):
+        return
+    x, y = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
+    if x * y > MAX_TILE_PIXELS:
+        checker.add(
+            path,
+            f"a {x} x {y} tile has more than {MAX_TILE_PIXELS} pixels (2 GiB at 8 bytes per "
+            "pixel, more than a chunk can hold): use tiles of at most 16384 x 16384",
+        )
 
 
 def _check_crs(checker: Checker, path: Location, crs: Any):
@@ -363,17 +385,23 @@ def _check_frequency(checker: Checker, path: Location, frequency: Any) -> None:
     from pandas.tseries.frequencies import to_offset
 
     try:
-        to_offset(frequency)
-    except ValueError:
+        offset = to_offset(frequency)
+    except (ValueError, OverflowError):
         checker.add(path, f"{frequency!r} is not a pandas frequency (e.g. 1D, 7D, MS, YS)")
+        return
+    if offset.n <= 0:
+        checker.add(path, f"{frequency!r} must be a positive frequency (e.g. 1D, 7D, MS, YS)")
 
 
 def _check_timedelta(checker: Checker, path: Location, value: str) -> None:
     import pandas as pd
 
     try:
-        pd.to_timedelta(value)
-    except ValueError:
+        span = pd.to_timedelta(value)
+    except (ValueError, OverflowError):
+        checker.add(path, f"{value!r} is not a time span (e.g. 12h, 1D)")
+        return
+    if span is pd.NaT:
         checker.add(path, f"{value!r} is not a time span (e.g. 12h, 1D)")
 
 
@@ -387,10 +415,24 @@ def _check_hook(checker: Checker, path: Location, hook: Any) -> None:
         checker.add((*path, "module_path"), f"module file not found (looked for {tried})")
         return
     try:
-        tree = ast.parse(file.read_bytes(), filename=str(file))
+        with file.open("rb") as f:
+            source = f.read(MAX_HOOK_BYTES + 1)
+        if len(source) > MAX_HOOK_BYTES:
+            checker.add(
+                (*path, "module_path"),
+                f"{file} is larger than {MAX_HOOK_BYTES // 2**20} MB: not a hook module",
+            )
+            return
+        tree = ast.parse(source, filename=str(file))
     except (SyntaxError, ValueError) as e:
         line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
         checker.add((*path, "module_path"), f"cannot parse {file}: {_first_line(e)}{line}")
+        return
+    except (RecursionError, MemoryError):  # CPython's parser on e.g. 1+1+...+1 (100k terms)
+        checker.add(
+            (*path, "module_path"),
+            f"cannot parse {file}: an expression is nested too deeply for Python",
+        )
         return
     except OSError as e:
         checker.add((*path, "module_path"), f"cannot read {file}: {e.strerror or e}")

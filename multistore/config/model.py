@@ -10,11 +10,12 @@ resample params).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import UnknownNameError
+from .redact import Masker
 
 STORAGE_STORE = "storage"
 
@@ -129,6 +130,11 @@ class Config:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     # strings to redact wherever they appear
     secret_values: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def __repr__(self) -> str:
+        """The dataclass repr with every secret masked (data ids may hold tokens)."""
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return Masker(self.secret_values)(f"{type(self).__name__}({shown})")
 
     def store(self, identifier: str) -> StoreConfig:
         for store in self.data_stores:

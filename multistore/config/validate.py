@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
@@ -50,9 +51,20 @@ def config_schema() -> dict:
 def _config_validator() -> jsonschema.protocols.Validator:
     schema = config_schema()
     cls = _with_tuple_arrays(jsonschema.Draft202012Validator)
+    cls = jsonschema.validators.extend(cls, validators={"x-finite": _finite})
     return cls(schema)
 
 
+def _finite(
+    _validator: Any, wanted: Any, instance: Any, _schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """``x-finite``: YAML can write ``.nan`` and ``.inf``, JSON cannot, so no standard keyword
+    rejects them (NaN even passes ``minimum``: every comparison with it is false)."""
+    if wanted and isinstance(instance, float) and not math.isfinite(instance):
+        yield ValidationError(f"must be a finite number, got {instance!r}")
+
+
+@cache
 def _with_tuple_arrays(base: type) -> type:
     """Accept tuples as arrays: mappings passed in by Python callers may hold them."""
     checker = base.TYPE_CHECKER.redefine(
@@ -190,12 +202,16 @@ def _message(error: ValidationError, schema: Mapping[str, Any]) -> str:
         return f"must have at most {value} items, got {count}"
     if kind == "minLength":
         return "must not be empty" if value == 1 else f"must be at least {value} characters long"
+    if kind == "pattern" and isinstance(schema.get("title"), str):
+        return f"{_short(instance)} is not {schema['title']}"
     if kind == "pattern":
         return f"{_short(instance)} does not match the pattern {value}"
     if kind == "uniqueItems":
         return "items must be unique"
     if kind == "format":
         return f"{_short(instance)} is not a valid {value}"
+    if kind == "x-finite":
+        return error.message
     if kind in ("not", "false"):
         return "is not allowed here"
     # Never cut a message short: a cut could leave part of a secret that redaction misses.

@@ -64,7 +64,14 @@ from ..preload.http import RetryPolicy
 from ..preload.manifest import PreloadOutput, PreloadRecord
 from ..preload.process import PreloadOptions, file_format, process_file
 from ..preload.rangefile import ZIP_BLOCK_SIZE, open_range_file, range_opener
-from .zenodo_api import DEFAULT_BASE_URL, ZenodoClient, ZenodoFile, ZenodoRecord, resolve_record_id
+from .zenodo_api import (
+    DEFAULT_BASE_URL,
+    ROOT_PATTERN,
+    ZenodoClient,
+    ZenodoFile,
+    ZenodoRecord,
+    resolve_record_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +177,14 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         return JsonObjectSchema(
             properties=dict(
                 root=JsonComplexSchema(
-                    one_of=[JsonStringSchema(min_length=1), JsonIntegerSchema(minimum=1)],
+                    one_of=[
+                        JsonStringSchema(
+                            min_length=1,
+                            pattern=ROOT_PATTERN,
+                            title="a record id, DOI (10.5281/zenodo.<id>) or record URL",
+                        ),
+                        JsonIntegerSchema(minimum=1),
+                    ],
                     title="Record id, DOI (10.5281/zenodo.<id>) or record URL",
                 ),
                 base_url=JsonStringSchema(default=DEFAULT_BASE_URL, title="Zenodo server"),
@@ -718,7 +732,9 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
 
     def close(self) -> None:
         """Closes connections; the cache is kept (it is the point of preloading)."""
-        self._client.close()
+        client = getattr(self, "_client", None)  # None when __init__ failed (bad root)
+        if client is not None:
+            client.close()
 
 
 def _is_zarr_zip(key: str) -> bool:

@@ -25,6 +25,10 @@ TOKEN_REQUESTS_PER_MINUTE = 100
 _RECORD_ID = re.compile(r"\d+")
 _DOI = re.compile(r"(?:https?://(?:dx\.)?doi\.org/|doi:)?10\.\d+/zenodo\.(\d+)", re.IGNORECASE)
 _RECORD_URL = re.compile(r"https?://[^/]+/(?:api/)?(?:records?|deposit)/(\d+)(?:[/?#].*)?")
+# The three forms as one JSON Schema pattern, so `validate` rejects a bad root up front.
+ROOT_PATTERN = (
+    r"(?i)^\s*(?:" + "|".join(p.pattern for p in (_RECORD_ID, _DOI, _RECORD_URL)) + r")\s*$"
+)
 
 
 def resolve_record_id(root: str | int) -> str:

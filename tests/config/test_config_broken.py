@@ -53,7 +53,12 @@ TEMPORAL = (*D0, "temporal_resample_params")
 CASES = [
     # -- structure (JSON Schema) --------------------------------------------------------------
     ("missing-data_id", drop((*D0, "data_id")), "datasets[0]", "'data_id' is a required property"),
-    ("missing-datasets", drop(("datasets",)), "", "'datasets' is a required property"),
+    (
+        "missing-datasets",
+        drop(("datasets",)),
+        "<file>: line 1",
+        "'datasets' is a required property",
+    ),
     ("unknown-top-level-key", put(("extras",), 1), "extras", "unknown key 'extras' (allowed: "),
     (
         "typo-in-dataset-key",
@@ -434,7 +439,7 @@ def test_broken_config(tmp_path: Path, mutate: Mutation, location: str, fragment
     mutate(config)
     path = write_config(tmp_path, config)
     problems = problems_of(lambda: load_config(path, env={"HOME": "/home/x"}))
-    assert_problem(problems, location, fragment)
+    assert_problem(problems, location.replace("<file>", str(path)), fragment)
     for problem in problems:  # readable: no raw jsonschema dumps
         assert "Failed validating" not in problem.message
         assert len(problem.message) < 400
@@ -491,19 +496,27 @@ datasets:
 @pytest.mark.parametrize(
     ("text", "location", "fragment"),
     [
-        pytest.param("", "", "the config is empty", id="empty-file"),
-        pytest.param("# only a comment\n", "", "the config is empty", id="comment-only"),
+        pytest.param("", "<file>: line 1", "the config is empty", id="empty-file"),
+        pytest.param(
+            "# only a comment\n", "<file>: line 1", "the config is empty", id="comment-only"
+        ),
         pytest.param(
             "data_stores:\n  - identifier: storage\n   store_id: file\n",
-            "line 3, column 4",
+            "<file>: line 3, column 4",
             "YAML syntax error",
             id="bad-indentation",
         ),
         pytest.param(
-            "datasets: [a, b\n", "line 2, column 1", "YAML syntax error", id="unclosed-bracket"
+            "datasets: [a, b\n",
+            "<file>: line 2, column 1",
+            "YAML syntax error",
+            id="unclosed-bracket",
         ),
         pytest.param(
-            "- a\n- b\n", "", "expected a mapping, got a list of 2 item(s)", id="top-list"
+            "- a\n- b\n",
+            "<file>: line 1",
+            "expected a mapping, got a list of 2 item(s)",
+            id="top-list",
         ),
         pytest.param(
             "data_stores:\n  - identifier: storage\n    store_id: file\n    store_id: s3\n"
@@ -515,8 +528,9 @@ datasets:
     ],
 )
 def test_broken_yaml(tmp_path: Path, text: str, location: str, fragment: str) -> None:
-    problems = problems_of(lambda: load_config(write_config(tmp_path, text)))
-    assert_problem(problems, location, fragment)
+    path = write_config(tmp_path, text)
+    problems = problems_of(lambda: load_config(path))
+    assert_problem(problems, location.replace("<file>", str(path)), fragment)
 
 
 def test_missing_file(tmp_path: Path) -> None:
