@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +99,18 @@ def _open_params_schema() -> JsonObjectSchema:
     return JsonObjectSchema(
         properties=dict(
             time_range=JsonArraySchema(items=JsonStringSchema(), min_items=2, max_items=2),
-            bands=JsonArraySchema(items=JsonStringSchema(), min_items=1),
+            bands=JsonComplexSchema(
+                one_of=[
+                    JsonArraySchema(items=JsonStringSchema(), min_items=1),
+                    JsonObjectSchema(
+                        properties=dict(
+                            include=JsonArraySchema(items=JsonStringSchema(), min_items=1),
+                            exclude=JsonArraySchema(items=JsonStringSchema()),
+                        ),
+                        additional_properties=False,
+                    ),
+                ]
+            ),
             filters=JsonArraySchema(items=JsonStringSchema()),
             temporal_resolution=JsonStringSchema(enum=TEMPORAL_RESOLUTIONS, default="raw"),
             reducer=JsonStringSchema(enum=REDUCERS, default="mosaic"),
@@ -391,12 +403,7 @@ class EarthEngineDataStore(DataStore):
                 f"(time_range={params.get('time_range')}, filters={params.get('filters')})"
             )
         native = dict(images[0].band_types)
-        bands = tuple(params.get("bands") or native)
-        missing = [b for b in bands if b not in native]
-        if missing:
-            raise SourceOpenError(
-                f"earthengine: {data_id} has no band(s) {missing}; bands: {list(native)}"
-            )
+        bands = select_bands(data_id, list(native), params.get("bands"))
         resolution = params.get("temporal_resolution", "raw") if is_collection else "raw"
         reducer = params.get("reducer", "mosaic")
         steps = time_steps(images, resolution)
@@ -653,6 +660,41 @@ def plan_of(p: _Prepared) -> RequestPlan:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+def select_bands(data_id: str, native: list[str], spec: Any) -> tuple[str, ...]:
+    """The bands to fetch: all, a list of names (in that order), or ``{include, exclude}``
+    regular expressions matched in full against the native names (native order kept)."""
+    if not spec:
+        return tuple(native)
+    if isinstance(spec, list | tuple):
+        missing = [b for b in spec if b not in native]
+        if missing:
+            raise SourceOpenError(
+                f"earthengine: {data_id} has no band(s) {missing}; bands: {native}"
+            )
+        return tuple(spec)
+    patterns = {}
+    for key in ("include", "exclude"):
+        for i, text in enumerate(spec.get(key) or ()):
+            try:
+                patterns.setdefault(key, []).append(re.compile(text))
+            except re.error as e:
+                raise ConfigError(
+                    [Problem(f"open_params.bands.{key}[{i}]", f"not a regular expression: {e}")]
+                ) from None
+    include = patterns.get("include") or [re.compile(".*")]
+    exclude = patterns.get("exclude") or []
+    picked = tuple(
+        b
+        for b in native
+        if any(p.fullmatch(b) for p in include) and not any(p.fullmatch(b) for p in exclude)
+    )
+    if not picked:
+        raise SourceOpenError(
+            f"earthengine: no band of {data_id} matches bands {dict(spec)}; bands: {native}"
+        )
+    return picked
 
 
 def _scale_pair(value: Any) -> tuple[float, float]:
