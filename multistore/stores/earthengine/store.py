@@ -49,12 +49,16 @@ from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_ch
 from .query import (
     EE_TYPE,
     REDUCERS,
+    RESAMPLING,
     TEMPORAL_RESOLUTIONS,
     BandGroup,
     ImageInfo,
+    MaskRule,
+    Processing,
     Query,
     Recipe,
     Step,
+    image_info,
     list_images,
     time_steps,
 )
@@ -90,6 +94,15 @@ def _store_params_schema() -> JsonObjectSchema:
 
 
 def _open_params_schema() -> JsonObjectSchema:
+    mask_rule = JsonObjectSchema(
+        properties=dict(
+            band=JsonStringSchema(min_length=1),
+            values=JsonArraySchema(items=JsonNumberSchema(), min_items=1),
+            bits=JsonArraySchema(items=JsonIntegerSchema(minimum=0, maximum=62), min_items=1),
+        ),
+        required=["band"],
+        additional_properties=False,
+    )
     number_or_pair = JsonComplexSchema(
         one_of=[
             JsonNumberSchema(),
@@ -99,6 +112,20 @@ def _open_params_schema() -> JsonObjectSchema:
     return JsonObjectSchema(
         properties=dict(
             time_range=JsonArraySchema(items=JsonStringSchema(), min_items=2, max_items=2),
+            mask=JsonComplexSchema(one_of=[mask_rule, JsonArraySchema(items=mask_rule)]),
+            expressions=JsonObjectSchema(
+                additional_properties=JsonStringSchema(min_length=1),
+                title="{band name: ee.Image.expression text}, evaluated per image",
+            ),
+            resampling=JsonStringSchema(enum=list(RESAMPLING)),
+            image_hook=JsonObjectSchema(
+                properties=dict(
+                    module_path=JsonStringSchema(min_length=1),
+                    function_name=JsonStringSchema(min_length=1),
+                ),
+                required=["module_path", "function_name"],
+                additional_properties=False,
+            ),
             bands=JsonComplexSchema(
                 one_of=[
                     JsonArraySchema(items=JsonStringSchema(), min_items=1),
@@ -404,6 +431,25 @@ class EarthEngineDataStore(DataStore):
             )
         native = dict(images[0].band_types)
         bands = select_bands(data_id, list(native), params.get("bands"))
+        processing = _processing(params, list(native))
+        if processing is not None and (processing.expressions or processing.hook_path):
+            # band math and hooks add bands: ask Earth Engine for the processed types
+            first = images[0].id
+            info = call_with_retries(
+                lambda: image_info(processing.apply(_ee_image(first)).getInfo()),
+                self._policy,
+                self.counters,
+                f"describing processed image {first}",
+            )
+            processed = dict(info.band_types)
+            gone = [b for b in bands if b not in processed]
+            if gone:
+                raise SourceOpenError(
+                    f"earthengine: image_hook removed band(s) {gone} of {data_id}; "
+                    f"processed bands: {list(processed)}"
+                )
+            bands = (*bands, *(b for b in processed if b not in native))
+            native = processed
         resolution = params.get("temporal_resolution", "raw") if is_collection else "raw"
         reducer = params.get("reducer", "mosaic")
         steps = time_steps(images, resolution)
@@ -428,7 +474,7 @@ class EarthEngineDataStore(DataStore):
             groups.setdefault((req_dtype[b], sentinels[b]), []).append(b)
         band_groups = tuple(BandGroup(tuple(bs), EE_TYPE[dt], s) for (dt, s), bs in groups.items())
         request_bands = tuple(b for g in band_groups for b in g.bands)
-        recipe = Recipe(query, reducer, bands, band_groups)
+        recipe = Recipe(query, reducer, bands, band_groups, processing)
 
         grid = self._grid(data_id, params, images, bands[0])
         request_dtypes = tuple(req_dtype[b] for b in request_bands)
@@ -695,6 +741,59 @@ def select_bands(data_id: str, native: list[str], spec: Any) -> tuple[str, ...]:
             f"earthengine: no band of {data_id} matches bands {dict(spec)}; bands: {native}"
         )
     return picked
+
+
+def _ee_image(image_id: str) -> Any:
+    import ee
+
+    return ee.Image(image_id)
+
+
+def _processing(params: Mapping[str, Any], native: list[str]) -> Processing | None:
+    """The per-image processing of the open params, checked against the native bands."""
+    import ast
+    import hashlib
+    from pathlib import Path
+
+    masks_param = params.get("mask")
+    rules = []
+    if masks_param:
+        for i, m in enumerate([masks_param] if isinstance(masks_param, dict) else masks_param):
+            where = "open_params.mask" + ("" if isinstance(masks_param, dict) else f"[{i}]")
+            if m["band"] not in native:
+                raise ConfigError([Problem(f"{where}.band", f"no band {m['band']!r} in {native}")])
+            if not m.get("values") and not m.get("bits"):
+                raise ConfigError([Problem(where, "give values or bits to mask")])
+            rules.append(
+                MaskRule(m["band"], tuple(m.get("values") or ()), tuple(m.get("bits") or ()))
+            )
+    expressions = []
+    known = list(native)
+    for name, text in (params.get("expressions") or {}).items():
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as e:
+            raise ConfigError(
+                [Problem(f"open_params.expressions.{name}", f"not an expression: {e.msg}")]
+            ) from None
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        expressions.append((name, text, tuple(b for b in known if b in used)))
+        known.append(name)
+    hook = params.get("image_hook")
+    hook_path = hook_fn = digest = None
+    if hook:
+        path = Path(hook["module_path"]).expanduser().resolve()
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise ConfigError(
+                [Problem("open_params.image_hook.module_path", f"cannot read {path}: {e}")]
+            ) from None
+        hook_path, hook_fn = str(path), hook["function_name"]
+    resampling = params.get("resampling")
+    if not (rules or expressions or hook or (resampling and resampling != "nearest")):
+        return None
+    return Processing(tuple(rules), tuple(expressions), resampling, hook_path, hook_fn, digest)
 
 
 def _scale_pair(value: Any) -> tuple[float, float]:

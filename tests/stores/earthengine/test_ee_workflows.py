@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from xcube.core.store import new_data_store
@@ -9,7 +12,7 @@ from xcube.core.store import new_data_store
 from multistore.errors import ConfigError, SourceOpenError
 from multistore.grid import TargetGrid
 from multistore.stores.earthengine.store import EarthEngineDataStore
-from multistore.testing.ee_emulator import RequestGrid
+from multistore.testing.ee_emulator import Catalog, Emulator, RequestGrid, SyntheticImage
 from tests.servers.earthengine import store_params
 
 SMALL = TargetGrid.from_bbox([10.0005, 45.0005, 10.0105, 45.0085], "EPSG:4326", 0.001, tile_size=8)
@@ -54,3 +57,137 @@ def test_band_patterns_errors(store):
         store.open_data("TEST/MULTI/uint16", bands={"pick": ["b1"]}, target_grid=SMALL.to_dict())
     with pytest.raises(SourceOpenError, match=r"no band\(s\) \['b13'\]"):
         store.open_data("TEST/MULTI/uint16", bands=["b13"], target_grid=SMALL.to_dict())
+
+
+# -- 2. server-side processing -------------------------------------------------------------
+
+QA_BANDS = (("B4", "uint16"), ("B8", "uint16"), ("QA", "uint16"))
+QA_GRID = (0.001, 0.0, 10.0, 0.0, -0.001, 45.1)
+QA_IDS = ["TEST/QA/20240103", "TEST/QA/20240111", "TEST/QA/20240127"]
+
+
+def qa_catalog() -> Catalog:
+    images = [
+        SyntheticImage(
+            image_id,
+            QA_BANDS,
+            f"2024-01-{image_id[-2:]}T10:00:00Z",
+            "EPSG:4326",
+            QA_GRID,
+            (100, 100),
+            (10.0, 45.0, 10.1, 45.1),
+            boxes,
+            seed,
+        )
+        for image_id, boxes, seed in zip(
+            QA_IDS, (((10.002, 45.002, 10.006, 45.005),), (), ()), (21, 22, 23), strict=True
+        )
+    ]
+    return Catalog(images, {"TEST/QA": QA_IDS})
+
+
+@pytest.fixture
+def qa_emulator(ee_offline) -> Iterator[Emulator]:
+    with Emulator(qa_catalog()) as emu:
+        yield emu
+
+
+def test_mask_expression_median_match_numpy(qa_emulator, tmp_path):
+    hook = tmp_path / "ee_hooks.py"
+    hook.write_text(
+        "def double_red(img):\n"
+        "    return img.addBands(img.expression(\"b('B4') * 2\").rename(['B4x2']))\n"
+    )
+    store = new_data_store("earthengine", **store_params(qa_emulator))
+    raw = {
+        i: qa_emulator.catalog.render(i, ["B4", "B8", "QA"], request_grid(SMALL)) for i in QA_IDS
+    }
+    # values to mask: some QA values that occur in the first image's top row
+    drop_values = sorted({int(v) for v in raw[QA_IDS[0]]["QA"].data[0, :3]})
+    ds = store.open_data(
+        "TEST/QA",
+        bands={"include": ["B.*"]},
+        mask=[{"band": "QA", "bits": [3]}, {"band": "QA", "values": drop_values}],
+        expressions={"ndvi": "(B8 - B4) / (B8 + B4)"},
+        resampling="bilinear",
+        image_hook={"module_path": str(hook), "function_name": "double_red"},
+        temporal_resolution="monthly",
+        reducer="median",
+        target_grid=SMALL.to_dict(),
+    )
+    assert list(ds.data_vars) == ["B4", "B8", "ndvi", "B4x2"]
+    ds = ds.compute()
+
+    # the same in NumPy on the emulator's raw pixels
+    layers: dict[str, list[np.ma.MaskedArray]] = {"B4": [], "B8": [], "ndvi": [], "B4x2": []}
+    for i in QA_IDS:
+        r = raw[i]
+        qa = r["QA"].data
+        drop = np.ma.getmaskarray(r["B4"]) | ((qa & 8) != 0) | np.isin(qa, drop_values)
+        b4 = r["B4"].data.astype("float32")
+        b8 = r["B8"].data.astype("float32")
+        ndvi = (b8 - b4) / (b8 + b4)
+        for name, values in (("B4", b4), ("B8", b8), ("ndvi", ndvi), ("B4x2", b4 * 2)):
+            layers[name].append(np.ma.MaskedArray(values, mask=drop))
+    for name, stack in layers.items():
+        want = np.ma.median(np.ma.stack(stack).astype("float64"), axis=0)
+        got = ds[name].values[0]
+        want_mask = np.ma.getmaskarray(want)
+        assert want_mask.any() and not want_mask.all()  # the masks bite, not everywhere
+        np.testing.assert_array_equal(np.isnan(got), want_mask, err_msg=name)
+        np.testing.assert_array_equal(
+            got[~want_mask], want.data[~want_mask].astype("float32"), err_msg=name
+        )
+
+
+def test_processing_graph_and_errors(qa_emulator, tmp_path):
+    from multistore.stores.earthengine.source import step_expression
+
+    store = new_data_store("earthengine", **store_params(qa_emulator))
+    p = store._prepare(
+        "TEST/QA",
+        {
+            "resampling": "bicubic",
+            "mask": {"band": "QA", "bits": [0]},
+            "target_grid": SMALL.to_dict(),
+        },
+    )
+    graph = json.dumps(step_expression(p.recipe, p.steps[0]))
+    assert '"Image.resample"' in graph and '"bicubic"' in graph and '"Image.updateMask"' in graph
+    with pytest.raises(ConfigError, match=r"open_params.mask.band"):
+        store.open_data("TEST/QA", mask={"band": "SCL", "values": [3]}, target_grid=SMALL.to_dict())
+    with pytest.raises(ConfigError, match=r"open_params.mask: give values or bits"):
+        store.open_data("TEST/QA", mask={"band": "QA"}, target_grid=SMALL.to_dict())
+    with pytest.raises(ConfigError, match=r"open_params.expressions.bad"):
+        store.open_data("TEST/QA", expressions={"bad": "(B8 -"}, target_grid=SMALL.to_dict())
+    with pytest.raises(ConfigError, match=r"open_params.image_hook.module_path"):
+        store.open_data(
+            "TEST/QA",
+            image_hook={"module_path": str(tmp_path / "nope.py"), "function_name": "f"},
+            target_grid=SMALL.to_dict(),
+        )
+
+
+def test_image_hook_is_fingerprinted(tmp_path):
+    from multistore.config.loader import load_config
+    from multistore.plan import build_plan
+
+    hook = tmp_path / "hooks" / "ee_hooks.py"
+    hook.parent.mkdir()
+    hook.write_text("def f(img):\n    return img\n")
+    (tmp_path / "config.yml").write_text(
+        "data_stores:\n"
+        f"  - {{identifier: storage, store_id: file, store_params: {{root: '{tmp_path}'}}}}\n"
+        "  - {identifier: gee, store_id: earthengine, store_params: {credentials: none}}\n"
+        "datasets:\n"
+        "  - identifier: s2\n"
+        "    store: gee\n"
+        "    data_id: TEST/QA\n"
+        "    open_params: {image_hook: {module_path: hooks/ee_hooks.py, function_name: f}}\n"
+    )
+    config = load_config(tmp_path / "config.yml")
+    source = config.datasets[0].sources[0]
+    assert source.open_params["image_hook"]["module_path"] == str(hook)
+    before = build_plan(config).cubes[0].fingerprint
+    hook.write_text("def f(img):\n    return img.toFloat()\n")
+    assert build_plan(config).cubes[0].fingerprint != before
