@@ -12,11 +12,14 @@ project's target grid when one is given, so no local regrid is needed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
+import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -42,6 +45,7 @@ from xcube.util.jsonschema import (
 from ...errors import ConfigError, FetchError, Problem, SourceGridError, SourceOpenError
 from ...filters import parse_comparison
 from ...grid import TargetGrid
+from .catalog import CATALOG_TTL_S, CATALOG_URL, CatalogEntry, fetcher, load_catalog
 from .export import EXPORT_DESTINATIONS, ExportSettings, export_steps
 from .fetch import FetchCounters, PixelGrid, RetryPolicy, call_with_retries
 from .gcs import geotiff_source
@@ -88,6 +92,13 @@ def _store_params_schema() -> JsonObjectSchema:
             max_retries=JsonIntegerSchema(minimum=0, maximum=50, default=6),
             deadline_s=JsonNumberSchema(exclusive_minimum=0, default=120.0),
             backoff_s=JsonNumberSchema(minimum=0, default=0.5),
+            catalog_url=JsonStringSchema(
+                default=CATALOG_URL, title="root of the STAC catalog for search/describe"
+            ),
+            catalog_cache=JsonStringSchema(
+                title="folder caching the catalog (default ~/.cache/multistore/earthengine)"
+            ),
+            catalog_ttl_s=JsonNumberSchema(minimum=0, default=CATALOG_TTL_S),
         ),
         additional_properties=False,
     )
@@ -247,6 +258,10 @@ class EarthEngineDataStore(DataStore):
             backoff_s=float(store_params.get("backoff_s", 0.5)),
         )
         self.counters = FetchCounters()
+        self._catalog_url = store_params.get("catalog_url", CATALOG_URL)
+        self._catalog_cache = store_params.get("catalog_cache")
+        self._catalog_ttl_s = float(store_params.get("catalog_ttl_s", CATALOG_TTL_S))
+        self._catalog_entries: list[CatalogEntry] | None = None
         # called with (finished, total) while batch exports run, e.g. by a status display
         self.export_progress: Callable[[int, int], None] | None = None
 
@@ -269,9 +284,10 @@ class EarthEngineDataStore(DataStore):
     def get_data_ids(
         self, data_type: DataTypeLike = None, include_attrs: Any = False
     ) -> Iterator[Any]:
-        """Earth Engine's catalog cannot be enumerated through the API: nothing is listed.
-        Any ImageCollection or Image asset id can still be opened."""
-        return iter(())
+        """The ids of the public catalog (``catalog_url``): the API itself cannot enumerate
+        it. Any other ImageCollection or Image asset id can still be opened."""
+        for entry in self.catalog():
+            yield (entry.id, {"title": entry.title}) if include_attrs else entry.id
 
     def has_data(self, data_id: str, data_type: DataTypeLike = None) -> bool:
         try:
@@ -370,6 +386,48 @@ class EarthEngineDataStore(DataStore):
             )
 
     # -- multistore extras ---------------------------------------------------------------
+
+    def catalog(self) -> list[CatalogEntry]:
+        """The public catalog's datasets, read once per store (and cached on disk)."""
+        if self._catalog_entries is None:
+            import requests
+
+            cache = (
+                Path(self._catalog_cache).expanduser()
+                if self._catalog_cache
+                else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "multistore"
+                / "earthengine"
+            )
+            with requests.Session() as session:
+                fetch = fetcher(session, self._policy, self.counters, self._session.deadline_s)
+                self._catalog_entries = load_catalog(
+                    self._catalog_url,
+                    fetch,
+                    cache,
+                    self._catalog_ttl_s,
+                    max_workers=self._session.max_concurrency,
+                )
+        return self._catalog_entries
+
+    def search_catalog(
+        self,
+        text: str | None = None,
+        bbox: Sequence[float] | None = None,
+        time_range: Sequence[str | None] | None = None,
+    ) -> list[CatalogEntry]:
+        """Catalog datasets matching all words of ``text``, intersecting ``bbox`` (lon/lat)
+        and ``time_range``."""
+        return [e for e in self.catalog() if e.matches(text, bbox, time_range)]
+
+    def catalog_entry(self, data_id: str) -> CatalogEntry:
+        """One dataset of the catalog; ``SourceOpenError`` naming close ids when unknown."""
+        entries = {e.id: e for e in self.catalog()}
+        if data_id in entries:
+            return entries[data_id]
+        close = difflib.get_close_matches(data_id, list(entries), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise SourceOpenError(f"earthengine: {data_id!r} is not in the catalog{hint}")
 
     def search(self, data_id: str, **params: Any) -> list[tuple[str, pd.Timestamp | None]]:
         """Image ids and dates of a query (``time_range``, ``filters``), oldest first."""

@@ -14,6 +14,7 @@ from multistore.grid import TargetGrid
 from multistore.stores.earthengine.store import EarthEngineDataStore
 from multistore.testing.ee_emulator import Catalog, Emulator, RequestGrid, SyntheticImage
 from tests.servers.earthengine import store_params
+from tests.servers.stac import StaticServer, serve_directory
 
 SMALL = TargetGrid.from_bbox([10.0005, 45.0005, 10.0105, 45.0085], "EPSG:4326", 0.001, tile_size=8)
 
@@ -191,3 +192,185 @@ def test_image_hook_is_fingerprinted(tmp_path):
     before = build_plan(config).cubes[0].fingerprint
     hook.write_text("def f(img):\n    return img.toFloat()\n")
     assert build_plan(config).cubes[0].fingerprint != before
+
+
+# -- 3. catalog browsing -------------------------------------------------------------------
+
+
+def _collection(ident: str, title: str, provider: str, bbox, interval, bands, **extra) -> dict:
+    return {
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": ident,
+        "title": title,
+        "description": f"{title}, a test dataset.\nMore text.",
+        "license": "proprietary",
+        "keywords": extra.pop("keywords", []),
+        "providers": [{"name": provider, "roles": ["producer"]}],
+        "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [interval]}},
+        "summaries": {"eo:bands": bands},
+        "links": [],
+        **extra,
+    }
+
+
+def write_catalog(root) -> None:
+    """A small tree shaped like Earth Engine's: root -> provider catalogs -> collections."""
+    docs = {
+        "catalog.json": {
+            "type": "Catalog",
+            "id": "GEE_catalog",
+            "links": [
+                {"rel": "child", "href": "COPERNICUS/catalog.json"},
+                {"rel": "child", "href": "JAXA/catalog.json"},
+            ],
+        },
+        "COPERNICUS/catalog.json": {
+            "type": "Catalog",
+            "id": "COPERNICUS",
+            "links": [
+                {"rel": "child", "href": "COPERNICUS_S2_SR_HARMONIZED.json"},
+                {"rel": "child", "href": "COPERNICUS_DEM_GLO30.json"},
+                {"rel": "parent", "href": "../catalog.json"},
+            ],
+        },
+        "JAXA/catalog.json": {
+            "type": "Catalog",
+            "id": "JAXA",
+            "links": [{"rel": "child", "href": "JAXA_ALOS_AW3D30.json"}],
+        },
+        "COPERNICUS/COPERNICUS_S2_SR_HARMONIZED.json": _collection(
+            "COPERNICUS/S2_SR_HARMONIZED",
+            "Harmonized Sentinel-2 MSI: MultiSpectral Instrument, Level-2A",
+            "European Union/ESA/Copernicus",
+            [-180, -56, 180, 83],
+            ["2017-03-28T00:00:00Z", None],
+            [
+                {"name": "B4", "description": "Red", "gee:scale": 0.0001},
+                {"name": "SCL", "description": "Scene classification"},
+            ],
+            keywords=["copernicus", "esa", "msi", "sentinel", "sr"],
+            **{
+                "gee:type": "image_collection",
+                "gee:interval": {"type": "cadence", "unit": "day", "interval": 5},
+            },
+        ),
+        "COPERNICUS/COPERNICUS_DEM_GLO30.json": _collection(
+            "COPERNICUS/DEM/GLO30",
+            "Copernicus DEM GLO-30: Global 30m Digital Elevation Model",
+            "European Union/ESA/Copernicus",
+            [-180, -90, 180, 90],
+            ["2010-12-01T00:00:00Z", "2015-01-31T00:00:00Z"],
+            [{"name": "DEM", "gee:units": "m"}],
+            keywords=["dem", "elevation"],
+            **{"gee:type": "image_collection"},
+        ),
+        "JAXA/JAXA_ALOS_AW3D30.json": _collection(
+            "JAXA/ALOS/AW3D30/V3_2",
+            "ALOS DSM: Global 30m v3.2",
+            "JAXA Earth Observation Research Center",
+            [-180, -82, 180, 82],
+            ["2006-01-24T00:00:00Z", "2011-05-13T00:00:00Z"],
+            [{"name": "DSM", "gee:units": "m"}],
+            keywords=["alos", "dem", "elevation"],
+            **{"gee:type": "image_collection"},
+        ),
+    }
+    for rel, doc in docs.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def catalog_http(tmp_path) -> Iterator[StaticServer]:
+    write_catalog(tmp_path / "stac")
+    server = serve_directory(tmp_path / "stac")
+    yield server
+    server.close()
+
+
+def test_catalog_search_describe_and_ids(catalog_http, tmp_path):
+    params = {
+        "credentials": "none",
+        "catalog_url": f"{catalog_http.url}/catalog.json",
+        "catalog_cache": str(tmp_path / "cache"),
+        "backoff_s": 0.01,
+    }
+    store = EarthEngineDataStore(**params)
+    assert store.list_data_ids() == [
+        "COPERNICUS/DEM/GLO30",
+        "COPERNICUS/S2_SR_HARMONIZED",
+        "JAXA/ALOS/AW3D30/V3_2",
+    ]
+    assert [e.id for e in store.search_catalog(text="DEM elevation")] == [
+        "COPERNICUS/DEM/GLO30",
+        "JAXA/ALOS/AW3D30/V3_2",
+    ]
+    # time ranges overlap: the open-ended S2 and AW3D30 (until 2011-05)
+    assert [e.id for e in store.search_catalog(time_range=["2011-01-01", "2012-01-01"])] == [
+        "COPERNICUS/DEM/GLO30",
+        "JAXA/ALOS/AW3D30/V3_2",
+    ]
+    assert [e.id for e in store.search_catalog(bbox=[10, 85, 11, 86])] == ["COPERNICUS/DEM/GLO30"]
+    s2 = store.catalog_entry("COPERNICUS/S2_SR_HARMONIZED")
+    assert s2.cadence == "5 day" and s2.provider == "European Union/ESA/Copernicus"
+    assert [(b.name, b.scale) for b in s2.bands] == [("B4", 0.0001), ("SCL", None)]
+    with pytest.raises(SourceOpenError, match="did you mean COPERNICUS/S2_SR_HARMONIZED"):
+        store.catalog_entry("COPERNICUS/S2_SR_HARMONISED")
+    # a second store reads the cache: no request
+    fetched = sum(catalog_http.log.counts.values())
+    assert fetched == 6
+    assert len(EarthEngineDataStore(**params).catalog()) == 3
+    assert sum(catalog_http.log.counts.values()) == fetched
+
+
+def test_catalog_through_the_cli(catalog_http, tmp_path):
+    from click.testing import CliRunner
+
+    from multistore.cli import main
+
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "data_stores:\n"
+        f"  - {{identifier: storage, store_id: file, store_params: {{root: '{tmp_path}'}}}}\n"
+        "  - identifier: gee\n"
+        "    store_id: earthengine\n"
+        "    store_params:\n"
+        "      credentials: none\n"
+        f"      catalog_url: {catalog_http.url}/catalog.json\n"
+        f"      catalog_cache: {tmp_path / 'cache'}\n"
+        "datasets:\n"
+        "  - {identifier: dem, store: gee, data_id: COPERNICUS/DEM/GLO30}\n"
+    )
+    runner = CliRunner()
+    found = runner.invoke(
+        main, ["search", str(config), "gee", "--text", "sentinel", "--bbox", "10,45,11,46"]
+    )
+    assert found.exit_code == 0, found.output
+    [line] = found.output.splitlines()
+    assert line.split("\t")[:4] == [
+        "COPERNICUS/S2_SR_HARMONIZED",
+        "Harmonized Sentinel-2 MSI: MultiSpectral Instrument, Level-2A",
+        "European Union/ESA/Copernicus",
+        "5 day",
+    ]
+    found = runner.invoke(
+        main, ["search", str(config), "gee", "--time-range", "2016-01-01", "", "--json"]
+    )
+    assert [json.loads(x)["id"] for x in found.output.splitlines()] == [
+        "COPERNICUS/S2_SR_HARMONIZED"
+    ]
+    described = runner.invoke(
+        main, ["describe", str(config), "gee", "JAXA/ALOS/AW3D30/V3_2", "--catalog"]
+    )
+    assert described.exit_code == 0, described.output
+    assert json.loads(described.output)["bands"][0]["units"] == "m"
+    listed = runner.invoke(main, ["describe", str(config), "gee"])
+    assert listed.output.split() == [
+        "COPERNICUS/DEM/GLO30",
+        "COPERNICUS/S2_SR_HARMONIZED",
+        "JAXA/ALOS/AW3D30/V3_2",
+    ]
+    bad = runner.invoke(main, ["search", str(config), "gee", "--bbox", "1,2,3"])
+    assert bad.exit_code == 2
