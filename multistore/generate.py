@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import xarray as xr
 
 from .config.model import STORAGE_STORE, Config, PreloadConfig
-from .cube import Scratch, build_cube
+from .cube import Scratch, build_cube, open_params_for
 from .errors import DatasetError, WriteError
 from .grid import TargetGrid
 from .plan import CubePlan, Plan
@@ -166,6 +166,7 @@ class Generator:
                 )
                 return
             grid = cube.grid or self._borrowed_grid(cube)
+            scratch = self._scratch(target)
 
             def opening(done: float, total: float, message: str | None = None) -> None:
                 changes: dict[str, object] = {"progress": done / total if total else None}
@@ -180,7 +181,7 @@ class Generator:
                     self.stores,
                     grid,
                     step=lambda s: self.board.update(ident, status=Status(s)),
-                    scratch=self._scratch(target),
+                    scratch=scratch,
                 )
             self.board.update(
                 ident,
@@ -195,6 +196,9 @@ class Generator:
             self._fail(ident, e)
             return
         message = _describe(ds)
+        released = self._release_exports(cube, grid, scratch)
+        if released:
+            message += f"; {released}"
         if self.config.general.quicklook:
             try:
                 write_quicklook(target, self.runner.compute)
@@ -202,6 +206,25 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _release_exports(self, cube: CubePlan, grid: TargetGrid | None, scratch: Scratch) -> str:
+        """Let stores that exported data for the cube (Earth Engine batch exports) delete it,
+        now that the cube is complete. Best effort: the cube stays complete on failure."""
+        notes = []
+        for source in cube.dataset.sources:
+            store = self.stores[source.store]
+            release = getattr(store, "release_exports", None)
+            if release is None:
+                continue
+            try:
+                deleted = release(source.data_id, **open_params_for(source, store, grid, scratch))
+            except Exception as e:
+                log.warning("cleaning up the exports of %s failed", source.data_id, exc_info=e)
+                notes.append(f"exports of {source.identifier} not deleted: {type(e).__name__}")
+                continue
+            if deleted:
+                notes.append(f"{deleted} export(s) of {source.identifier} deleted")
+        return "; ".join(notes)
 
     def _scratch(self, target: StorageTarget) -> Scratch:
         protocol = target.fs.protocol

@@ -57,7 +57,9 @@ Bbox = tuple[float, float, float, float]
 # What ``Emulator.inject`` can target: pixel requests (computePixels and getPixels),
 # getInfo (``value:compute``: listing, describing), asset metadata, export start,
 # polling one export operation, listing operations, cancelling.
-FAULT_KINDS = ("pixels", "compute", "asset", "export", "operation", "operations", "cancel")
+FAULT_KINDS = (
+    "pixels", "compute", "asset", "export", "operation", "operations", "cancel", "delete",
+)  # fmt: skip
 DROP = "drop"  # a fault: close the connection without an answer
 
 
@@ -1241,6 +1243,7 @@ class EmulatorStats:
     grids: list[RequestGrid] = field(default_factory=list)  # pixel requests answered 200
     exports: int = 0
     cancels: int = 0
+    deletes: int = 0  # exported assets and Cloud Storage objects deleted
 
 
 class Emulator:
@@ -1553,6 +1556,28 @@ class Emulator:
                 op.state = "CANCELLED"
             return _json(200, {})
 
+    def delete_asset(self, asset_id: str, project: str) -> tuple[int, bytes, dict[str, str]]:
+        """Delete an exported asset (catalog assets are read-only: 403)."""
+        full = f"projects/{project}/assets/{asset_id}"
+        with self.lock:
+            for key in (full, asset_id):
+                if key in self.exported:
+                    del self.exported[key]
+                    self.stats.deletes += 1
+                    return _json(200, {})
+        if asset_id in self.catalog.images or asset_id in self.catalog.collections:
+            return _error(403, f"Permission denied on asset '{asset_id}'.")
+        return _error(404, f"Asset '{full}' does not exist or caller does not have access.")
+
+    def gcs_delete(self, bucket: str, name: str) -> tuple[int, bytes, dict[str, str]]:
+        with self.lock:
+            objects = self.gcs.get(bucket, {})
+            if name not in objects:
+                return _error(404, f"No such object: {bucket}/{name}")
+            del objects[name]
+            self.stats.deletes += 1
+        return 204, b"", {}
+
     def list_operations(self, project: str) -> tuple[int, bytes, dict[str, str]]:
         prefix = f"projects/{project}/operations/"
         with self.lock:
@@ -1775,6 +1800,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._serve("operation", lambda: emu.operation("/".join(parts[1:])))
         if len(parts) == 4 and parts[:2] == ["v1", "projects"] and parts[3] == "operations":
             return self._serve("operations", lambda: emu.list_operations(parts[2]))
+        self._count("unknown")
+        return self._send(*_error(404, f"Unknown path {path}"))
+
+    def do_DELETE(self) -> None:  # noqa: N802 - http.server API
+        emu = self.server.emulator
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        head = "/storage/v1/b/"
+        if path.startswith(head):
+            bucket, _, rest = path[len(head) :].partition("/")
+            if rest.startswith("o/"):
+                self._count("gcs_delete")
+                return self._send(*emu.gcs_delete(bucket, rest[2:]))
+        parts = path.strip("/").split("/")
+        if len(parts) > 4 and parts[:2] == ["v1", "projects"] and parts[3] == "assets":
+            return self._serve("delete", lambda: emu.delete_asset("/".join(parts[4:]), parts[2]))
         self._count("unknown")
         return self._send(*_error(404, f"Unknown path {path}"))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import math
 import os
@@ -46,7 +47,16 @@ from ...errors import ConfigError, FetchError, Problem, SourceGridError, SourceO
 from ...filters import parse_comparison
 from ...grid import TargetGrid
 from .catalog import CATALOG_TTL_S, CATALOG_URL, CatalogEntry, fetcher, load_catalog
-from .export import EXPORT_DESTINATIONS, ExportSettings, export_steps
+from .export import (
+    EXPORT_DESTINATIONS,
+    ExportSettings,
+    cancel_task,
+    delete_exports,
+    export_steps,
+    submit_steps,
+    task_list,
+    task_status,
+)
 from .fetch import FetchCounters, PixelGrid, RetryPolicy, call_with_retries
 from .gcs import geotiff_source
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_chunks
@@ -192,6 +202,10 @@ def _open_params_schema() -> JsonObjectSchema:
                 title="gcsfs options for reading gcs exports (token, endpoint_url, ...)",
             ),
             export_poll_s=JsonNumberSchema(exclusive_minimum=0, default=10.0),
+            keep_exports=JsonBooleanSchema(
+                default=False,
+                title="keep exported assets / Cloud Storage files after the cube is complete",
+            ),
             export_timeout_s=JsonNumberSchema(exclusive_minimum=0),
         ),
         additional_properties=False,
@@ -262,6 +276,8 @@ class EarthEngineDataStore(DataStore):
         self._catalog_cache = store_params.get("catalog_cache")
         self._catalog_ttl_s = float(store_params.get("catalog_ttl_s", CATALOG_TTL_S))
         self._catalog_entries: list[CatalogEntry] | None = None
+        # exports read by datasets opened here, until the pipeline releases them
+        self._exports: dict[str, tuple[ExportSettings, list[str]]] = {}
         # called with (finished, total) while batch exports run, e.g. by a status display
         self.export_progress: Callable[[int, int], None] | None = None
 
@@ -625,6 +641,7 @@ class EarthEngineDataStore(DataStore):
             self._policy,
             self.counters,
         )
+        self._exports[_exports_key(p.data_id, p.params)] = (settings, list(names))
         if settings.via == "drive":
             raise SourceOpenError(
                 f"earthengine: {p.data_id} was exported to Google Drive, folder "
@@ -650,6 +667,99 @@ class EarthEngineDataStore(DataStore):
             Step(s.time_ms, image_id=a) for s, a in zip(steps, asset_ids, strict=True)
         )
         return dataclasses.replace(p, recipe=recipe, steps=exported_steps)
+
+    # -- detached exports ----------------------------------------------------------------
+
+    def submit_exports(self, data_id: str, **open_params: Any) -> list[tuple[str, str]]:
+        """Start the export tasks ``open_data`` would wait for, and return at once:
+        ``(export name, done | running | started)`` per time step."""
+        if not open_params.get("export_via"):
+            raise ConfigError([Problem("open_params.export_via", "required to submit exports")])
+        p = self._prepare(data_id, open_params)
+        settings = self._export_settings(open_params)
+        return submit_steps(
+            p.recipe,
+            p.steps if p.with_time else p.steps[:1],
+            _pixel_grid(p.grid),
+            p.grid.width,
+            p.grid.height,
+            settings,
+            data_id,
+            self._policy,
+            self.counters,
+        )
+
+    def release_exports(self, data_id: str, **open_params: Any) -> int:
+        """The cube built from ``open_data(data_id, **open_params)`` is complete: delete
+        the exports it read, unless ``keep_exports``. The number of assets/files deleted."""
+        entry = self._exports.pop(_exports_key(data_id, open_params), None)
+        if entry is None or open_params.get("keep_exports"):
+            return 0
+        settings, names = entry
+        ensure_initialized(self._session)
+        deleted = delete_exports(settings, names, self._policy, self.counters)
+        LOG.info("earthengine: deleted %d export(s) of %s", deleted, data_id)
+        return deleted
+
+    def list_tasks(self, state: str | None = None, recent: int | None = None) -> list[dict]:
+        """The project's batch tasks, newest first (Earth Engine operations)."""
+        ensure_initialized(self._session)
+        tasks = call_with_retries(task_list, self._policy, self.counters, "listing tasks")
+        if state:
+            tasks = [t for t in tasks if t.get("state") == state.upper()]
+        tasks = sorted(tasks, key=lambda t: t.get("creation_timestamp_ms") or 0, reverse=True)
+        return tasks[:recent] if recent else tasks
+
+    def task_states(self, task_ids: Sequence[str]) -> list[dict]:
+        """The current status of each task (ids or operation names)."""
+        ensure_initialized(self._session)
+        return [
+            call_with_retries(
+                lambda i=i: task_status(i),
+                self._policy,
+                self.counters,
+                f"reading task {i}",
+            )
+            for i in task_ids
+        ]
+
+    def wait_tasks(
+        self,
+        task_ids: Sequence[str],
+        poll_s: float = 10.0,
+        timeout_s: float | None = None,
+        report: Callable[[dict], None] | None = None,
+    ) -> list[dict]:
+        """Poll until every task has ended; their final statuses (``report`` sees each end)."""
+        import time
+
+        start = time.monotonic()
+        pending = list(task_ids)
+        final: dict[str, dict] = {}
+        while pending:
+            for status in self.task_states(pending):
+                if status.get("state") in _ENDED:
+                    final[status["id"]] = status
+                    if report is not None:
+                        report(status)
+            pending = [i for i in pending if _task_id(i) not in final]
+            if not pending:
+                break
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                raise FetchError(f"earthengine: tasks {pending} not finished after {timeout_s} s")
+            time.sleep(poll_s)
+        return [final[_task_id(i)] for i in task_ids]
+
+    def cancel_tasks(self, task_ids: Sequence[str]) -> None:
+        """Cancel the tasks (ids or operation names); finished tasks are left as they are."""
+        ensure_initialized(self._session)
+        for i in task_ids:
+            call_with_retries(
+                lambda i=i: cancel_task(i),
+                self._policy,
+                self.counters,
+                f"cancelling task {i}",
+            )
 
     # -- the lazy dataset ----------------------------------------------------------------
 
@@ -799,6 +909,21 @@ def select_bands(data_id: str, native: list[str], spec: Any) -> tuple[str, ...]:
             f"earthengine: no band of {data_id} matches bands {dict(spec)}; bands: {native}"
         )
     return picked
+
+
+_ENDED = ("COMPLETED", "FAILED", "CANCELLED", "UNKNOWN")
+
+
+def _task_id(name: str) -> str:
+    """A task id from an id or an operation name (``projects/p/operations/<id>``)."""
+    return name.rsplit("/", 1)[-1]
+
+
+def _exports_key(data_id: str, params: Mapping[str, Any]) -> str:
+    """Identifies an opened source among the exports to release; tile caches do not
+    change what was exported."""
+    keep = {k: v for k, v in params.items() if not k.startswith("tile_cache")}
+    return json.dumps([data_id, keep], sort_keys=True, default=str)
 
 
 def _ee_image(image_id: str) -> Any:

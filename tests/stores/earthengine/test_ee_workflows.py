@@ -374,3 +374,130 @@ def test_catalog_through_the_cli(catalog_http, tmp_path):
     ]
     bad = runner.invoke(main, ["search", str(config), "gee", "--bbox", "1,2,3"])
     assert bad.exit_code == 2
+
+
+# -- 4. detached exports -------------------------------------------------------------------
+
+EXPORT_ROOT = "projects/test-project/assets/multistore-tmp"
+EXPORT_GRID = {
+    "identifier": "gm",
+    "crs": "EPSG:4326",
+    "bbox": [9.9975, 44.9975, 10.2475, 45.2475],
+    "spatial_res": 0.005,
+    "tile_size": 25,
+}
+
+
+def export_config(tmp_path, emu, **open_params) -> str:
+    import yaml
+
+    config = {
+        "data_stores": [
+            {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
+            {"identifier": "gee", "store_id": "earthengine", "store_params": store_params(emu)},
+        ],
+        "grid_mappings": [EXPORT_GRID],
+        "datasets": [
+            {
+                "identifier": "temp",
+                "store": "gee",
+                "data_id": "TEST/FLOAT",
+                "grid_mapping": "gm",
+                "open_params": {
+                    "time_range": ["2024-01-01", "2024-03-01"],
+                    "bands": ["temp"],
+                    "temporal_resolution": "monthly",
+                    "reducer": "mean",
+                    "export_via": "asset",
+                    "export_asset_root": EXPORT_ROOT,
+                    "export_poll_s": 0.01,
+                    **open_params,
+                },
+            }
+        ],
+        "general": {"display": "none"},
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def monthly_mean(emu, ids: list[str]) -> np.ndarray:
+    """The NumPy reference: the masked mean of the images' raw pixels on the export grid."""
+    grid = TargetGrid.from_bbox(EXPORT_GRID["bbox"], "EPSG:4326", 0.005, tile_size=25)
+    stack = np.ma.stack([emu.catalog.render(i, ["temp"], request_grid(grid))["temp"] for i in ids])
+    return np.ma.filled(stack.astype("float64").mean(axis=0).astype("float32"), np.nan)
+
+
+def test_submit_only_wait_then_generate_reads_and_cleans_up(tmp_path, ee_emulator):
+    import xarray as xr
+    from click.testing import CliRunner
+
+    from multistore.cli import main
+
+    path = export_config(tmp_path, ee_emulator)
+    runner = CliRunner()
+    submitted = runner.invoke(main, ["generate", path, "--submit-only"])
+    assert submitted.exit_code == 0, submitted.output
+    lines = [line.split("\t") for line in submitted.output.splitlines()]
+    assert [(c, s, state) for c, s, _, state in lines] == [("temp", "temp", "started")] * 2
+    assert ee_emulator.stats.exports == 2 and not (tmp_path / "out" / "temp.zarr").exists()
+
+    listed = runner.invoke(main, ["ee", "tasks", path, "--state", "READY"])
+    assert listed.exit_code == 0, listed.output
+    ids = [line.split("\t")[0] for line in listed.output.splitlines()]
+    assert len(ids) == 2
+    assert all("[" in line.split("\t")[3] for line in listed.output.splitlines())
+    assert len(runner.invoke(main, ["ee", "tasks", path, "--recent", "1"]).output.splitlines()) == 1
+
+    waited = runner.invoke(main, ["ee", "wait", path, *ids, "--poll", "0.01"])
+    assert waited.exit_code == 0, waited.output
+    assert sorted(line.split("\t")[1] for line in waited.output.splitlines()) == ["COMPLETED"] * 2
+    assert len(ee_emulator.exported) == 2
+
+    built = runner.invoke(main, ["generate", path])
+    assert built.exit_code == 0, built.output
+    assert ee_emulator.stats.exports == 2  # no new task: the finished exports were read
+    cube = xr.open_zarr(tmp_path / "out" / "temp.zarr")
+    jan = ["TEST/FLOAT/20240110", "TEST/FLOAT/20240125"]
+    np.testing.assert_array_equal(cube.temp.values[0], monthly_mean(ee_emulator, jan))
+    np.testing.assert_array_equal(
+        cube.temp.values[1], monthly_mean(ee_emulator, ["TEST/FLOAT/20240215"])
+    )
+    # the cube is complete: its exported assets are gone
+    assert ee_emulator.exported == {} and ee_emulator.stats.deletes == 2
+
+
+def test_generate_adopts_running_submissions_and_keeps_exports(tmp_path, ee_emulator):
+    from click.testing import CliRunner
+
+    from multistore.cli import main
+
+    path = export_config(tmp_path, ee_emulator, keep_exports=True)
+    runner = CliRunner()
+    assert runner.invoke(main, ["generate", path, "--submit-only"]).exit_code == 0
+    again = runner.invoke(main, ["generate", path, "--submit-only"])
+    assert [line.split("\t")[3] for line in again.output.splitlines()] == ["running"] * 2
+    built = runner.invoke(main, ["generate", path])
+    assert built.exit_code == 0, built.output
+    assert ee_emulator.stats.exports == 2  # the running tasks were waited for, not restarted
+    assert len(ee_emulator.exported) == 2 and ee_emulator.stats.deletes == 0  # keep_exports
+
+
+def test_ee_cancel(tmp_path, ee_emulator):
+    from click.testing import CliRunner
+
+    from multistore.cli import main
+
+    path = export_config(tmp_path, ee_emulator)
+    runner = CliRunner()
+    assert runner.invoke(main, ["generate", path, "--submit-only"]).exit_code == 0
+    ids = [op.rsplit("/", 1)[-1] for op in ee_emulator.operations]
+    cancelled = runner.invoke(main, ["ee", "cancel", path, ids[0]])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.output.split("\t")[1] == "CANCELLED"
+    assert sorted(op.state for op in ee_emulator.operations.values()) == ["CANCELLED", "PENDING"]
+    waited = runner.invoke(main, ["ee", "wait", path, ids[0], "--poll", "0.01"])
+    assert waited.exit_code == 1
+    bad = runner.invoke(main, ["ee", "tasks", path, "--store", "storage"])
+    assert bad.exit_code == 2 and "not an earthengine store" in bad.output
