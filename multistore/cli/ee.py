@@ -116,6 +116,32 @@ def cancel(config_path: Path, task_ids: tuple[str, ...], store: str | None) -> N
         click.echo(_line(task))
 
 
+@ee.command()
+@config_argument
+@click.argument("data_id")
+@_store_option
+@click.option(
+    "--param",
+    "-p",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="time_range or filters of the query, VALUE in YAML (as for `search`).",
+)
+def groups(config_path: Path, data_id: str, store: str | None, pairs: tuple[str, ...]) -> None:
+    """The native grids (alignment groups) of DATA_ID's images: group, image count, ids.
+    Open one with the open param alignment_group (no grid mapping)."""
+    from .search import _parse_params
+
+    data_store = _ee_store(load_api()(load_or_exit(config_path)), store)
+    try:
+        found = data_store.alignment_groups(data_id, **_parse_params(pairs))
+    except Exception as e:
+        raise click.ClickException(f"{type(e).__name__}: {e}") from None
+    for name, ids in sorted(found.items()):
+        click.echo(f"{name}\t{len(ids)}\t{' '.join(ids)}")
+
+
 def submit_exports(msds: Any, datasets: Iterable[str] | None) -> int:
     """``generate --submit-only``: start the exports of every Earth Engine source with
     ``export_via`` and print one line per time step; the exit code."""

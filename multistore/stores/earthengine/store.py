@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
 import math
@@ -202,6 +203,10 @@ def _open_params_schema() -> JsonObjectSchema:
                 title="gcsfs options for reading gcs exports (token, endpoint_url, ...)",
             ),
             export_poll_s=JsonNumberSchema(exclusive_minimum=0, default=10.0),
+            alignment_group=JsonStringSchema(
+                min_length=1,
+                title="without a grid: only the images on this native grid (see alignment_groups)",
+            ),
             keep_exports=JsonBooleanSchema(
                 default=False,
                 title="keep exported assets / Cloud Storage files after the cube is complete",
@@ -503,6 +508,16 @@ class EarthEngineDataStore(DataStore):
                 f"earthengine: no image of {data_id} matches the query "
                 f"(time_range={params.get('time_range')}, filters={params.get('filters')})"
             )
+        if params.get("alignment_group"):
+            groups = alignment_groups(images)
+            wanted = params["alignment_group"]
+            if wanted not in groups:
+                raise SourceOpenError(
+                    f"earthengine: no alignment group {wanted!r} among the images of "
+                    f"{data_id}; groups: {sorted(groups)}"
+                )
+            members = set(groups[wanted])
+            images = [i for i in images if i.id in members]
         native = dict(images[0].band_types)
         bands = select_bands(data_id, list(native), params.get("bands"))
         processing = _processing(params, list(native))
@@ -688,6 +703,12 @@ class EarthEngineDataStore(DataStore):
             self._policy,
             self.counters,
         )
+
+    def alignment_groups(self, data_id: str, **params: Any) -> dict[str, list[str]]:
+        """The query's images grouped by native grid (CRS + transform): ``{group: [ids]}``.
+        Open one group with ``alignment_group: <group>`` and no grid mapping."""
+        _validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
+        return alignment_groups(self._images(data_id, params))
 
     def release_exports(self, data_id: str, **open_params: Any) -> int:
         """The cube built from ``open_data(data_id, **open_params)`` is complete: delete
@@ -1028,13 +1049,17 @@ def _pixel_grid(grid: TargetGrid) -> PixelGrid:
 
 def _native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: Any) -> TargetGrid:
     """The images' own grid; all images must share it. ``bbox`` (lon/lat) crops it."""
-    grids = {(i.crs, i.transform, i.dimensions) for i in images}
-    if len(grids) > 1:
+    groups = alignment_groups(images)
+    if len(groups) > 1:
         raise SourceGridError(
-            f"earthengine: the images of {data_id} lie on {len(grids)} different native grids; "
-            "give crs, scale and bbox, or a grid_mapping, to put them on one grid"
+            f"earthengine: the images of {data_id} lie on {len(groups)} different native grids "
+            f"({', '.join(sorted(groups))}); give crs, scale and bbox, or a grid_mapping, to put "
+            "them on one grid, or open one with alignment_group"
         )
-    crs, transform, dims = next(iter(grids))
+    crs, transform = images[0].crs, images[0].transform
+    sizes = {i.dimensions for i in images if i.dimensions is not None}
+    # same origin and pixel size: the group's grid covers its largest image
+    dims = (max(d[0] for d in sizes), max(d[1] for d in sizes)) if sizes else None
     if crs is None or transform is None:
         raise SourceGridError(
             f"earthengine: {data_id} has no native grid; give crs, scale and bbox"
@@ -1060,6 +1085,32 @@ def _native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: An
         max(1, row1 - row0),
         _pair(tile_size),
     )
+
+
+def alignment_groups(images: Sequence[ImageInfo]) -> dict[str, list[str]]:
+    """Images with identical native CRS and transform (origin and pixel size), by a group
+    name made of the CRS and the origin, e.g. ``EPSG32632_x560000_y5000000_r10``."""
+    by_key: dict[tuple[Any, Any], list[str]] = {}
+    for img in images:
+        by_key.setdefault((img.crs, img.transform), []).append(img.id)
+    names: dict[str, list[str]] = {}
+    for (crs, transform), ids in by_key.items():
+        tag = re.sub(r"[^A-Za-z0-9]", "", str(crs or "nocrs"))[:24] or "crs"
+        name = (
+            f"{tag}_x{_num(transform[2])}_y{_num(transform[5])}_r{_num(abs(transform[0]))}"
+            if transform
+            else f"{tag}_notransform"
+        )
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", name.replace("-", "m"))
+        if name in names:  # same origin and x size, differing elsewhere (rare): disambiguate
+            name += "_" + hashlib.sha256(repr((crs, transform)).encode()).hexdigest()[:8]
+        names[name] = ids
+    return names
+
+
+def _num(v: float) -> str:
+    """A number for a name: no exponent, no trailing zeros (5000000, 0.0001)."""
+    return f"{v:.10f}".rstrip("0").rstrip(".")
 
 
 def _floor(v: float) -> int:

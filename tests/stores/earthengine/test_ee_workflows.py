@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 import numpy as np
+import pyproj
 import pytest
 from xcube.core.store import new_data_store
 
@@ -501,3 +502,67 @@ def test_ee_cancel(tmp_path, ee_emulator):
     assert waited.exit_code == 1
     bad = runner.invoke(main, ["ee", "tasks", path, "--store", "storage"])
     assert bad.exit_code == 2 and "not an earthengine store" in bad.output
+
+
+# -- 5. native grids: alignment groups -----------------------------------------------------
+
+
+def two_zone_catalog() -> Catalog:
+    """Three images across the UTM 32/33 boundary (lon 12): two on zone 32's grid, one
+    on zone 33's, with different origins."""
+    bands = (("B4", "uint16"),)
+    z32 = (20.0, 0.0, 780000.0, 0.0, -20.0, 5000000.0)
+    z33 = (20.0, 0.0, 250000.0, 0.0, -20.0, 5010000.0)
+    images = [
+        SyntheticImage("TEST/ZONES/a32", bands, "2024-03-01T10:00:00Z", "EPSG:32632", z32,
+                       (40, 30), (11.0, 44.0, 13.0, 46.0), (), 31),
+        SyntheticImage("TEST/ZONES/b33", bands, "2024-03-01T10:00:05Z", "EPSG:32633", z33,
+                       (50, 20), (11.0, 44.0, 13.0, 46.0), (), 32),
+        SyntheticImage("TEST/ZONES/c32", bands, "2024-03-06T10:00:00Z", "EPSG:32632", z32,
+                       (40, 30), (11.0, 44.0, 13.0, 46.0), (), 33),
+    ]  # fmt: skip
+    return Catalog(images, {"TEST/ZONES": [i.id for i in images]})
+
+
+def test_two_utm_zones_make_two_alignment_groups_with_exact_native_pixels(ee_offline):
+    from multistore.errors import SourceGridError
+
+    with Emulator(two_zone_catalog()) as emu:
+        store = EarthEngineDataStore(**store_params(emu))
+        groups = store.alignment_groups("TEST/ZONES")
+        assert groups == {
+            "EPSG32632_x780000_y5000000_r20": ["TEST/ZONES/a32", "TEST/ZONES/c32"],
+            "EPSG32633_x250000_y5010000_r20": ["TEST/ZONES/b33"],
+        }
+        with pytest.raises(SourceGridError, match="2 different native grids.*alignment_group"):
+            store.open_data("TEST/ZONES")
+        for name, ids in groups.items():
+            ds = store.open_data("TEST/ZONES", alignment_group=name).compute()
+            img = emu.catalog.images[ids[0]]
+            width, height = img.dimensions
+            assert (ds.sizes["x"], ds.sizes["y"]) == (width, height)
+            assert pyproj.CRS(ds.spatial_ref.attrs["crs_wkt"]).to_epsg() == int(img.crs[5:])
+            # the native pixel (i, j) holds the emulator's raw value of that pixel index
+            i, j = np.meshgrid(np.arange(width), np.arange(height))
+            for t, image_id in enumerate(ids):
+                base = i * 7 + j * 13 + emu.catalog.images[image_id].seed * 37
+                np.testing.assert_array_equal(ds.B4.values[t], np.mod(base, 60000))
+        with pytest.raises(SourceOpenError, match="no alignment group 'nope'"):
+            store.open_data("TEST/ZONES", alignment_group="nope")
+
+
+def test_alignment_groups_cli(tmp_path, ee_offline):
+    from click.testing import CliRunner
+
+    from multistore.cli import main
+
+    with Emulator(two_zone_catalog()) as emu:
+        path = export_config(tmp_path, emu)
+        found = CliRunner().invoke(
+            main, ["ee", "groups", path, "TEST/ZONES", "-p", "time_range=[2024-03-01, 2024-03-02]"]
+        )
+        assert found.exit_code == 0, found.output
+        assert found.output.splitlines() == [
+            "EPSG32632_x780000_y5000000_r20\t1\tTEST/ZONES/a32",
+            "EPSG32633_x250000_y5010000_r20\t1\tTEST/ZONES/b33",
+        ]
