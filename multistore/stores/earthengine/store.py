@@ -1054,7 +1054,8 @@ def _native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: An
         raise SourceGridError(
             f"earthengine: the images of {data_id} lie on {len(groups)} different native grids "
             f"({', '.join(sorted(groups))}); give crs, scale and bbox, or a grid_mapping, to put "
-            "them on one grid, or open one with alignment_group"
+            "them on one grid, open one with alignment_group, or write one cube per group "
+            "with `multistore ee download`"
         )
     crs, transform = images[0].crs, images[0].transform
     sizes = {i.dimensions for i in images if i.dimensions is not None}

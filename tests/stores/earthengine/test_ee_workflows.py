@@ -566,3 +566,42 @@ def test_alignment_groups_cli(tmp_path, ee_offline):
             "EPSG32632_x780000_y5000000_r20\t1\tTEST/ZONES/a32",
             "EPSG32633_x250000_y5010000_r20\t1\tTEST/ZONES/b33",
         ]
+
+
+def test_native_download_one_cube_per_group_and_manifest(tmp_path, ee_offline):
+    import xarray as xr
+    import yaml
+    from click.testing import CliRunner
+
+    from multistore.cli import main
+
+    with Emulator(two_zone_catalog()) as emu:
+        config = {
+            "data_stores": [
+                {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
+                {"identifier": "gee", "store_id": "earthengine", "store_params": store_params(emu)},
+            ],
+            "datasets": [{"identifier": "zones", "store": "gee", "data_id": "TEST/ZONES"}],
+            "general": {"display": "none"},
+        }
+        path = tmp_path / "config.yml"
+        path.write_text(yaml.safe_dump(config))
+        runner = CliRunner()
+        done = runner.invoke(main, ["ee", "download", str(path), "-d", "zones"])
+        assert done.exit_code == 0, done.output
+        assert [line.split("\t")[1:] for line in done.output.splitlines()] == [
+            ["EPSG32632_x780000_y5000000_r20", "2", "written"],
+            ["EPSG32633_x250000_y5010000_r20", "1", "written"],
+        ]
+        out = tmp_path / "out" / "zones"
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert [(r["id"], r["group"][:9], r["bytes"], r["status"]) for r in manifest["images"]] == [
+            ("TEST/ZONES/a32", "EPSG32632", 40 * 30 * 2, "written"),
+            ("TEST/ZONES/c32", "EPSG32632", 40 * 30 * 2, "written"),
+            ("TEST/ZONES/b33", "EPSG32633", 50 * 20 * 2, "written"),
+        ]
+        cube = xr.open_zarr(out / "EPSG32633_x250000_y5010000_r20.zarr")
+        i, j = np.meshgrid(np.arange(50), np.arange(20))
+        np.testing.assert_array_equal(cube.B4.values[0], np.mod(i * 7 + j * 13 + 32 * 37, 60000))
+        again = runner.invoke(main, ["ee", "download", str(path), "-d", "zones"])
+        assert [line.split("\t")[3] for line in again.output.splitlines()] == ["skipped"] * 2
