@@ -15,7 +15,7 @@ import xarray as xr
 
 from .config.model import STORAGE_STORE, Config, PreloadConfig
 from .config.redact import Masker
-from .cube import Scratch, build_cube
+from .cube import Scratch, build_cube, open_params_for
 from .diskspace import explain, storage_os_error
 from .errors import DatasetError, SourceOpenError, UnknownNameError, WriteError
 from .grid import TargetGrid
@@ -196,6 +196,7 @@ class Generator:
                 self.board.update(ident, status=Status.SKIPPED, output=target.path, message=message)
                 return
             grid = cube.grid or self._borrowed_grid(cube)
+            scratch = self._scratch(target)
 
             def opening(done: float, total: float, message: str | None = None) -> None:
                 changes: dict[str, object] = {"progress": done / total if total else None}
@@ -210,7 +211,7 @@ class Generator:
                     self.stores,
                     grid,
                     step=lambda s: self.board.update(ident, status=Status(s)),
-                    scratch=self._scratch(target),
+                    scratch=scratch,
                 )
             self.board.update(
                 ident,
@@ -227,6 +228,9 @@ class Generator:
             self._fail(ident, self._blame_failed_preload(cube, error))
             return
         message = _describe(ds)
+        released = self._release_exports(cube, grid, scratch)
+        if released:
+            message += f"; {released}"
         if self.config.general.quicklook:
             try:
                 write_quicklook(target, self.runner.compute)
@@ -287,6 +291,25 @@ class Generator:
             log.warning("quick-look of %s failed", ident, exc_info=e)
             return f"; quick-look failed: {type(e).__name__}: {e}"
         return "; missing quick-look drawn"
+
+    def _release_exports(self, cube: CubePlan, grid: TargetGrid | None, scratch: Scratch) -> str:
+        """Let stores that exported data for the cube (Earth Engine batch exports) delete it,
+        now that the cube is complete. Best effort: the cube stays complete on failure."""
+        notes = []
+        for source in cube.dataset.sources:
+            store = self.stores[source.store]
+            release = getattr(store, "release_exports", None)
+            if release is None:
+                continue
+            try:
+                deleted = release(source.data_id, **open_params_for(source, store, grid, scratch))
+            except Exception as e:
+                log.warning("cleaning up the exports of %s failed", source.data_id, exc_info=e)
+                notes.append(f"exports of {source.identifier} not deleted: {type(e).__name__}")
+                continue
+            if deleted:
+                notes.append(f"{deleted} export(s) of {source.identifier} deleted")
+        return "; ".join(notes)
 
     def _scratch(self, target: StorageTarget) -> Scratch:
         protocol = target.fs.protocol

@@ -160,7 +160,12 @@ def _levels(deps: Mapping[str, tuple[str, ...]], order: list[str]) -> list[list[
 
 def _hook_paths(ds: DatasetConfig) -> list[Path]:
     hooks = [s.custom_processing for s in ds.sources] + [ds.custom_processing]
-    return sorted({h.module_path for h in hooks if h is not None})
+    paths = {h.module_path for h in hooks if h is not None}
+    for s in ds.sources:  # Earth Engine's server-side hooks (made absolute by the loader)
+        hook = s.open_params.get("image_hook")
+        if isinstance(hook, Mapping) and isinstance(hook.get("module_path"), str):
+            paths.add(Path(hook["module_path"]))
+    return sorted(paths)
 
 
 def _file_hash(path: Path) -> str:

@@ -12,7 +12,13 @@ from .common import EXIT_BAD_INPUT, config_argument, load_api, load_or_exit
 @config_argument
 @click.argument("store")
 @click.argument("data_id", required=False)
-def describe(config_path: Path, store: str, data_id: str | None) -> None:
+@click.option(
+    "--catalog",
+    is_flag=True,
+    help="Describe DATA_ID from the store's dataset catalog (Earth Engine: title, provider, "
+    "cadence, bands with scales, license) instead of opening it.",
+)
+def describe(config_path: Path, store: str, data_id: str | None, catalog: bool) -> None:
     """List the data ids of STORE, or describe DATA_ID in it."""
     MultiSourceDataStore = load_api()
 
@@ -24,6 +30,16 @@ def describe(config_path: Path, store: str, data_id: str | None) -> None:
     if data_id is None:
         for ident in data_store.get_data_ids():
             click.echo(ident)
+        return
+    if catalog:
+        if not hasattr(data_store, "catalog_entry"):
+            click.echo(f"error: store {store!r} has no catalog", err=True)
+            raise SystemExit(EXIT_BAD_INPUT)
+        try:
+            entry = data_store.catalog_entry(data_id)
+        except Exception as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
+        click.echo(json.dumps(entry.to_dict(), indent=2, default=str))
         return
     # describing a GeoTIFF opens it with GDAL: give it the store's settings (S3 endpoint, ...)
     from ..gdalenv import general_settings

@@ -32,14 +32,33 @@ from .common import (
     help="Status display (default: general.display of the config, else auto).",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "--submit-only",
+    is_flag=True,
+    help="Only start the Earth Engine export tasks (export_via) and return; a later "
+    "generate reads the finished exports (see `multistore ee tasks/wait`).",
+)
 def generate(
-    config_path: Path, datasets: tuple[str, ...], force: bool, log_format: str | None, verbose: int
+    config_path: Path,
+    datasets: tuple[str, ...],
+    force: bool,
+    log_format: str | None,
+    verbose: int,
+    submit_only: bool,
 ) -> None:
     """Generate the cubes of CONFIG into its storage store. Exit code 1 if any dataset failed."""
     setup_logging(verbose, json_logs=log_format == "json")  # first: imports may warn
     MultiSourceDataStore = load_api()
 
     msds = MultiSourceDataStore(load_or_exit(config_path))
+    if submit_only:
+        from .ee import submit_exports
+
+        try:
+            raise SystemExit(submit_exports(msds, datasets or None))
+        except ConfigError as e:
+            report_config_error(e)
+            raise SystemExit(EXIT_BAD_INPUT) from None
     try:
         report = msds.generate(datasets or None, force=force, display=log_format)
     except ConfigError as e:

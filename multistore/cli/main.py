@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from .demo import demo
 from .describe import describe
+from .ee import ee
 from .generate import generate
 from .plan import plan
 from .process import keep_freed_memory
@@ -24,7 +25,7 @@ def main() -> None:
     """Build analysis-ready datacubes from many sources, driven by one YAML config."""
 
 
-for command in (validate, plan, generate, status, schema, describe, search, demo):
+for command in (validate, plan, generate, status, schema, describe, search, demo, ee):
     main.add_command(command)
 
 try:  # the STAC commands need the stac store's optional pieces

@@ -114,12 +114,23 @@ def _source(src: Mapping[str, Any], path: tuple, base_dir: Path) -> SourceConfig
         identifier=src["identifier"],
         store=src["store"],
         data_id=src["data_id"],
-        open_params=copy.deepcopy(dict(src.get("open_params", {}))),
+        open_params=_resolve_image_hook(copy.deepcopy(dict(src.get("open_params", {}))), base_dir),
         custom_processing=_hook(src.get("custom_processing"), base_dir),
         spatial_resample_params=copy.deepcopy(dict(src.get("spatial_resample_params", {}))),
         temporal_resample_params=temporal,
         location=render_location(path),
     )
+
+
+def _resolve_image_hook(open_params: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """An Earth Engine ``image_hook`` file is found like a ``custom_processing`` one
+    (relative to the config file), so the store and the fingerprint see one absolute path."""
+    hook = open_params.get("image_hook")
+    if isinstance(hook, dict) and isinstance(hook.get("module_path"), str):
+        path = hook["module_path"]
+        file = find_module_file(path, base_dir) or resolve_path(path, base_dir)
+        open_params["image_hook"] = {**hook, "module_path": str(file)}
+    return open_params
 
 
 def _hook(hook: Mapping[str, Any] | None, base_dir: Path) -> CustomProcessing | None:

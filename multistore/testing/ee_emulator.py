@@ -57,7 +57,9 @@ Bbox = tuple[float, float, float, float]
 # What ``Emulator.inject`` can target: pixel requests (computePixels and getPixels),
 # getInfo (``value:compute``: listing, describing), asset metadata, export start,
 # polling one export operation, listing operations, cancelling.
-FAULT_KINDS = ("pixels", "compute", "asset", "export", "operation", "operations", "cancel")
+FAULT_KINDS = (
+    "pixels", "compute", "asset", "export", "operation", "operations", "cancel", "delete",
+)  # fmt: skip
 DROP = "drop"  # a fault: close the connection without an answer
 
 
@@ -572,6 +574,280 @@ class _Constant(_Image):
         return np.ones((grid.height, grid.width), dtype=bool)
 
 
+class _Resampled(_Image):
+    """``Image.resample``: the emulator samples every image at the request's pixel centres
+    of its native grid, so on a native-aligned request all modes agree; the mode is kept
+    (``mode``) so tests can see what the client asked for."""
+
+    def __init__(self, src: _Image, mode: str):
+        if mode not in ("bilinear", "bicubic"):
+            raise EvalError(f"Image.resample: unknown mode '{mode}'.")
+        self.src, self.mode, self.properties = src, mode, src.properties
+
+    def bands(self):
+        return self.src.bands()
+
+    def render(self, cat, grid, names):
+        return self.src.render(cat, grid, names)
+
+    def footprint(self, cat, grid):
+        return self.src.footprint(cat, grid)
+
+
+def _paired(image: _Image, names: Sequence[str], other: _Image) -> dict[str, str]:
+    """Earth Engine pairs bands of two images by position; a one-band image pairs with all."""
+    mine = [n for n, _ in image.bands()]
+    theirs = [n for n, _ in other.bands()]
+    if len(theirs) == 1:
+        return {n: theirs[0] for n in names}
+    if len(theirs) != len(mine):
+        raise EvalError(
+            f"Images must contain the same number of bands or only 1 band. Got {len(mine)} and {len(theirs)}."
+        )
+    pos = dict(zip(mine, theirs, strict=True))
+    return {n: pos[n] for n in names}
+
+
+class _UpdateMask(_Image):
+    """``Image.updateMask``: pixels whose mask value is 0 (or masked) become masked."""
+
+    def __init__(self, src: _Image, mask: _Image):
+        self.src, self.mask, self.properties = src, mask, src.properties
+
+    def bands(self):
+        return self.src.bands()
+
+    def render(self, cat, grid, names):
+        out = self.src.render(cat, grid, names)
+        pairs = _paired(self.src, names, self.mask)
+        masks = self.mask.render(cat, grid, sorted(set(pairs.values())))
+        result = {}
+        for n in names:
+            m = masks[pairs[n]]
+            drop = np.ma.getmaskarray(m) | (np.ma.getdata(m) == 0)
+            result[n] = np.ma.MaskedArray(out[n].data, mask=np.ma.getmaskarray(out[n]) | drop)
+        return result
+
+    def footprint(self, cat, grid):
+        return self.src.footprint(cat, grid)
+
+
+_BINARY = {
+    "Image.add": np.add,
+    "Image.subtract": np.subtract,
+    "Image.multiply": np.multiply,
+    "Image.divide": np.divide,
+    "Image.bitwiseAnd": np.bitwise_and,
+    "Image.eq": np.equal,
+    "Image.neq": np.not_equal,
+    "Image.lt": np.less,
+    "Image.lte": np.less_equal,
+    "Image.gt": np.greater,
+    "Image.gte": np.greater_equal,
+    "Image.and": lambda a, b: (a != 0) & (b != 0),
+    "Image.or": lambda a, b: (a != 0) | (b != 0),
+}
+_BOOLEAN = {"Image.eq", "Image.neq", "Image.lt", "Image.lte", "Image.gt", "Image.gte",
+            "Image.and", "Image.or"}  # fmt: skip
+
+
+class _Binary(_Image):
+    """A per-pixel operation of two images (bands paired by position), named after the first.
+    Comparisons and logic give uint8; arithmetic follows NumPy's types (Earth Engine widens
+    integer types further; the store only does arithmetic on floats)."""
+
+    def __init__(self, op: str, a: _Image, b: _Image):
+        self.op, self.a, self.b, self.properties = op, a, b, a.properties
+
+    def bands(self):
+        b_types = dict(self.b.bands())
+        pairs = _paired(self.a, [n for n, _ in self.a.bands()], self.b)
+        out = []
+        for n, dt in self.a.bands():
+            if self.op in _BOOLEAN:
+                out.append((n, np.dtype("uint8")))
+            else:
+                one = np.ones((1,), dtype=dt)
+                other = np.ones((1,), dtype=b_types[pairs[n]])
+                out.append((n, _BINARY[self.op](one, other).dtype))
+        return out
+
+    def render(self, cat, grid, names):
+        types = dict(self.bands())
+        pairs = _paired(self.a, names, self.b)
+        left = self.a.render(cat, grid, names)
+        right = self.b.render(cat, grid, sorted(set(pairs.values())))
+        out = {}
+        for n in names:
+            x, y = left[n], right[pairs[n]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                data = _BINARY[self.op](np.ma.getdata(x), np.ma.getdata(y))
+            mask = np.ma.getmaskarray(x) | np.ma.getmaskarray(y)
+            if data.dtype.kind == "f":
+                mask |= ~np.isfinite(data)
+            out[n] = np.ma.MaskedArray(np.asarray(data).astype(types[n]), mask=mask)
+        return out
+
+    def footprint(self, cat, grid):
+        return self.a.footprint(cat, grid)
+
+
+class _Remap(_Image):
+    """``Image.remap`` of one band: listed values mapped, others to ``default`` (or masked)."""
+
+    def __init__(self, src: _Image, src_values: Sequence[float], dst_values: Sequence[float],
+                 default: float | None):  # fmt: skip
+        if len(src.bands()) != 1:
+            raise EvalError("Image.remap: the input must have one band (or give bandName).")
+        self.src, self.properties = src, src.properties
+        self.table = dict(zip(src_values, dst_values, strict=True))
+        self.default = default
+
+    def bands(self):
+        values = [*self.table.values(), *([] if self.default is None else [self.default])]
+        kind = "f" if any(not float(v).is_integer() for v in values) else "i"
+        return [(self.src.bands()[0][0], np.dtype("float64" if kind == "f" else "int64"))]
+
+    def render(self, cat, grid, names):
+        ((name, dt),) = self.bands()
+        src = self.src.render(cat, grid, [name])[name]
+        data = np.ma.getdata(src)
+        out = np.full(data.shape, 0 if self.default is None else self.default, dtype=dt)
+        hit = np.zeros(data.shape, dtype=bool)
+        for k, v in self.table.items():
+            where = data == k
+            out[where], hit = v, hit | where
+        mask = np.ma.getmaskarray(src) | (~hit if self.default is None else False)
+        return {n: np.ma.MaskedArray(out, mask=mask) for n in names}
+
+    def footprint(self, cat, grid):
+        return self.src.footprint(cat, grid)
+
+
+class _Expression(_Image):
+    """An ``Image.expression`` applied to its images: Python arithmetic syntax over band
+    variables, ``b('name')``/``b(0)`` of the default image, numbers, ``float()``/``int()``;
+    comparisons and logic give uint8. One output band named after the first band used."""
+
+    def __init__(self, text: str, default: str, images: Mapping[str, _Image]):
+        import ast
+
+        try:
+            self.tree = ast.parse(text, mode="eval")
+        except SyntaxError as e:
+            raise EvalError(f"Image.parseExpression: {e.msg}") from None
+        self.default, self.images = default, dict(images)
+        self.properties = self.images[default].properties if default in self.images else {}
+        self.first: str | None = None
+
+    def _band(self, img: _Image, sel: Any) -> str:
+        names = [n for n, _ in img.bands()]
+        if isinstance(sel, int):
+            return names[sel]
+        if sel not in names:
+            raise EvalError(f"Image.expression: band '{sel}' not found.")
+        return sel
+
+    def _eval(self, node: Any, fetch: Callable[[_Image, str], Any]) -> Any:  # noqa: C901
+        import ast
+
+        ops = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
+               ast.Div: np.true_divide, ast.Pow: np.power, ast.Mod: np.mod}  # fmt: skip
+        cmp = {ast.Gt: np.greater, ast.GtE: np.greater_equal, ast.Lt: np.less,
+               ast.LtE: np.less_equal, ast.Eq: np.equal, ast.NotEq: np.not_equal}  # fmt: skip
+        if isinstance(node, ast.Expression):
+            return self._eval(node.body, fetch)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.Name):
+            img = self.images.get(node.id)
+            if img is None:
+                raise EvalError(f"Image.expression: unknown variable '{node.id}'.")
+            band = self._band(img, 0)
+            self.first = self.first or band
+            return fetch(img, band)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            fname, args = node.func.id, node.args
+            if fname == "b" and len(args) == 1 and isinstance(args[0], ast.Constant):
+                band = self._band(self.images[self.default], args[0].value)
+                self.first = self.first or band
+                return fetch(self.images[self.default], band)
+            if fname in ("float", "int") and len(args) == 1:
+                v = self._eval(args[0], fetch)
+                dt = "float32" if fname == "float" else "int32"
+                return v.astype(dt) if isinstance(v, np.ma.MaskedArray) else np.dtype(dt).type(v)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return ops[type(node.op)](
+                    self._eval(node.left, fetch), self._eval(node.right, fetch)
+                )
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -self._eval(node.operand, fetch)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in cmp:
+            res = cmp[type(node.ops[0])](
+                self._eval(node.left, fetch), self._eval(node.comparators[0], fetch)
+            )
+            return res.astype("uint8")
+        raise EvalError(f"Image.expression: unsupported syntax {type(node).__name__} (emulator)")
+
+    def _result(self, fetch: Callable[[_Image, str], Any]) -> np.ma.MaskedArray:
+        out = self._eval(self.tree, fetch)
+        if not isinstance(out, np.ma.MaskedArray):
+            raise EvalError("Image.expression: the expression uses no band (emulator)")
+        if out.dtype.kind == "f":
+            out = np.ma.masked_invalid(out)
+        return out
+
+    def bands(self):
+        def probe(img, band):
+            return np.ma.MaskedArray(np.ones((1, 1), dtype=dict(img.bands())[band]))
+
+        out = self._result(probe)
+        return [(self.first or "constant", out.dtype)]
+
+    def render(self, cat, grid, names):
+        rendered: dict[tuple[int, str], np.ma.MaskedArray] = {}
+
+        def fetch(img, band):
+            key = (id(img), band)
+            if key not in rendered:
+                rendered[key] = img.render(cat, grid, [band])[band]
+            return rendered[key]
+
+        out = self._result(fetch)
+        return {
+            n: np.ma.MaskedArray(np.ma.getdata(out), mask=np.ma.getmaskarray(out)) for n in names
+        }
+
+    def footprint(self, cat, grid):
+        img = self.images.get(self.default) or next(iter(self.images.values()))
+        return img.footprint(cat, grid)
+
+
+@dataclass
+class _ParsedExpression:
+    """``Image.parseExpression``: a function of the named images."""
+
+    text: str
+    default: str
+    names: list[str]
+
+    def __call__(self, args: Mapping[str, Any]) -> _Expression:
+        return _Expression(self.text, self.default, {n: args[n] for n in self.names if n in args})
+
+
+@dataclass
+class _Function:
+    """A ``functionDefinitionValue``: its body is evaluated with the arguments bound."""
+
+    evaluator: _Evaluator
+    names: list[str]
+    body: str | Mapping[str, Any]
+
+    def __call__(self, args: Mapping[str, Any]) -> Any:
+        return self.evaluator.apply(self, args)
+
+
 @dataclass
 class _Collection:
     images: list[_Image]
@@ -693,15 +969,38 @@ class _Evaluator:
         self.catalog = catalog
         self.exported = exported or {}
         self.values = expression.get("values", {})
-        self.cache: dict[str, Any] = {}
+        self.cache: dict[tuple[str, int], Any] = {}
+        # bound arguments of the function call being evaluated; values are cached per call
+        self.scope: dict[str, Any] = {}
+        self.scope_id = 0
+        self.calls = 0
         self.result = self.ref(expression["result"])
 
     def ref(self, key: str) -> Any:
-        if key not in self.cache:
-            self.cache[key] = self.node(self.values[key])
-        return self.cache[key]
+        ck = (key, self.scope_id)
+        if ck not in self.cache:
+            self.cache[ck] = self.node(self.values[key])
+        return self.cache[ck]
+
+    def apply(self, fn: _Function, args: Mapping[str, Any]) -> Any:
+        saved = (self.scope, self.scope_id)
+        self.calls += 1
+        self.scope, self.scope_id = dict(args), self.calls
+        try:
+            body = fn.body  # a key of the values table, or an inline node
+            return self.ref(body) if isinstance(body, str) else self.node(body)
+        finally:
+            self.scope, self.scope_id = saved
 
     def node(self, node: Mapping[str, Any]) -> Any:
+        if "argumentReference" in node:
+            name = node["argumentReference"]
+            if name not in self.scope:
+                raise EvalError(f"unbound argument {name!r}")
+            return self.scope[name]
+        if "functionDefinitionValue" in node:
+            fdef = node["functionDefinitionValue"]
+            return _Function(self, list(fdef.get("argumentNames", [])), fdef["body"])
         if "constantValue" in node:
             return node["constantValue"]
         if "integerValue" in node:
@@ -714,6 +1013,18 @@ class _Evaluator:
             return {k: self.node(v) for k, v in node["dictionaryValue"].get("values", {}).items()}
         if "functionInvocationValue" in node:
             inv = node["functionInvocationValue"]
+            if "functionReference" in inv:  # a function value (e.g. a parsed expression)
+                fn = self.ref(inv["functionReference"])
+                if not callable(fn):
+                    raise EvalError("functionReference does not name a function")
+                return fn({k: self.node(v) for k, v in inv.get("arguments", {}).items()})
+            if inv.get("functionName") == "Collection.map":  # the body is applied per image
+                args = {k: self.node(v) for k, v in inv.get("arguments", {}).items()}
+                fn = args["baseAlgorithm"]
+                images = []
+                for img in args["collection"].images:
+                    images.append(fn({fn.names[0]: img}))
+                return _Collection(images)
             args = {k: self.node(v) for k, v in inv.get("arguments", {}).items()}
             return self.call(inv["functionName"], args)
         raise EvalError(f"unsupported expression node {sorted(node)}")
@@ -839,6 +1150,20 @@ class _Evaluator:
             return _AddBands(a["dstImg"], a["srcImg"])
         if name == "Image.constant":
             return _Constant(a["value"])
+        if name == "Image.updateMask":
+            return _UpdateMask(a["image"], a["mask"])
+        if name in _BINARY:
+            return _Binary(name, a["image1"], a["image2"])
+        if name == "Image.remap":
+            src = a["image"]
+            if a.get("bandName"):
+                src = _Select(src, [a["bandName"]], None)
+            return _Remap(src, a["from"], a["to"], a.get("defaultValue"))
+        if name == "Image.resample":
+            return _Resampled(a["image"], a.get("mode") or "bilinear")
+        if name == "Image.parseExpression":
+            return _ParsedExpression(a["expression"], a.get("argName") or "DEFAULT_EXPRESSION_IMAGE",
+                                     list(a.get("vars") or []))  # fmt: skip
         if name == "Image.unmask":
             value = a.get("value", 0)
             value = value.value if isinstance(value, _Constant) else value
@@ -918,6 +1243,7 @@ class EmulatorStats:
     grids: list[RequestGrid] = field(default_factory=list)  # pixel requests answered 200
     exports: int = 0
     cancels: int = 0
+    deletes: int = 0  # exported assets and Cloud Storage objects deleted
 
 
 class Emulator:
@@ -1230,6 +1556,28 @@ class Emulator:
                 op.state = "CANCELLED"
             return _json(200, {})
 
+    def delete_asset(self, asset_id: str, project: str) -> tuple[int, bytes, dict[str, str]]:
+        """Delete an exported asset (catalog assets are read-only: 403)."""
+        full = f"projects/{project}/assets/{asset_id}"
+        with self.lock:
+            for key in (full, asset_id):
+                if key in self.exported:
+                    del self.exported[key]
+                    self.stats.deletes += 1
+                    return _json(200, {})
+        if asset_id in self.catalog.images or asset_id in self.catalog.collections:
+            return _error(403, f"Permission denied on asset '{asset_id}'.")
+        return _error(404, f"Asset '{full}' does not exist or caller does not have access.")
+
+    def gcs_delete(self, bucket: str, name: str) -> tuple[int, bytes, dict[str, str]]:
+        with self.lock:
+            objects = self.gcs.get(bucket, {})
+            if name not in objects:
+                return _error(404, f"No such object: {bucket}/{name}")
+            del objects[name]
+            self.stats.deletes += 1
+        return 204, b"", {}
+
     def list_operations(self, project: str) -> tuple[int, bytes, dict[str, str]]:
         prefix = f"projects/{project}/operations/"
         with self.lock:
@@ -1452,6 +1800,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._serve("operation", lambda: emu.operation("/".join(parts[1:])))
         if len(parts) == 4 and parts[:2] == ["v1", "projects"] and parts[3] == "operations":
             return self._serve("operations", lambda: emu.list_operations(parts[2]))
+        self._count("unknown")
+        return self._send(*_error(404, f"Unknown path {path}"))
+
+    def do_DELETE(self) -> None:  # noqa: N802 - http.server API
+        emu = self.server.emulator
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        head = "/storage/v1/b/"
+        if path.startswith(head):
+            bucket, _, rest = path[len(head) :].partition("/")
+            if rest.startswith("o/"):
+                self._count("gcs_delete")
+                return self._send(*emu.gcs_delete(bucket, rest[2:]))
+        parts = path.strip("/").split("/")
+        if len(parts) > 4 and parts[:2] == ["v1", "projects"] and parts[3] == "assets":
+            return self._serve("delete", lambda: emu.delete_asset("/".join(parts[4:]), parts[2]))
         self._count("unknown")
         return self._send(*_error(404, f"Unknown path {path}"))
 

@@ -95,27 +95,144 @@ def export_steps(
     """
     policy = policy or RetryPolicy()
     counters = counters or FetchCounters()
-    names: list[str] = []
     running: dict[str, Any] = {}
     try:
-        for i, step in enumerate(steps):
-            key = tile_key(
-                [recipe.describe(step), grid.crs_value, grid.transform, width, height, settings.via]
-            )
-            name = export_name(settings, data_id, key)
-            names.append(name)
-            if _done_before(settings, name, policy, counters):
-                LOG.info("earthengine: export of %s step %d already done (%s)", data_id, i, name)
-                continue
-            task = _task(settings, recipe, step, name, grid, width, height, f"{data_id} step {i}")
-            call_with_retries(task.start, policy, counters, f"starting the export to {name}")
-            running[name] = task
-        LOG.info("earthengine: %d export task(s) started for %s", len(running), data_id)
-        _wait(running, len(names), settings, data_id, progress, policy, counters)
+        submitted = _submit(
+            recipe, steps, grid, width, height, settings, data_id, policy, counters, running
+        )
+        _wait(running, len(submitted), settings, data_id, progress, policy, counters)
     except BaseException:
         _cancel(running)
         raise
-    return names
+    return [name for name, _ in submitted]
+
+
+def submit_steps(
+    recipe: Recipe,
+    steps: Sequence[Step],
+    grid: PixelGrid,
+    width: int,
+    height: int,
+    settings: ExportSettings,
+    data_id: str,
+    policy: RetryPolicy,
+    counters: FetchCounters,
+) -> list[tuple[str, str]]:
+    """Start the exports of every step and return at once (``generate --submit-only``):
+    ``(export name, state)`` per step, state ``done`` (finished before), ``running``
+    (an earlier submission still runs) or ``started``. A later run adopts the running
+    tasks and reads the finished exports."""
+    return _submit(recipe, steps, grid, width, height, settings, data_id, policy, counters, {})
+
+
+def _submit(
+    recipe: Recipe,
+    steps: Sequence[Step],
+    grid: PixelGrid,
+    width: int,
+    height: int,
+    settings: ExportSettings,
+    data_id: str,
+    policy: RetryPolicy,
+    counters: FetchCounters,
+    running: dict[str, Any],
+) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    active: dict[str, str] | None = None  # description key -> task id, listed once if needed
+    for i, step in enumerate(steps):
+        key = tile_key(
+            [recipe.describe(step), grid.crs_value, grid.transform, width, height, settings.via]
+        )
+        name = export_name(settings, data_id, key)
+        if _done_before(settings, name, policy, counters):
+            LOG.info("earthengine: export of %s step %d already done (%s)", data_id, i, name)
+            out.append((name, "done"))
+            continue
+        if active is None:
+            active = _active_tasks(policy, counters)
+        if key[:_KEY_CHARS] in active:
+            LOG.info("earthengine: adopting the running export of %s step %d", data_id, i)
+            running[name] = _Adopted(active[key[:_KEY_CHARS]])
+            out.append((name, "running"))
+            continue
+        what = f"{data_id} step {i}"
+        task = _task(settings, recipe, step, name, grid, width, height, what, key)
+        call_with_retries(task.start, policy, counters, f"starting the export to {name}")
+        running[name] = task
+        out.append((name, "started"))
+    LOG.info("earthengine: %d export task(s) started for %s", len(running), data_id)
+    return out
+
+
+_KEY_CHARS = 16
+_KEY_IN_DESCRIPTION = re.compile(r"\[([0-9a-f]{16})\]$")
+_ACTIVE = ("READY", "RUNNING")
+
+
+def task_description(what: str, key: str) -> str:
+    """``multistore <what> [<key>]`` within Earth Engine's 100 characters: the key names
+    the pixels, so a later run can find a task an earlier one submitted."""
+    tail = f" [{key[:_KEY_CHARS]}]"
+    return f"multistore {what}"[: 100 - len(tail)] + tail
+
+
+def _active_tasks(policy: RetryPolicy, counters: FetchCounters) -> dict[str, str]:
+    """Running or queued export tasks of this project submitted by multistore, by key."""
+
+    tasks = call_with_retries(task_list, policy, counters, "listing export tasks")
+    found = {}
+    for t in tasks:
+        m = _KEY_IN_DESCRIPTION.search(t.get("description") or "")
+        if m and t.get("state") in _ACTIVE:
+            found[m.group(1)] = t["id"]
+    return found
+
+
+class _Adopted:
+    """A task submitted by an earlier run, waited for (and cancelled) like our own."""
+
+    def __init__(self, task_id: str):
+        self.id = task_id
+
+    def status(self) -> dict[str, Any]:
+        return task_status(self.id)
+
+    def cancel(self) -> None:
+        cancel_task(self.id)
+
+
+# The task API through operations (ee.data's getTaskList/getTaskStatus/cancelTask are
+# deprecated); tasks keep the legacy form: id, state (READY, RUNNING, COMPLETED, ...).
+
+
+def operation_name(task: str) -> str:
+    """``projects/<p>/operations/<id>`` of a task id (or the name itself)."""
+    import ee
+
+    if task.startswith("projects/"):
+        return task
+    project = ee.data._get_state().cloud_api_user_project
+    return f"projects/{project}/operations/{task}"
+
+
+def task_list() -> list[dict[str, Any]]:
+    import ee
+    from ee import _cloud_api_utils
+
+    return [_cloud_api_utils.convert_operation_to_task(op) for op in ee.data.listOperations()]
+
+
+def task_status(task: str) -> dict[str, Any]:
+    import ee
+    from ee import _cloud_api_utils
+
+    return _cloud_api_utils.convert_operation_to_task(ee.data.getOperation(operation_name(task)))
+
+
+def cancel_task(task: str) -> None:
+    import ee
+
+    ee.data.cancelOperation(operation_name(task))
 
 
 def _task(
@@ -127,12 +244,13 @@ def _task(
     width: int,
     height: int,
     what: str,
+    key: str,
 ) -> Any:
     import ee
 
     image = recipe.image(step)
     common: dict[str, Any] = dict(
-        description=f"multistore {what}"[:100],
+        description=task_description(what, key),
         crs=grid.crs_value,
         crsTransform=list(grid.transform),
         dimensions=f"{width}x{height}",
@@ -224,6 +342,31 @@ def _wait(
                 f"earthengine: exports of {data_id} not finished after {settings.timeout_s} s"
             )
         time.sleep(settings.poll_s)
+
+
+def delete_exports(
+    settings: ExportSettings, names: Sequence[str], policy: RetryPolicy, counters: FetchCounters
+) -> int:
+    """Delete what the exports wrote (assets, or Cloud Storage objects); the number deleted.
+    Drive files cannot be reached and stay."""
+    import ee
+
+    deleted = 0
+    if settings.via == "asset":
+        for name in names:
+            if _exists(name, policy, counters):
+                call_with_retries(
+                    lambda n=name: ee.data.deleteAsset(n), policy, counters, f"deleting {name}"
+                )
+                deleted += 1
+    elif settings.via == "gcs":
+        from .gcs import delete_exported_files
+
+        for name in names:
+            deleted += delete_exported_files(
+                settings.bucket or "", name, dict(settings.storage_options)
+            )
+    return deleted
 
 
 def _cancel(running: dict[str, Any]) -> None:

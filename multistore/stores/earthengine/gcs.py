@@ -79,6 +79,15 @@ def exported_files(
     return sorted(files, key=lambda f: (f[1], f[2]))
 
 
+def delete_exported_files(bucket: str, prefix: str, storage_options: Mapping[str, Any]) -> int:
+    """Delete the GeoTIFFs of the export ``prefix``; how many were deleted."""
+    files = exported_files(bucket, prefix, storage_options)
+    fs = _filesystem(storage_options)
+    for path, _, _ in files:  # one DELETE each: gcsfs' bulk rm uses the batch endpoint
+        fs.rm_file(path)
+    return len(files)
+
+
 @dataclass(frozen=True)
 class GeoTiffChunkSource(ChunkSource):
     """Like ``ChunkSource``, but a chunk's raw pixels come from the step's exported GeoTIFF(s)."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...errors import SourceOpenError
+from ...errors import ProcessingError, SourceOpenError
 from ...filters import Comparison
 from .fetch import FetchCounters, RetryPolicy, call_with_retries
 
@@ -106,10 +106,10 @@ def list_images(query: Query, policy: RetryPolicy, counters: FetchCounters) -> l
                 f"describing image {query.data_id}",
             )
         ]
-    return [_image_info(f) for f in features]
+    return [image_info(f) for f in features]
 
 
-def _image_info(feature: dict[str, Any]) -> ImageInfo:
+def image_info(feature: dict[str, Any]) -> ImageInfo:
     props = feature.get("properties") or {}
     bands = feature.get("bands") or []
     first = bands[0] if bands else {}
@@ -187,6 +187,85 @@ class BandGroup:
     sentinel: float | int
 
 
+RESAMPLING = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """Mask a pixel of every band where ``band`` has one of ``values`` or any of ``bits`` set."""
+
+    band: str
+    values: tuple[float, ...] = ()
+    bits: tuple[int, ...] = ()
+
+    def keep(self, raw: Any) -> Any:
+        """The ``ee.Image`` that is 1 where pixels are kept, 0 where masked."""
+        qa = raw.select([self.band])
+        keep = None
+        if self.values:
+            keep = qa.remap(list(self.values), [0] * len(self.values), 1)
+        if self.bits:
+            flags = qa.bitwiseAnd(sum(1 << b for b in self.bits)).eq(0)
+            keep = flags if keep is None else keep.And(flags)
+        return keep
+
+
+@dataclass(frozen=True)
+class Processing:
+    """Per-image server-side processing, before compositing: resampling, masks,
+    band math, then the user's ``image_hook`` (``hook_digest`` fingerprints its file)."""
+
+    masks: tuple[MaskRule, ...] = ()
+    expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # name, text, band vars
+    resampling: str | None = None
+    hook_path: str | None = None
+    hook_function: str | None = None
+    hook_digest: str | None = None
+
+    def apply(self, raw: Any) -> Any:
+        """``raw`` processed. Masks are computed from the unresampled image so that QA
+        bit flags are never interpolated."""
+        img = raw
+        if self.resampling and self.resampling != "nearest":
+            img = img.resample(self.resampling)
+        for rule in self.masks:
+            img = img.updateMask(rule.keep(raw))
+        for name, text, variables in self.expressions:
+            # bands enter as float: (B8 - B4) / (B8 + B4) must not be an integer division
+            values = {v: img.select([v]).toFloat() for v in variables}
+            img = img.addBands(img.expression(text, values).rename([name]))
+        if self.hook_path is not None:
+            img = self._hook()(img)
+        return img
+
+    def _hook(self) -> Any:
+        from pathlib import Path
+
+        from ...config.model import CustomProcessing
+        from ...hooks import load_hook
+
+        fn = load_hook(CustomProcessing(Path(self.hook_path or ""), self.hook_function or ""))
+
+        def run(img: Any) -> Any:
+            import ee
+
+            try:
+                out = fn(img)
+            except Exception as e:
+                raise ProcessingError(
+                    f"earthengine image_hook {Path(self.hook_path or '').name}:"
+                    f"{self.hook_function} raised {type(e).__name__}: {e}"
+                ) from e
+            if not isinstance(out, ee.Image):
+                raise ProcessingError(
+                    f"earthengine image_hook {self.hook_function} returned "
+                    f"{type(out).__name__}, expected an ee.Image"
+                )
+            return out
+
+        return run
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that defines the pixels of a time step (picklable)."""
@@ -195,6 +274,7 @@ class Recipe:
     reducer: str
     bands: tuple[str, ...]
     groups: tuple[BandGroup, ...]
+    processing: Processing | None = None
 
     def image(self, step: Step) -> Any:
         """The ``ee.Image`` for ``step``: composited, then per band group selected, masked
@@ -207,12 +287,17 @@ class Recipe:
         """
         import ee
 
+        proc = self.processing
         if step.image_id is not None:
             img = ee.Image(step.image_id)
+            img = proc.apply(img) if proc else img
         elif not self.query.is_collection:
             img = ee.Image(self.query.data_id)
+            img = proc.apply(img) if proc else img
         else:
             col = self.query.collection(step.start_ms, step.end_ms)
+            if proc is not None:
+                col = col.map(proc.apply)
             if self.reducer == "mosaic":  # newest on top
                 img = col.sort("system:time_start").mosaic()
             elif self.reducer == "first":  # oldest valid observation on top
@@ -241,4 +326,5 @@ class Recipe:
             "reducer": self.reducer,
             "groups": [[list(g.bands), g.ee_type, g.sentinel] for g in self.groups],
             "step": [step.image_id, step.start_ms, step.end_ms],
+            **({"processing": repr(self.processing)} if self.processing else {}),
         }

@@ -12,10 +12,16 @@ project's target grid when one is given, so no local regrid is needed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import hashlib
+import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -41,19 +47,33 @@ from xcube.util.jsonschema import (
 from ...errors import ConfigError, FetchError, Problem, SourceGridError, SourceOpenError
 from ...filters import parse_comparison
 from ...grid import TargetGrid
-from .export import EXPORT_DESTINATIONS, ExportSettings, export_steps
+from .catalog import CATALOG_TTL_S, CATALOG_URL, CatalogEntry, fetcher, load_catalog
+from .export import (
+    EXPORT_DESTINATIONS,
+    ExportSettings,
+    cancel_task,
+    delete_exports,
+    export_steps,
+    submit_steps,
+    task_list,
+    task_status,
+)
 from .fetch import FetchCounters, PixelGrid, RetryPolicy, call_with_retries
 from .gcs import geotiff_source
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, ChunkPlan, RequestPlan, plan_chunks
 from .query import (
     EE_TYPE,
     REDUCERS,
+    RESAMPLING,
     TEMPORAL_RESOLUTIONS,
     BandGroup,
     ImageInfo,
+    MaskRule,
+    Processing,
     Query,
     Recipe,
     Step,
+    image_info,
     list_images,
     time_steps,
 )
@@ -83,12 +103,28 @@ def _store_params_schema() -> JsonObjectSchema:
             max_retries=JsonIntegerSchema(minimum=0, maximum=50, default=6),
             deadline_s=JsonNumberSchema(exclusive_minimum=0, default=120.0),
             backoff_s=JsonNumberSchema(minimum=0, default=0.5),
+            catalog_url=JsonStringSchema(
+                default=CATALOG_URL, title="root of the STAC catalog for search/describe"
+            ),
+            catalog_cache=JsonStringSchema(
+                title="folder caching the catalog (default ~/.cache/multistore/earthengine)"
+            ),
+            catalog_ttl_s=JsonNumberSchema(minimum=0, default=CATALOG_TTL_S),
         ),
         additional_properties=False,
     )
 
 
 def _open_params_schema() -> JsonObjectSchema:
+    mask_rule = JsonObjectSchema(
+        properties=dict(
+            band=JsonStringSchema(min_length=1),
+            values=JsonArraySchema(items=JsonNumberSchema(), min_items=1),
+            bits=JsonArraySchema(items=JsonIntegerSchema(minimum=0, maximum=62), min_items=1),
+        ),
+        required=["band"],
+        additional_properties=False,
+    )
     number_or_pair = JsonComplexSchema(
         one_of=[
             JsonNumberSchema(),
@@ -98,7 +134,32 @@ def _open_params_schema() -> JsonObjectSchema:
     return JsonObjectSchema(
         properties=dict(
             time_range=JsonArraySchema(items=JsonStringSchema(), min_items=2, max_items=2),
-            bands=JsonArraySchema(items=JsonStringSchema(), min_items=1),
+            mask=JsonComplexSchema(one_of=[mask_rule, JsonArraySchema(items=mask_rule)]),
+            expressions=JsonObjectSchema(
+                additional_properties=JsonStringSchema(min_length=1),
+                title="{band name: ee.Image.expression text}, evaluated per image",
+            ),
+            resampling=JsonStringSchema(enum=list(RESAMPLING)),
+            image_hook=JsonObjectSchema(
+                properties=dict(
+                    module_path=JsonStringSchema(min_length=1),
+                    function_name=JsonStringSchema(min_length=1),
+                ),
+                required=["module_path", "function_name"],
+                additional_properties=False,
+            ),
+            bands=JsonComplexSchema(
+                one_of=[
+                    JsonArraySchema(items=JsonStringSchema(), min_items=1),
+                    JsonObjectSchema(
+                        properties=dict(
+                            include=JsonArraySchema(items=JsonStringSchema(), min_items=1),
+                            exclude=JsonArraySchema(items=JsonStringSchema()),
+                        ),
+                        additional_properties=False,
+                    ),
+                ]
+            ),
             filters=JsonArraySchema(items=JsonStringSchema()),
             temporal_resolution=JsonStringSchema(enum=TEMPORAL_RESOLUTIONS, default="raw"),
             reducer=JsonStringSchema(enum=REDUCERS, default="mosaic"),
@@ -142,6 +203,14 @@ def _open_params_schema() -> JsonObjectSchema:
                 title="gcsfs options for reading gcs exports (token, endpoint_url, ...)",
             ),
             export_poll_s=JsonNumberSchema(exclusive_minimum=0, default=10.0),
+            alignment_group=JsonStringSchema(
+                min_length=1,
+                title="without a grid: only the images on this native grid (see alignment_groups)",
+            ),
+            keep_exports=JsonBooleanSchema(
+                default=False,
+                title="keep exported assets / Cloud Storage files after the cube is complete",
+            ),
             export_timeout_s=JsonNumberSchema(exclusive_minimum=0),
         ),
         additional_properties=False,
@@ -208,6 +277,12 @@ class EarthEngineDataStore(DataStore):
             backoff_s=float(store_params.get("backoff_s", 0.5)),
         )
         self.counters = FetchCounters()
+        self._catalog_url = store_params.get("catalog_url", CATALOG_URL)
+        self._catalog_cache = store_params.get("catalog_cache")
+        self._catalog_ttl_s = float(store_params.get("catalog_ttl_s", CATALOG_TTL_S))
+        self._catalog_entries: list[CatalogEntry] | None = None
+        # exports read by datasets opened here, until the pipeline releases them
+        self._exports: dict[str, tuple[ExportSettings, list[str]]] = {}
         # called with (finished, total) while batch exports run, e.g. by a status display
         self.export_progress: Callable[[int, int], None] | None = None
 
@@ -230,9 +305,10 @@ class EarthEngineDataStore(DataStore):
     def get_data_ids(
         self, data_type: DataTypeLike = None, include_attrs: Any = False
     ) -> Iterator[Any]:
-        """Earth Engine's catalog cannot be enumerated through the API: nothing is listed.
-        Any ImageCollection or Image asset id can still be opened."""
-        return iter(())
+        """The ids of the public catalog (``catalog_url``): the API itself cannot enumerate
+        it. Any other ImageCollection or Image asset id can still be opened."""
+        for entry in self.catalog():
+            yield (entry.id, {"title": entry.title}) if include_attrs else entry.id
 
     def has_data(self, data_id: str, data_type: DataTypeLike = None) -> bool:
         try:
@@ -332,6 +408,48 @@ class EarthEngineDataStore(DataStore):
 
     # -- multistore extras ---------------------------------------------------------------
 
+    def catalog(self) -> list[CatalogEntry]:
+        """The public catalog's datasets, read once per store (and cached on disk)."""
+        if self._catalog_entries is None:
+            import requests
+
+            cache = (
+                Path(self._catalog_cache).expanduser()
+                if self._catalog_cache
+                else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "multistore"
+                / "earthengine"
+            )
+            with requests.Session() as session:
+                fetch = fetcher(session, self._policy, self.counters, self._session.deadline_s)
+                self._catalog_entries = load_catalog(
+                    self._catalog_url,
+                    fetch,
+                    cache,
+                    self._catalog_ttl_s,
+                    max_workers=self._session.max_concurrency,
+                )
+        return self._catalog_entries
+
+    def search_catalog(
+        self,
+        text: str | None = None,
+        bbox: Sequence[float] | None = None,
+        time_range: Sequence[str | None] | None = None,
+    ) -> list[CatalogEntry]:
+        """Catalog datasets matching all words of ``text``, intersecting ``bbox`` (lon/lat)
+        and ``time_range``."""
+        return [e for e in self.catalog() if e.matches(text, bbox, time_range)]
+
+    def catalog_entry(self, data_id: str) -> CatalogEntry:
+        """One dataset of the catalog; ``SourceOpenError`` naming close ids when unknown."""
+        entries = {e.id: e for e in self.catalog()}
+        if data_id in entries:
+            return entries[data_id]
+        close = difflib.get_close_matches(data_id, list(entries), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise SourceOpenError(f"earthengine: {data_id!r} is not in the catalog{hint}")
+
     def search(self, data_id: str, **params: Any) -> list[tuple[str, pd.Timestamp | None]]:
         """Image ids and dates of a query (``time_range``, ``filters``), oldest first."""
         _validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
@@ -390,13 +508,37 @@ class EarthEngineDataStore(DataStore):
                 f"earthengine: no image of {data_id} matches the query "
                 f"(time_range={params.get('time_range')}, filters={params.get('filters')})"
             )
+        if params.get("alignment_group"):
+            groups = alignment_groups(images)
+            wanted = params["alignment_group"]
+            if wanted not in groups:
+                raise SourceOpenError(
+                    f"earthengine: no alignment group {wanted!r} among the images of "
+                    f"{data_id}; groups: {sorted(groups)}"
+                )
+            members = set(groups[wanted])
+            images = [i for i in images if i.id in members]
         native = dict(images[0].band_types)
-        bands = tuple(params.get("bands") or native)
-        missing = [b for b in bands if b not in native]
-        if missing:
-            raise SourceOpenError(
-                f"earthengine: {data_id} has no band(s) {missing}; bands: {list(native)}"
+        bands = select_bands(data_id, list(native), params.get("bands"))
+        processing = _processing(params, list(native))
+        if processing is not None and (processing.expressions or processing.hook_path):
+            # band math and hooks add bands: ask Earth Engine for the processed types
+            first = images[0].id
+            info = call_with_retries(
+                lambda: image_info(processing.apply(_ee_image(first)).getInfo()),
+                self._policy,
+                self.counters,
+                f"describing processed image {first}",
             )
+            processed = dict(info.band_types)
+            gone = [b for b in bands if b not in processed]
+            if gone:
+                raise SourceOpenError(
+                    f"earthengine: image_hook removed band(s) {gone} of {data_id}; "
+                    f"processed bands: {list(processed)}"
+                )
+            bands = (*bands, *(b for b in processed if b not in native))
+            native = processed
         resolution = params.get("temporal_resolution", "raw") if is_collection else "raw"
         reducer = params.get("reducer", "mosaic")
         steps = time_steps(images, resolution)
@@ -421,7 +563,7 @@ class EarthEngineDataStore(DataStore):
             groups.setdefault((req_dtype[b], sentinels[b]), []).append(b)
         band_groups = tuple(BandGroup(tuple(bs), EE_TYPE[dt], s) for (dt, s), bs in groups.items())
         request_bands = tuple(b for g in band_groups for b in g.bands)
-        recipe = Recipe(query, reducer, bands, band_groups)
+        recipe = Recipe(query, reducer, bands, band_groups, processing)
 
         grid = self._grid(data_id, params, images, bands[0])
         request_dtypes = tuple(req_dtype[b] for b in request_bands)
@@ -514,6 +656,7 @@ class EarthEngineDataStore(DataStore):
             self._policy,
             self.counters,
         )
+        self._exports[_exports_key(p.data_id, p.params)] = (settings, list(names))
         if settings.via == "drive":
             raise SourceOpenError(
                 f"earthengine: {p.data_id} was exported to Google Drive, folder "
@@ -539,6 +682,105 @@ class EarthEngineDataStore(DataStore):
             Step(s.time_ms, image_id=a) for s, a in zip(steps, asset_ids, strict=True)
         )
         return dataclasses.replace(p, recipe=recipe, steps=exported_steps)
+
+    # -- detached exports ----------------------------------------------------------------
+
+    def submit_exports(self, data_id: str, **open_params: Any) -> list[tuple[str, str]]:
+        """Start the export tasks ``open_data`` would wait for, and return at once:
+        ``(export name, done | running | started)`` per time step."""
+        if not open_params.get("export_via"):
+            raise ConfigError([Problem("open_params.export_via", "required to submit exports")])
+        p = self._prepare(data_id, open_params)
+        settings = self._export_settings(open_params)
+        return submit_steps(
+            p.recipe,
+            p.steps if p.with_time else p.steps[:1],
+            _pixel_grid(p.grid),
+            p.grid.width,
+            p.grid.height,
+            settings,
+            data_id,
+            self._policy,
+            self.counters,
+        )
+
+    def alignment_groups(self, data_id: str, **params: Any) -> dict[str, list[str]]:
+        """The query's images grouped by native grid (CRS + transform): ``{group: [ids]}``.
+        Open one group with ``alignment_group: <group>`` and no grid mapping."""
+        _validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
+        return alignment_groups(self._images(data_id, params))
+
+    def release_exports(self, data_id: str, **open_params: Any) -> int:
+        """The cube built from ``open_data(data_id, **open_params)`` is complete: delete
+        the exports it read, unless ``keep_exports``. The number of assets/files deleted."""
+        entry = self._exports.pop(_exports_key(data_id, open_params), None)
+        if entry is None or open_params.get("keep_exports"):
+            return 0
+        settings, names = entry
+        ensure_initialized(self._session)
+        deleted = delete_exports(settings, names, self._policy, self.counters)
+        LOG.info("earthengine: deleted %d export(s) of %s", deleted, data_id)
+        return deleted
+
+    def list_tasks(self, state: str | None = None, recent: int | None = None) -> list[dict]:
+        """The project's batch tasks, newest first (Earth Engine operations)."""
+        ensure_initialized(self._session)
+        tasks = call_with_retries(task_list, self._policy, self.counters, "listing tasks")
+        if state:
+            tasks = [t for t in tasks if t.get("state") == state.upper()]
+        tasks = sorted(tasks, key=lambda t: t.get("creation_timestamp_ms") or 0, reverse=True)
+        return tasks[:recent] if recent else tasks
+
+    def task_states(self, task_ids: Sequence[str]) -> list[dict]:
+        """The current status of each task (ids or operation names)."""
+        ensure_initialized(self._session)
+        return [
+            call_with_retries(
+                lambda i=i: task_status(i),
+                self._policy,
+                self.counters,
+                f"reading task {i}",
+            )
+            for i in task_ids
+        ]
+
+    def wait_tasks(
+        self,
+        task_ids: Sequence[str],
+        poll_s: float = 10.0,
+        timeout_s: float | None = None,
+        report: Callable[[dict], None] | None = None,
+    ) -> list[dict]:
+        """Poll until every task has ended; their final statuses (``report`` sees each end)."""
+        import time
+
+        start = time.monotonic()
+        pending = list(task_ids)
+        final: dict[str, dict] = {}
+        while pending:
+            for status in self.task_states(pending):
+                if status.get("state") in _ENDED:
+                    final[status["id"]] = status
+                    if report is not None:
+                        report(status)
+            pending = [i for i in pending if _task_id(i) not in final]
+            if not pending:
+                break
+            if timeout_s is not None and time.monotonic() - start > timeout_s:
+                raise FetchError(f"earthengine: tasks {pending} not finished after {timeout_s} s")
+            time.sleep(poll_s)
+        return [final[_task_id(i)] for i in task_ids]
+
+    def cancel_tasks(self, task_ids: Sequence[str]) -> None:
+        """Cancel the tasks (ids or operation names); finished tasks are left as they are."""
+        ensure_initialized(self._session)
+        for i in task_ids:
+            call_with_retries(
+                lambda i=i: cancel_task(i),
+                self._policy,
+                self.counters,
+                f"cancelling task {i}",
+            )
 
     # -- the lazy dataset ----------------------------------------------------------------
 
@@ -655,6 +897,109 @@ def plan_of(p: _Prepared) -> RequestPlan:
 # -- helpers ---------------------------------------------------------------------------
 
 
+def select_bands(data_id: str, native: list[str], spec: Any) -> tuple[str, ...]:
+    """The bands to fetch: all, a list of names (in that order), or ``{include, exclude}``
+    regular expressions matched in full against the native names (native order kept)."""
+    if not spec:
+        return tuple(native)
+    if isinstance(spec, list | tuple):
+        missing = [b for b in spec if b not in native]
+        if missing:
+            raise SourceOpenError(
+                f"earthengine: {data_id} has no band(s) {missing}; bands: {native}"
+            )
+        return tuple(spec)
+    patterns = {}
+    for key in ("include", "exclude"):
+        for i, text in enumerate(spec.get(key) or ()):
+            try:
+                patterns.setdefault(key, []).append(re.compile(text))
+            except re.error as e:
+                raise ConfigError(
+                    [Problem(f"open_params.bands.{key}[{i}]", f"not a regular expression: {e}")]
+                ) from None
+    include = patterns.get("include") or [re.compile(".*")]
+    exclude = patterns.get("exclude") or []
+    picked = tuple(
+        b
+        for b in native
+        if any(p.fullmatch(b) for p in include) and not any(p.fullmatch(b) for p in exclude)
+    )
+    if not picked:
+        raise SourceOpenError(
+            f"earthengine: no band of {data_id} matches bands {dict(spec)}; bands: {native}"
+        )
+    return picked
+
+
+_ENDED = ("COMPLETED", "FAILED", "CANCELLED", "UNKNOWN")
+
+
+def _task_id(name: str) -> str:
+    """A task id from an id or an operation name (``projects/p/operations/<id>``)."""
+    return name.rsplit("/", 1)[-1]
+
+
+def _exports_key(data_id: str, params: Mapping[str, Any]) -> str:
+    """Identifies an opened source among the exports to release; tile caches do not
+    change what was exported."""
+    keep = {k: v for k, v in params.items() if not k.startswith("tile_cache")}
+    return json.dumps([data_id, keep], sort_keys=True, default=str)
+
+
+def _ee_image(image_id: str) -> Any:
+    import ee
+
+    return ee.Image(image_id)
+
+
+def _processing(params: Mapping[str, Any], native: list[str]) -> Processing | None:
+    """The per-image processing of the open params, checked against the native bands."""
+    import ast
+    import hashlib
+    from pathlib import Path
+
+    masks_param = params.get("mask")
+    rules = []
+    if masks_param:
+        for i, m in enumerate([masks_param] if isinstance(masks_param, dict) else masks_param):
+            where = "open_params.mask" + ("" if isinstance(masks_param, dict) else f"[{i}]")
+            if m["band"] not in native:
+                raise ConfigError([Problem(f"{where}.band", f"no band {m['band']!r} in {native}")])
+            if not m.get("values") and not m.get("bits"):
+                raise ConfigError([Problem(where, "give values or bits to mask")])
+            rules.append(
+                MaskRule(m["band"], tuple(m.get("values") or ()), tuple(m.get("bits") or ()))
+            )
+    expressions = []
+    known = list(native)
+    for name, text in (params.get("expressions") or {}).items():
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as e:
+            raise ConfigError(
+                [Problem(f"open_params.expressions.{name}", f"not an expression: {e.msg}")]
+            ) from None
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        expressions.append((name, text, tuple(b for b in known if b in used)))
+        known.append(name)
+    hook = params.get("image_hook")
+    hook_path = hook_fn = digest = None
+    if hook:
+        path = Path(hook["module_path"]).expanduser().resolve()
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise ConfigError(
+                [Problem("open_params.image_hook.module_path", f"cannot read {path}: {e}")]
+            ) from None
+        hook_path, hook_fn = str(path), hook["function_name"]
+    resampling = params.get("resampling")
+    if not (rules or expressions or hook or (resampling and resampling != "nearest")):
+        return None
+    return Processing(tuple(rules), tuple(expressions), resampling, hook_path, hook_fn, digest)
+
+
 def _scale_pair(value: Any) -> tuple[float, float]:
     if isinstance(value, list | tuple):
         return float(value[0]), float(value[1])
@@ -704,13 +1049,18 @@ def _pixel_grid(grid: TargetGrid) -> PixelGrid:
 
 def _native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: Any) -> TargetGrid:
     """The images' own grid; all images must share it. ``bbox`` (lon/lat) crops it."""
-    grids = {(i.crs, i.transform, i.dimensions) for i in images}
-    if len(grids) > 1:
+    groups = alignment_groups(images)
+    if len(groups) > 1:
         raise SourceGridError(
-            f"earthengine: the images of {data_id} lie on {len(grids)} different native grids; "
-            "give crs, scale and bbox, or a grid_mapping, to put them on one grid"
+            f"earthengine: the images of {data_id} lie on {len(groups)} different native grids "
+            f"({', '.join(sorted(groups))}); give crs, scale and bbox, or a grid_mapping, to put "
+            "them on one grid, open one with alignment_group, or write one cube per group "
+            "with `multistore ee download`"
         )
-    crs, transform, dims = next(iter(grids))
+    crs, transform = images[0].crs, images[0].transform
+    sizes = {i.dimensions for i in images if i.dimensions is not None}
+    # same origin and pixel size: the group's grid covers its largest image
+    dims = (max(d[0] for d in sizes), max(d[1] for d in sizes)) if sizes else None
     if crs is None or transform is None:
         raise SourceGridError(
             f"earthengine: {data_id} has no native grid; give crs, scale and bbox"
@@ -736,6 +1086,32 @@ def _native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: An
         max(1, row1 - row0),
         _pair(tile_size),
     )
+
+
+def alignment_groups(images: Sequence[ImageInfo]) -> dict[str, list[str]]:
+    """Images with identical native CRS and transform (origin and pixel size), by a group
+    name made of the CRS and the origin, e.g. ``EPSG32632_x560000_y5000000_r10``."""
+    by_key: dict[tuple[Any, Any], list[str]] = {}
+    for img in images:
+        by_key.setdefault((img.crs, img.transform), []).append(img.id)
+    names: dict[str, list[str]] = {}
+    for (crs, transform), ids in by_key.items():
+        tag = re.sub(r"[^A-Za-z0-9]", "", str(crs or "nocrs"))[:24] or "crs"
+        name = (
+            f"{tag}_x{_num(transform[2])}_y{_num(transform[5])}_r{_num(abs(transform[0]))}"
+            if transform
+            else f"{tag}_notransform"
+        )
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", name.replace("-", "m"))
+        if name in names:  # same origin and x size, differing elsewhere (rare): disambiguate
+            name += "_" + hashlib.sha256(repr((crs, transform)).encode()).hexdigest()[:8]
+        names[name] = ids
+    return names
+
+
+def _num(v: float) -> str:
+    """A number for a name: no exponent, no trailing zeros (5000000, 0.0001)."""
+    return f"{v:.10f}".rstrip("0").rstrip(".")
 
 
 def _floor(v: float) -> int:
