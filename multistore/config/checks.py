@@ -236,6 +236,9 @@ def _check_size(
 def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[str]) -> None:
     entries = [(("datasets", i), d) for i, d in checker.items("datasets")]
     dataset_ids = _identifiers(checker, entries, "dataset")
+    for path, ds in entries:
+        if checker.clean((*path, "identifier")):
+            _check_output_path(checker, (*path, "identifier"), ds.get("identifier"))
     depends_on: dict[str, tuple[Location, str]] = {}
     for path, ds in entries:
         variables = ds.get("variables")
@@ -272,6 +275,29 @@ def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[s
                 hint += f"; or a dataset: {', '.join(others)}"
             checker.add((*path, "grid_mapping"), f"{grid!r} is not defined ({hint})")
     _check_cycles(checker, dataset_ids, depends_on)
+
+
+def output_path_problem(identifier: str) -> str | None:
+    """Why a dataset identifier cannot name a path inside the storage store, or None.
+
+    As in xcube-multistore, '/' makes sub-folders and spaces are kept; only what
+    would leave the store or name nothing is refused.
+    """
+    if identifier.startswith(("/", "\\")) or (identifier[:1].isalpha() and identifier[1:2] == ":"):
+        return "must be a path relative to the storage store, not an absolute path"
+    segments = identifier.replace("\\", "/").split("/")
+    if any(seg == "" for seg in segments):
+        return "empty path segment ('//' or a trailing '/'): the cube path would be ambiguous"
+    if ".." in segments:
+        return "'..' segments are not allowed: the cube must stay inside the storage store"
+    return None
+
+
+def _check_output_path(checker: Checker, path: Location, identifier: Any) -> None:
+    if isinstance(identifier, str):
+        problem = output_path_problem(identifier)
+        if problem is not None:
+            checker.add(path, f"{identifier!r}: {problem}")
 
 
 def _check_store_ref(

@@ -92,10 +92,10 @@ CASES = [
         "'store' is a required property",
     ),
     (
-        "identifier-not-a-file-name",
-        put((*D0, "identifier"), "my cube/1"),
+        "identifier-leaves-storage",
+        put((*D0, "identifier"), "my cube/../../1"),
         "datasets[0].identifier",
-        "usable as a file name",
+        "'..' segments are not allowed",
     ),
     (
         "format-levels",
