@@ -158,16 +158,16 @@ CASES = [
         "'bad' is not one of: nearest",
     ),
     (
-        "agg-method-count",
-        put(SPATIAL, {"agg_methods": "count"}),
+        "agg-method-unknown",
+        put(SPATIAL, {"agg_methods": "geomean"}),
         "datasets[0].spatial_resample_params.agg_methods",
-        "'count' is not supported (supported: center, first, mean, median, mode, min, max, sum)",
+        "'geomean'",
     ),
     (
-        "agg-method-dict-prod",
-        put(SPATIAL, {"agg_methods": {"x": "prod"}}),
-        "datasets[0].spatial_resample_params.agg_methods.x",
-        "'prod' is not supported",
+        "interp-method-spline-order-2",
+        put(SPATIAL, {"interp_methods": {"x": 2}}),
+        "datasets[0].spatial_resample_params.interp_methods",
+        "does not match any allowed form",
     ),
     (
         "temporal-without-frequency",

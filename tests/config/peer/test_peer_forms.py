@@ -76,3 +76,65 @@ def test_unsafe_identifiers_are_rejected_with_location(peer, identifier, reason)
         load_config(path)
     assert f"datasets[0].identifier: {identifier!r}:" in str(info.value)
     assert reason in str(info.value)
+
+
+def test_resampling_forms(peer):
+    from pyproj import Transformer
+
+    from multistore.demo import data
+
+    msds = peer("resampling_forms")
+    results = msds.generate()
+    for name in ("lc_count", "lc_std", "temp_seasons", "temp_one"):
+        assert results[name].status is Status.COMPLETED, results[name]
+    out = peer.root / "out"
+
+    # count: every valid source pixel lands in exactly one target pixel (pyproj + NumPy)
+    src, transform, crs = data.landcover_array()
+    rows, cols = np.mgrid[0 : src.shape[0], 0 : src.shape[1]] + 0.5
+    xs, ys = transform * (cols, rows)
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    ci = np.floor((lon - 11.2) / 0.02).astype(int)
+    ri = np.floor((48.3 - lat) / 0.02).astype(int)
+    ok = (src != 255) & (ci >= 0) & (ci < 50) & (ri >= 0) & (ri < 35)
+    expected = np.zeros((35, 50), dtype=int)
+    np.add.at(expected, (ri[ok], ci[ok]), 1)
+    with xr.open_zarr(out / "lc_count.zarr") as cube:
+        assert list(cube.data_vars) == ["band_1"]
+        assert cube["band_1"].dtype == np.int32
+        assert np.array_equal(cube["band_1"].values, expected)
+    with xr.open_zarr(out / "lc_std.zarr") as cube:
+        assert cube["band_1"].dtype == np.float32
+        std = cube["band_1"].values
+        assert np.all(np.isnan(std) == (expected == 0))
+        sq = np.zeros((35, 50))
+        total = np.zeros((35, 50))
+        v = src[ok].astype(float)
+        np.add.at(total, (ri[ok], ci[ok]), v)
+        mean = total / np.maximum(expected, 1)
+        np.add.at(sq, (ri[ok], ci[ok]), (v - mean[ri[ok], ci[ok]]) ** 2)
+        ref = np.sqrt(sq / np.maximum(expected, 1))
+        np.testing.assert_allclose(std[expected > 0], ref[expected > 0], rtol=1e-5, atol=1e-6)
+
+    # temporal lists: one variable per method; a list of one keeps the name
+    raw = data.temperature_dataset()["temperature"].values  # (12, lat, lon)
+    seasons = raw.reshape(4, 3, *raw.shape[1:])
+    with xr.open_zarr(out / "temp_seasons.zarr") as cube:
+        assert {"temperature_mean", "temperature_std", "temperature_count"} <= set(cube.data_vars)
+        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            np.testing.assert_allclose(
+                cube["temperature_mean"].values, np.nanmean(seasons, 1), rtol=1e-5
+            )
+            np.testing.assert_allclose(
+                cube["temperature_std"].values, np.nanstd(seasons, 1), rtol=1e-4, atol=1e-5
+            )
+        np.testing.assert_array_equal(
+            cube["temperature_count"].values, np.sum(~np.isnan(seasons), 1)
+        )
+    with xr.open_zarr(out / "temp_one.zarr") as cube:
+        assert list(cube.data_vars) == ["temperature"]
+        with np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            ref = np.nanmax(raw.reshape(2, 6, *raw.shape[1:]), 1)
+        np.testing.assert_allclose(cube["temperature"].values, ref)
