@@ -113,9 +113,14 @@ def _check_stores(checker: Checker) -> list[str] | None:
         if not isinstance(store_id, str) or not checker.clean((*path, "store_id")):
             continue
         if known is not None and store_id not in known:
+            from ..storeids import install_hint
+
+            hint = install_hint(store_id)
             checker.add(
                 (*path, "store_id"),
-                f"unknown store_id {store_id!r} (available: {', '.join(sorted(known))})",
+                f"{hint} (available: {', '.join(sorted(known))})"
+                if hint
+                else f"unknown store_id {store_id!r} (available: {', '.join(sorted(known))})",
             )
             continue
         params = store.get("store_params", {})

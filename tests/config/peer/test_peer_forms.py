@@ -138,3 +138,81 @@ def test_resampling_forms(peer):
             sup.filter(RuntimeWarning)
             ref = np.nanmax(raw.reshape(2, 6, *raw.shape[1:]), 1)
         np.testing.assert_allclose(cube["temperature"].values, ref)
+
+
+def test_missing_plugin_store_ids_name_the_package(peer):
+    path = peer.root / "plugin_store_ids.yml"
+    shutil.copy(HERE / "plugin_store_ids.yml", path)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert (
+        "data_stores[1].store_id: store_id 'cds' is provided by the xcube plugin package "
+        "'xcube-cds', which is not installed; install it with `conda install -c conda-forge "
+        "xcube-cds`" in text
+    )
+    assert (
+        "data_stores[2].store_id: store_id 'stac-cdse-ardc' is provided by the xcube plugin "
+        "package 'xcube-stac'" in text
+    )
+    assert "unknown store_id 'cds'" not in text
+
+
+FAKE_PLUGIN = """
+from xcube.constants import EXTENSION_POINT_DATA_STORES
+from xcube.util import extension
+
+
+def init_plugin(registry):
+    registry.add_extension(
+        loader=extension.import_component("fakezenodo_store:FakeZenodoStore"),
+        point=EXTENSION_POINT_DATA_STORES,
+        name="zenodo",
+        description="another zenodo store",
+    )
+"""
+FAKE_STORE = """
+from xcube.core.store.fs.registry import get_fs_data_store_class
+
+FakeZenodoStore = type("FakeZenodoStore", (get_fs_data_store_class("file"),), {})
+"""
+
+
+def test_validate_names_the_plugin_used_for_a_shared_store_id(tmp_path):
+    """A second installed plugin (a real dist-info with an entry point) claims 'zenodo'."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    site = tmp_path / "site"
+    dist = site / "fakezenodo-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakezenodo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[xcube_plugins]\nfakezenodo = fakezenodo:init_plugin\n")
+    (dist / "top_level.txt").write_text("fakezenodo\nfakezenodo_store\n")
+    (site / "fakezenodo.py").write_text(FAKE_PLUGIN)
+    (site / "fakezenodo_store.py").write_text(FAKE_STORE)
+    config = {
+        "data_stores": [
+            {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
+            {"identifier": "zen", "store_id": "zenodo", "store_params": {"root": "123"}},
+        ],
+        "datasets": [{"identifier": "x", "store": "zen", "data_id": "a.tif"}],
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**__import__("os").environ}
+    env["PYTHONPATH"] = f"{site}:{env.get('PYTHONPATH', '.')}"
+    run = [sys.executable, "-m", "multistore", "validate", str(path)]
+    result = subprocess.run(run, capture_output=True, text=True, env=env, timeout=300)
+    probe = "from xcube.core.store import get_data_store_class as g; print(g('zenodo').__module__)"
+    module = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300
+    ).stdout.split()[-1]
+    used = "fakezenodo" if module.startswith("fakezenodo") else "multistore"
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert notes, result.stdout + result.stderr
+    assert "store_id 'zenodo' is registered by" in notes[0]
+    assert "multistore" in notes[0] and "fakezenodo" in notes[0]
+    assert notes[0].endswith(f"xcube uses the one from {used}")
