@@ -28,12 +28,16 @@ HERE = Path(__file__).parent
 def peer(project):
     """``peer(name) -> MultiSourceDataStore`` for ``<name>.yml`` placed in the project folder."""
 
-    def load(name: str) -> MultiSourceDataStore:
+    def load(name: str, preloaded: tuple[str, ...] = ()) -> MultiSourceDataStore:
+        """``preloaded``: cubes whose data exist only after the preload (plan says so)."""
         path = project.root / f"{name}.yml"
         shutil.copy(HERE / f"{name}.yml", path)
         msds = MultiSourceDataStore(load_config(path))
         for summary in msds.describe_plan():
-            assert summary.error is None, summary.error
+            if summary.identifier in preloaded:
+                assert "preload it first" in summary.error, summary.error
+            else:
+                assert summary.error is None, summary.error
         return msds
 
     load.root = project.root
@@ -216,3 +220,27 @@ def test_validate_names_the_plugin_used_for_a_shared_store_id(tmp_path):
     assert "store_id 'zenodo' is registered by" in notes[0]
     assert "multistore" in notes[0] and "fakezenodo" in notes[0]
     assert notes[0].endswith(f"xcube uses the one from {used}")
+
+
+def test_zenodo_without_root(peer, zenodo, monkeypatch):
+    from multistore.testing.sample_zenodo import geotiff_bytes, zip_bytes
+
+    mask = (np.arange(32 * 32) % 3).astype(np.uint8).reshape(32, 32)
+    height = np.linspace(0, 40, 32 * 32, dtype=np.float32).reshape(32, 32)
+    zenodo.add_record(
+        "1111",
+        {"france.zip": zip_bytes({"forest_mask_france.tif": geotiff_bytes(mask, nodata=255)})},
+    )
+    zenodo.add_record("2222", {"canopy_height.tif": geotiff_bytes(height, nodata=-9999.0)})
+    monkeypatch.setenv("PEER_ZENODO_URL", zenodo.base_url)
+    msds = peer("zenodo_rootless", preloaded=("forest_mask",))
+    results = msds.generate()
+    for name in ("forest_mask", "canopy_height"):
+        assert results[name].status is Status.COMPLETED, results[name]
+    with xr.open_zarr(peer.root / "out" / "forest_mask.zarr", mask_and_scale=False) as cube:
+        (var,) = [v for v in cube.data_vars if cube[v].ndim >= 2]
+        np.testing.assert_array_equal(np.squeeze(cube[var].values), mask)
+    with xr.open_zarr(peer.root / "out" / "canopy_height.zarr") as cube:
+        (var,) = [v for v in cube.data_vars if cube[v].ndim >= 2]
+        np.testing.assert_array_equal(np.squeeze(cube[var].values), height)
+    assert (peer.root / "zenodo_cache" / "1111").is_dir()
