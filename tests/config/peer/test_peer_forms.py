@@ -244,3 +244,20 @@ def test_zenodo_without_root(peer, zenodo, monkeypatch):
         (var,) = [v for v in cube.data_vars if cube[v].ndim >= 2]
         np.testing.assert_array_equal(np.squeeze(cube[var].values), height)
     assert (peer.root / "zenodo_cache" / "1111").is_dir()
+
+
+def test_stac_item_and_collection_json_paths(peer, tiny_catalog, stac_http, monkeypatch):
+    from multistore.testing.stac_catalog import tiny_pixels
+
+    monkeypatch.setenv("PEER_STAC_URL", stac_http.url)
+    msds = peer("stac_paths")
+    results = msds.generate()
+    for name in ("one_item", "whole_collection"):
+        assert results[name].status is Status.COMPLETED, results[name]
+    with xr.open_zarr(peer.root / "out" / "one_item.zarr", mask_and_scale=False) as cube:
+        assert cube["B04"].sizes["time"] == 1
+        # the item's own grid: its raw COG pixels (written by the catalog generator)
+        np.testing.assert_array_equal(cube["B04"].values[0], tiny_pixels(0, "B04"))
+    with xr.open_zarr(peer.root / "out" / "whole_collection.zarr") as cube:
+        days = {i.datetime.date() for i in tiny_catalog.items.values() if i.collection == "tiny-s2"}
+        assert cube["B04"].sizes["time"] == len(days) == 3
