@@ -185,6 +185,8 @@ def _check_grid_mappings(checker: Checker) -> list[str]:
         if not all(math.isfinite(v) for v in (west, south, east, north)):
             checker.add((*path, "bbox"), "bbox values must be finite numbers")
             continue
+        if east < 0 < west and crs is not None and crs.is_geographic:
+            east += 360.0  # crosses the antimeridian: the grid wraps (build.py does the same)
         if west >= east:
             checker.add((*path, "bbox"), f"west ({west:g}) must be less than east ({east:g})")
         if south >= north:
@@ -196,6 +198,8 @@ def _check_grid_mappings(checker: Checker) -> list[str]:
                 )
             if east - west > 360:
                 checker.add((*path, "bbox"), "the bbox spans more than 360 degrees of longitude")
+            if not -540 <= west <= 540:
+                checker.add((*path, "bbox"), f"west ({west:g}) is not a longitude")
         res = gm.get("spatial_res")
         if west < east and south < north and checker.clean((*path, "spatial_res")):
             _check_size(checker, path, (east - west, north - south), res, crs)

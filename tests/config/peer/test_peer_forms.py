@@ -261,3 +261,26 @@ def test_stac_item_and_collection_json_paths(peer, tiny_catalog, stac_http, monk
     with xr.open_zarr(peer.root / "out" / "whole_collection.zarr") as cube:
         days = {i.datetime.date() for i in tiny_catalog.items.values() if i.collection == "tiny-s2"}
         assert cube["B04"].sizes["time"] == len(days) == 3
+
+
+def test_antimeridian_bbox_gives_a_wrapping_grid(peer):
+    lon = np.arange(-179.5, 180, 1.0)
+    lat = np.arange(89.5, -90, -1.0)
+    values = (np.floor(lon)[None, :] * 1000 + np.floor(lat)[:, None]).astype("float32")
+    data = peer.root / "data"
+    data.mkdir(exist_ok=True)
+    xr.Dataset({"v": (("lat", "lon"), values)}, coords={"lon": lon, "lat": lat}).to_netcdf(
+        data / "global.nc"
+    )
+    msds = peer("antimeridian")
+    assert msds.config.grid_mappings[0].bbox == (170.0, -10.0, 190.0, 10.0)
+    assert msds.generate()["pacific"].status is Status.COMPLETED
+    with xr.open_zarr(peer.root / "out" / "pacific.zarr") as cube:
+        v = cube["v"].values
+        x = cube[[d for d in cube["v"].dims if d != "lat"][0]].values
+        y = cube["lat"].values
+    assert v.shape == (40, 40) and x[0] == 170.25 and x[-1] == 189.75
+    # reference: the source cell holding each target centre, longitudes wrapped by NumPy
+    wrapped = (x + 180.0) % 360.0 - 180.0
+    expected = np.floor(wrapped)[None, :] * 1000 + np.floor(y)[:, None]
+    np.testing.assert_array_equal(v, expected)
