@@ -98,10 +98,10 @@ CASES = [
         "'..' segments are not allowed",
     ),
     (
-        "format-levels",
-        put((*D0, "format_id"), "levels"),
+        "format-geotiff",
+        put((*D0, "format_id"), "geotiff"),
         "datasets[0].format_id",
-        "'levels' is not supported yet (supported: zarr, netcdf)",
+        "'geotiff' is not one of",
     ),
     (
         "chunksize-zero",

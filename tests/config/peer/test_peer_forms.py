@@ -284,3 +284,31 @@ def test_antimeridian_bbox_gives_a_wrapping_grid(peer):
     wrapped = (x + 180.0) % 360.0 - 180.0
     expected = np.floor(wrapped)[None, :] * 1000 + np.floor(y)[:, None]
     np.testing.assert_array_equal(v, expected)
+
+
+def test_levels_pyramid_readable_by_xcube_file_store(peer):
+    import json
+
+    from xcube.core.store import new_data_store
+
+    msds = peer("levels")
+    assert msds.generate()["lc_pyramid"].status is Status.COMPLETED
+    path = peer.root / "out" / "lc_pyramid.levels"
+    meta = json.loads((path / ".zlevels").read_text())
+    assert meta["num_levels"] >= 2 and (path / "0.zarr").is_dir()
+    store = new_data_store("file", root=str(peer.root / "out"))
+    ml = store.open_data("lc_pyramid.levels", data_type="mldataset")
+    assert ml.num_levels == meta["num_levels"]
+    level0 = ml.get_dataset(0)
+    grid = TargetGrid.from_bbox([11.2, 47.6, 12.2, 48.3], "EPSG:4326", 0.004, 64)
+    assert level0["band_1"].shape == grid.shape
+    expected = warp_landcover(grid).astype("float32")
+    expected[expected == 255] = np.nan  # xcube decodes the fill value
+    got = level0["band_1"].values
+    assert np.mean((got == expected) | (np.isnan(got) & np.isnan(expected))) >= 0.99
+    with xr.open_zarr(path / "0.zarr", mask_and_scale=False) as raw:
+        assert raw["band_1"].dtype == np.uint8
+    level1 = ml.get_dataset(1)
+    assert level1["band_1"].shape == tuple((n + 1) // 2 for n in grid.shape)
+    # a second run finds the pyramid complete
+    assert msds.generate()["lc_pyramid"].status is Status.SKIPPED
