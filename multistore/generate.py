@@ -33,6 +33,7 @@ from .writer import (
     cube_state,
     remove_partial_cube,
     remove_scratch,
+    write_levels,
     write_netcdf,
     write_zarr,
 )
@@ -322,7 +323,11 @@ class Generator:
     def _borrowed_grid(self, cube: CubePlan) -> TargetGrid | None:
         if cube.grid_from is None:
             return None
-        ds = self.stores.storage.open_data(self.config.dataset(cube.grid_from).file_name)
+        source = self.config.dataset(cube.grid_from)
+        if source.format_id == "levels":  # level 0 is the cube at full resolution
+            ds = self.stores.storage.open_data(source.file_name, data_type="dataset")
+        else:
+            ds = self.stores.storage.open_data(source.file_name)
         return TargetGrid.from_dataset(ds)
 
     def _write(self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget) -> None:
@@ -334,6 +339,8 @@ class Generator:
         def write() -> None:
             if cube.dataset.format_id == "netcdf":
                 write_netcdf(ds, target, cube.fingerprint, compute)
+            elif cube.dataset.format_id == "levels":
+                write_levels(ds, target, cube.fingerprint, compute)
             else:
                 write_zarr(ds, target, cube.fingerprint, compute, self.config.general.zarr_format)
 

@@ -49,13 +49,23 @@ def resample_in_time(ds: xr.Dataset, params: Mapping[str, Any]) -> xr.Dataset:
             raise ProcessingError(f"temporal_resample_params.variables: no variable {name!r}")
         da = ds[name]
         if agg is None and interp is not None:
-            out[name] = _interpolate(
-                da, resample_kwargs, _pick(interp, name, da.dtype, "nearest"), params
-            )
+            for key, method in _named(name, interp, da.dtype, "nearest"):
+                out[key] = _interpolate(da, resample_kwargs, method, params)
         else:
-            out[name] = _aggregate(da, resample_kwargs, _pick(agg, name, da.dtype, "mean"))
+            for key, method in _named(name, agg, da.dtype, "mean"):
+                out[key] = _aggregate(da, resample_kwargs, method)
     rest = ds.drop_vars([n for n in ds.data_vars if "time" in ds[n].dims])
     return xr.Dataset(out, attrs=ds.attrs).merge(rest.drop_dims("time", errors="ignore"))
+
+
+def _named(name: str, spec: Any, dtype: np.dtype, default: str) -> list[tuple[str, str]]:
+    """(output name, method) pairs. A list of several methods (xcube-multistore's form)
+    gives one variable per method, ``<name>_<method>``; a list of one keeps ``name``."""
+    if isinstance(spec, list | tuple):
+        if len(spec) == 1:
+            return [(name, spec[0])]
+        return [(f"{name}_{method}", method) for method in spec]
+    return [(name, _pick(spec, name, dtype, default))]
 
 
 def _pick(spec: Any, name: str, dtype: np.dtype, default: str) -> str:

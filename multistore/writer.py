@@ -234,6 +234,38 @@ def write_netcdf(
     _write_marker(target, fingerprint, ds)
 
 
+def write_levels(
+    ds: xr.Dataset,
+    target: StorageTarget,
+    fingerprint: str,
+    compute: Callable[[Any], Any],
+) -> None:
+    """Write ``ds`` as xcube's ``levels`` pyramid (``0.zarr`` ... and ``.zlevels``), readable by
+    xcube's file store as ``mldataset``. The levels and their aggregation are xcube's own;
+    xcube computes each level itself (dask's current scheduler), so ``compute`` is unused."""
+    from xcube.core.mldataset import FsMultiLevelDataset
+
+    from .grid import xy_names
+
+    _clear(target)
+    x_name, y_name = xy_names(ds)
+    chunks = ds.chunksizes
+    tile = [max(chunks.get(name, (ds.sizes[name],))) for name in (x_name, y_name)]
+    plain = ds.copy()
+    for var in plain.variables.values():
+        var.encoding = {k: v for k, v in var.encoding.items() if k in _LEVEL_ENCODING}
+    try:
+        FsMultiLevelDataset.write_dataset(
+            plain, target.path, fs=target.fs, replace=True, tile_size=tile, zarr_format=2
+        )
+    except Exception as e:
+        raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
+    _write_marker(target, fingerprint, ds)
+
+
+_LEVEL_ENCODING = ("_FillValue", "dtype", "scale_factor", "add_offset", "units", "calendar")
+
+
 def _clear(target: StorageTarget) -> None:
     fs = target.fs
     if fs.exists(target.marker_path):

@@ -16,3 +16,10 @@ def validate(config_path: Path) -> None:
         f"{config_path}: valid ({len(config.data_stores)} stores, "
         f"{len(config.grid_mappings)} grid mappings, {len(config.datasets)} datasets)"
     )
+    from ..plugin import STORES
+    from ..storeids import providers
+
+    for store_id in sorted({s.store_id for s in config.data_stores} & set(STORES)):
+        note = providers(store_id).note()
+        if note:
+            click.echo(f"note: {note}")

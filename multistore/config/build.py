@@ -74,11 +74,23 @@ def _grid_mapping(gm: Mapping[str, Any]) -> GridMappingConfig:
     crs = gm.get("crs", DEFAULT_CRS)
     return GridMappingConfig(
         identifier=gm["identifier"],
-        bbox=tuple(float(v) for v in gm["bbox"]),
+        bbox=_unwrapped_bbox(gm["bbox"], crs),
         crs=f"EPSG:{crs}" if isinstance(crs, int) else crs,
         spatial_res=_pair(gm["spatial_res"], float),
         tile_size=_pair(gm.get("tile_size", DEFAULT_TILE_SIZE), int),
     )
+
+
+def _unwrapped_bbox(bbox: Any, crs: str | int) -> tuple[float, float, float, float]:
+    """A geographic bbox with east < 0 < west crosses the antimeridian: east + 360, so the grid
+    runs on past 180° (e.g. 170..190); the regridder wraps source longitudes onto it."""
+    west, south, east, north = (float(v) for v in bbox)
+    if east < 0 < west:
+        import pyproj
+
+        if pyproj.CRS.from_user_input(f"EPSG:{crs}" if isinstance(crs, int) else crs).is_geographic:
+            east += 360.0
+    return west, south, east, north
 
 
 def _dataset(ds: Mapping[str, Any], path: tuple, base_dir: Path) -> DatasetConfig:

@@ -116,9 +116,14 @@ def _check_stores(checker: Checker) -> list[str] | None:
         if not isinstance(store_id, str) or not checker.clean((*path, "store_id")):
             continue
         if known is not None and store_id not in known:
+            from ..storeids import install_hint
+
+            hint = install_hint(store_id)
             checker.add(
                 (*path, "store_id"),
-                f"unknown store_id {store_id!r} (available: {', '.join(sorted(known))})",
+                f"{hint} (available: {', '.join(sorted(known))})"
+                if hint
+                else f"unknown store_id {store_id!r} (available: {', '.join(sorted(known))})",
             )
             continue
         params = store.get("store_params", {})
@@ -183,6 +188,8 @@ def _check_grid_mappings(checker: Checker) -> list[str]:
         if not all(math.isfinite(v) for v in (west, south, east, north)):
             checker.add((*path, "bbox"), "bbox values must be finite numbers")
             continue
+        if east < 0 < west and crs is not None and crs.is_geographic:
+            east += 360.0  # crosses the antimeridian: the grid wraps (build.py does the same)
         if west >= east:
             checker.add((*path, "bbox"), f"west ({west:g}) must be less than east ({east:g})")
         if south >= north:
@@ -194,6 +201,8 @@ def _check_grid_mappings(checker: Checker) -> list[str]:
                 )
             if east - west > 360:
                 checker.add((*path, "bbox"), "the bbox spans more than 360 degrees of longitude")
+            if not -540 <= west <= 540:
+                checker.add((*path, "bbox"), f"west ({west:g}) is not a longitude")
         res = gm.get("spatial_res")
         if (
             res is not None
@@ -258,6 +267,9 @@ def _check_size(
 def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[str]) -> None:
     entries = [(("datasets", i), d) for i, d in checker.items("datasets")]
     dataset_ids = _identifiers(checker, entries, "dataset")
+    for path, ds in entries:
+        if checker.clean((*path, "identifier")):
+            _check_output_path(checker, (*path, "identifier"), ds.get("identifier"))
     depends_on: dict[str, tuple[Location, str]] = {}
     for path, ds in entries:
         variables = ds.get("variables")
@@ -296,6 +308,29 @@ def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[s
                 hint += f"; or a dataset: {', '.join(others)}"
             checker.add((*path, "grid_mapping"), f"{grid!r} is not defined ({hint})")
     _check_cycles(checker, dataset_ids, depends_on)
+
+
+def output_path_problem(identifier: str) -> str | None:
+    """Why a dataset identifier cannot name a path inside the storage store, or None.
+
+    As in xcube-multistore, '/' makes sub-folders and spaces are kept; only what
+    would leave the store or name nothing is refused.
+    """
+    if identifier.startswith(("/", "\\")) or (identifier[:1].isalpha() and identifier[1:2] == ":"):
+        return "must be a path relative to the storage store, not an absolute path"
+    segments = identifier.replace("\\", "/").split("/")
+    if any(seg == "" for seg in segments):
+        return "empty path segment ('//' or a trailing '/'): the cube path would be ambiguous"
+    if ".." in segments:
+        return "'..' segments are not allowed: the cube must stay inside the storage store"
+    return None
+
+
+def _check_output_path(checker: Checker, path: Location, identifier: Any) -> None:
+    if isinstance(identifier, str):
+        problem = output_path_problem(identifier)
+        if problem is not None:
+            checker.add(path, f"{identifier!r}: {problem}")
 
 
 def _check_store_ref(

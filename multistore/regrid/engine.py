@@ -44,6 +44,7 @@ from .kernel import (
 from .methods import (
     AGGREGATING_METHODS,
     KERNEL_RADIUS,
+    WINDOW_METHODS,
     ResampleParams,
     gdal_resampling,
     parse_params,
@@ -460,6 +461,8 @@ def _var_spec(var: xr.DataArray, p: ResampleParams, method: str) -> VarSpec:
         elif not _representable(nodata, src_dtype):
             LOG.warning("variable %r: nodata %r does not fit %s; ignored", name, nodata, src_dtype)
             nodata = None
+    if method in WINDOW_METHODS:
+        return _window_spec(p, name, method, src_dtype, nodata)
     out_fill = _out_fill(p.fill_value_for(name, src_dtype), nodata, src_dtype, out_dtype, name)
     work_dtype = _WORK_DTYPES.get(src_dtype, src_dtype)
     if np.issubdtype(out_dtype, np.floating) and not np.issubdtype(work_dtype, np.floating):
@@ -482,6 +485,38 @@ def _var_spec(var: xr.DataArray, p: ResampleParams, method: str) -> VarSpec:
         work_nodata=work_nodata,
         work_fill=work_fill,
         out_fill=out_fill,
+    )
+
+
+def _window_spec(
+    p: ResampleParams, name: str, method: str, src: np.dtype, nodata: float | int | None
+) -> VarSpec:
+    """Binned aggregations work in float64 with NaN as nodata. count is int32 (0 where
+    nothing falls), std/var float32 (float64 sources stay float64), prod float64, last
+    the source dtype; a ``dtypes`` entry overrides."""
+    default = {
+        "count": np.dtype("int32"),
+        "std": np.dtype("float64" if src == np.float64 else "float32"),
+        "var": np.dtype("float64" if src == np.float64 else "float32"),
+        "prod": np.dtype("float64"),
+        "last": src,
+    }[method]
+    out = p.dtype_for(name) or default
+    user = p.fill_value_for(name, src)
+    if method == "count" and user is None:
+        out_fill: float | int = 0
+    else:
+        out_fill = _out_fill(user, nodata if method == "last" else None, src, out, name)
+    return VarSpec(
+        resampling=gdal_resampling(method),
+        src_dtype=src,
+        work_dtype=np.dtype("float64"),
+        out_dtype=np.dtype(out),
+        src_nodata=nodata,
+        work_nodata=math.nan,
+        work_fill=math.nan,
+        out_fill=out_fill,
+        window_method=method,
     )
 
 
@@ -545,7 +580,11 @@ def _with_encoding(out: xr.DataArray, var: xr.DataArray, spec: VarSpec) -> xr.Da
             k: enc[k] for k in ("_FillValue", "scale_factor", "add_offset", "dtype") if k in enc
         }
     else:
-        out.encoding = {"_FillValue": spec.out_fill}
+        # a count of 0 is a value, not "no data"
+        fill = None if spec.window_method == "count" and spec.out_fill == 0 else spec.out_fill
+        out.encoding = {"_FillValue": fill}
+        if spec.window_method is not None:
+            return out
         for k in ("scale_factor", "add_offset"):
             if k in enc and spec.out_dtype == var.dtype:
                 out.encoding[k] = enc[k]

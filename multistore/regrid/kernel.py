@@ -62,6 +62,7 @@ class VarSpec:
     work_nodata: float | int | None  # in work dtype, handed to GDAL as src_nodata
     work_fill: float | int  # GDAL's dst_nodata
     out_fill: float | int  # value written where there is no data
+    window_method: str | None = None  # count/last/prod/std/var: binned, not GDAL
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +88,8 @@ def take_plane(group: np.ndarray, k: int, n_extra: int) -> np.ndarray:
 def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.ndarray) -> np.ndarray:
     """Warp the planes of ``group`` for one tile; returns (planes, height, width)."""
     window = _assemble(tile, spec, group, blocks)
+    if spec.window_method is not None:
+        return _to_out_dtype(window_aggregate(window, tile, spec), spec)
     if tile.lattice is not None and spec.resampling == Resampling.nearest:
         dst = _gather_nearest(window, tile, spec)
         _nodata_to_fill(dst, spec)
@@ -222,6 +225,63 @@ def _gather_nearest(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.nda
         if outside.any():
             block[:, outside] = spec.work_fill
     return out
+
+
+def window_aggregate(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.ndarray:
+    """count, last, prod, std, var of the valid source pixels whose centre falls in each
+    target pixel (GDAL has no such kernels). Works in float64; NaN marks 'no data'.
+
+    ``last`` is the last valid pixel in source row-major order; ``std``/``var`` use
+    ddof=0 (NumPy's default); ``count`` is 0 where nothing valid falls.
+    """
+    data = np.ma.getdata(window).astype(np.float64, copy=False)
+    g, wh, ww = data.shape
+    h, w = tile.dst_shape
+    if tile.geoloc is not None:
+        xs, ys = tile.geoloc[0].ravel(), tile.geoloc[1].ravel()
+    else:
+        cols, rows = np.meshgrid(np.arange(ww) + 0.5, np.arange(wh) + 0.5)
+        xs, ys = tile.src_transform * (cols.ravel(), rows.ravel())
+    if tile.src_crs_wkt != tile.dst_crs_wkt:
+        from rasterio.warp import transform
+
+        xs, ys = (np.asarray(a) for a in transform(
+            _crs(tile.src_crs_wkt), _crs(tile.dst_crs_wkt), xs, ys
+        ))  # fmt: skip
+    tc, tr = ~tile.dst_transform * (np.asarray(xs), np.asarray(ys))
+    with np.errstate(invalid="ignore"):
+        inside = (tc >= 0) & (tc < w) & (tr >= 0) & (tr < h)
+    if isinstance(window, np.ma.MaskedArray) and window.mask is not np.ma.nomask:
+        inside &= ~np.broadcast_to(window.mask, window.shape)[0].ravel()
+    target = (tr[inside].astype(np.intp) * w + tc[inside].astype(np.intp))
+    out = np.full((g, h * w), np.nan)
+    for k in range(g):
+        values = data[k].ravel()[inside]
+        ok = ~np.isnan(values)
+        if spec.work_nodata is not None and not np.isnan(spec.work_nodata):
+            ok &= values != spec.work_nodata
+        t, v = target[ok], values[ok]
+        n = np.bincount(t, minlength=h * w)
+        has = n > 0
+        if spec.window_method == "count":
+            out[k] = n
+            continue
+        if spec.window_method in ("std", "var"):
+            mean = np.bincount(t, weights=v, minlength=h * w) / np.maximum(n, 1)
+            dev = v - mean[t]
+            res = np.bincount(t, weights=dev * dev, minlength=h * w) / np.maximum(n, 1)
+            if spec.window_method == "std":
+                res = np.sqrt(res)
+        elif spec.window_method == "prod":
+            res = np.ones(h * w)
+            np.multiply.at(res, t, v)
+        else:  # last
+            pos = np.full(h * w, -1, dtype=np.intp)
+            np.maximum.at(pos, t, np.arange(t.size))
+            res = v[np.maximum(pos, 0)] if v.size else np.zeros(h * w)
+        res[~has] = np.nan
+        out[k] = res
+    return out.reshape(g, h, w)
 
 
 def _cell(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:

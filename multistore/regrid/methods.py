@@ -36,10 +36,14 @@ SUPPORTED_METHODS: tuple[str, ...] = (
     "rms",
 )
 
+# xcube-multistore aggregations GDAL has no kernel for: computed by binning the source
+# pixels into the target pixel their centre falls in (regrid/kernel.py, window_aggregate).
+WINDOW_METHODS = frozenset({"count", "last", "prod", "std", "var"})
+
 # Methods that combine every source pixel under a target pixel (GDAL "aggregating" kernels).
 AGGREGATING_METHODS = frozenset(
     {"average", "mode", "min", "max", "median", "q1", "q3", "sum", "rms"}
-)
+) | WINDOW_METHODS
 
 # Kernel radius in source pixels at scale 1: how much context a target pixel needs.
 KERNEL_RADIUS: Mapping[str, int] = {
@@ -51,10 +55,12 @@ KERNEL_RADIUS: Mapping[str, int] = {
 }
 
 # xcube-multistore names -> GDAL names.
-_INTERP_ALIASES: Mapping[str, str] = {
+_INTERP_ALIASES: Mapping[str | int, str] = {
     "nearest": "nearest",
     "triangular": "bilinear",
     "bilinear": "bilinear",
+    0: "nearest",  # xcube-resampling's spline orders
+    1: "bilinear",
 }
 _AGG_ALIASES: Mapping[str, str] = {
     "center": "nearest",
@@ -65,6 +71,11 @@ _AGG_ALIASES: Mapping[str, str] = {
     "min": "min",
     "max": "max",
     "sum": "sum",
+    "count": "count",
+    "last": "last",
+    "prod": "prod",
+    "std": "std",
+    "var": "var",
 }
 
 # GDAL's names where rasterio's enum spells them differently.
@@ -85,7 +96,9 @@ _KNOWN_KEYS = frozenset(
 
 
 def gdal_resampling(method: str) -> Resampling:
-    """The rasterio enum for a supported method name."""
+    """The rasterio enum for a supported method name (window methods do not use GDAL)."""
+    if method in WINDOW_METHODS:
+        return Resampling.nearest
     return Resampling[_RASTERIO_NAMES.get(method, method)]
 
 
@@ -206,21 +219,23 @@ def lookup(value: Any, var: str, dtype: np.dtype | str | None) -> Any:
     return value.get(np.dtype(dtype).name)
 
 
-def _check_names(value: Any, key: str, aliases: Mapping[str, str]) -> str | dict[str, str] | None:
+def _check_names(
+    value: Any, key: str, aliases: Mapping[str | int, str]
+) -> str | dict[str, str] | None:
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str | int) and not isinstance(value, bool):
         return _alias(value, key, aliases)
     if isinstance(value, Mapping):
         return {str(var): _alias(name, f"{key}.{var}", aliases) for var, name in value.items()}
     raise RegridError(f"spatial_resample_params.{key}: expected a name or a mapping, got {value!r}")
 
 
-def _alias(name: Any, key: str, aliases: Mapping[str, str]) -> str:
-    if not isinstance(name, str) or name not in aliases:
+def _alias(name: Any, key: str, aliases: Mapping[str | int, str]) -> str:
+    if not isinstance(name, str | int) or isinstance(name, bool) or name not in aliases:
         raise RegridError(
             f"spatial_resample_params.{key}: unsupported method {name!r}; "
-            f"choose one of {sorted(aliases)}"
+            f"choose one of {sorted(map(str, aliases))}"
         )
     return aliases[name]
 

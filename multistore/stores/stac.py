@@ -1,6 +1,7 @@
 """The ``stac`` data store: STAC APIs, static catalogs and item indexes → mosaicked cubes.
 
-A data id is a collection id. Items are found by an API search (paged by
+A data id is a collection id, or (xcube-stac's form) the path of an item or collection
+JSON relative to the store ``url`` (``collections/s2/items/x.json``). Items are found by an API search (paged by
 pystac-client), a query of an item index (``stac_index``) or a pruned parallel
 crawl of a static catalog (``stac_crawl``); the same client-side query
 (``stac_query``) is applied to all three, so a filter means the same thing
@@ -11,6 +12,7 @@ needs), keeping asset dtypes and nodata.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Container, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -41,7 +43,7 @@ from ..errors import DatasetError, FilterError, NoItemsError, SourceOpenError, S
 from ..filters import parse_filter
 from ..grid import TargetGrid
 from .stac_bands import AssetHeaders
-from .stac_crawl import crawl
+from .stac_crawl import absolutize_item, crawl
 from .stac_index import query_index
 from .stac_io import GdalAccess, JsonReader, gdal_access, is_url
 from .stac_query import ItemQuery, make_filter
@@ -255,9 +257,36 @@ class StacDataStore(DataStore):
                 yield cid, attrs
 
     def has_data(self, data_id: str, data_type: DataTypeLike = None) -> bool:
+        if _is_json_path(data_id):
+            try:
+                self._json_doc(data_id)
+            except StoreError:
+                return False
+            return True
         return data_id in self._collections
 
+    def json_href(self, data_id: str) -> str:
+        """Where an item/collection JSON data id lives: relative to the url's folder when
+        the url names a JSON document, else to the url itself (xcube-stac's convention)."""
+        base = self._url if not self._url.endswith(".json") else self._url.rsplit("/", 1)[0]
+        return f"{base.rstrip('/')}/{data_id.lstrip('/')}"
+
+    def _json_doc(self, data_id: str) -> dict[str, Any]:
+        href = self.json_href(data_id)
+        try:
+            doc = self._reader.read(href)
+        except StoreError as e:
+            raise StoreError(f"STAC data id {data_id!r}: cannot read {href}: {e}") from None
+        if doc.get("type") not in ("Feature", "Collection"):
+            raise StoreError(
+                f"STAC data id {data_id!r}: {href} is neither an item nor a collection "
+                f"(type {doc.get('type')!r})"
+            )
+        return doc
+
     def _require_collection(self, data_id: str) -> dict[str, Any]:
+        if _is_json_path(data_id):
+            return self._json_doc(data_id)
         doc = self._collections.get(data_id)
         if doc is None:
             raise StoreError(
@@ -362,7 +391,10 @@ class StacDataStore(DataStore):
             filter=open_params.get("filter"),
             where="open_params",
         )
-        items = self.find_items(query, open_params.get("max_items"))
+        if _is_json_path(data_id) and not open_params.get("collections"):
+            items, collections = self._json_items(data_id, query, open_params.get("max_items"))
+        else:
+            items = self.find_items(query, open_params.get("max_items"))
         if not items:
             raise NoItemsError(f"no STAC items in {self._url} for {query.describe()}")
         mask = open_params.get("mask")
@@ -376,6 +408,27 @@ class StacDataStore(DataStore):
         LOG.info("stac: loading %d item(s) of %s from %s", len(items), collections, self._url)
         ds = self._load(pystac_items, needed, grid, open_params, bbox, bbox_crs)
         return _finish(ds, grid, asset_names, mask, items, collections)
+
+    def _json_items(
+        self, data_id: str, query: ItemQuery, max_items: int | None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The item a JSON data id names, or the items of the collection it names (crawled
+        from that document; filters apply as for collection ids)."""
+        doc = self._json_doc(data_id)
+        href = self.json_href(data_id)
+        query = dataclasses.replace(query, collections=None)  # the document says which
+        if doc["type"] == "Feature":
+            item = absolutize_item(dict(doc), href, doc.get("collection"))
+            return [item], [doc.get("collection") or data_id]
+        items, _ = crawl(
+            self._reader,
+            href,
+            concurrency=self._concurrency,
+            descend=query.may_contain,
+            keep_item=query.matches,
+        )
+        items.sort(key=lambda d: ((d.get("properties") or {}).get("datetime") or "", d["id"]))
+        return (items[:max_items] if max_items is not None else items), [doc["id"]]
 
     def _with_assets(
         self, items: list[dict[str, Any]], needed: Sequence[str] | None, query: ItemQuery
@@ -498,6 +551,11 @@ def _validate(params: Mapping[str, Any]) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def _is_json_path(data_id: str) -> bool:
+    """xcube-stac's data ids: an item or collection JSON path relative to the store url."""
+    return data_id.endswith(".json")
 
 
 def _abspath(path: str) -> str:

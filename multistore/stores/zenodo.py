@@ -106,6 +106,15 @@ def _raster_params_schema(base: JsonObjectSchema | None = None) -> JsonObjectSch
 class ZenodoDataStore(DefaultSearchMixin, DataStore):
     """Files of one Zenodo record; ``preload_data`` downloads, verifies, unpacks, converts."""
 
+    def __new__(cls, root: str | int | None = None, **params: Any):
+        """Without ``root`` (xcube-multistore's older form) the store serves every record,
+        with data ids ``<record>/<file>``: see ``zenodo_records.py``."""
+        if root is None and cls is ZenodoDataStore:
+            from .zenodo_records import ZenodoRecordsStore
+
+            return ZenodoRecordsStore(**params)
+        return super().__new__(cls)
+
     def __init__(
         self,
         root: str | int,
@@ -185,7 +194,8 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                         ),
                         JsonIntegerSchema(minimum=1),
                     ],
-                    title="Record id, DOI (10.5281/zenodo.<id>) or record URL",
+                    title="Record id, DOI (10.5281/zenodo.<id>) or record URL; without it, "
+                    "data ids are '<record>/<file>'",
                 ),
                 base_url=JsonStringSchema(default=DEFAULT_BASE_URL, title="Zenodo server"),
                 access_token=JsonStringSchema(
@@ -215,7 +225,6 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 ),
                 range_split_bytes=_RANGE_SPLIT_SCHEMA,
             ),
-            required=["root"],
             additional_properties=False,
         )
 

@@ -72,7 +72,9 @@ def test_every_supported_method_is_a_gdal_kernel():
     [
         ({"method": "gauss"}, "method"),
         ({"interp_methods": "cubic"}, "interp_methods"),
-        ({"agg_methods": {"v": "std"}}, r"agg_methods\.v"),
+        ({"agg_methods": {"v": "geomean"}}, r"agg_methods\.v"),
+        ({"interp_methods": 2}, "interp_methods"),
+        ({"interp_methods": True}, "interp_methods"),
         ({"dtypes": {"v": "uint9"}}, r"dtypes\.v"),
         ({"fill_values": "zero"}, "fill_values"),
         ({"wat": 1}, "unknown key"),
