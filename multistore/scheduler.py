@@ -74,6 +74,8 @@ class DaskRunner:
         elif c.scheduler == "distributed":
             from distributed import Client, LocalCluster
 
+            from .quota import QuotaPlugin, attach_client
+
             if c.address:
                 self._client = Client(c.address, set_as_default=False)
             else:
@@ -85,12 +87,18 @@ class DaskRunner:
                     silence_logs=logging.WARNING,
                 )
                 self._client = Client(self._cluster, set_as_default=False)
+            # Service quotas (Earth Engine concurrency, Zenodo pacing) hold cluster-wide.
+            self._client.register_plugin(QuotaPlugin())
+            attach_client(self._client)
         return self
 
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
         if self._client is not None:
+            from .quota import detach_client
+
+            detach_client(self._client)
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
