@@ -74,8 +74,13 @@ class DaskRunner:
         elif c.scheduler == "distributed":
             from distributed import Client, LocalCluster
 
+            from .quota import QuotaPlugin, attach_client
+
             if c.address:
                 self._client = Client(c.address, set_as_default=False)
+            elif c.cluster:
+                self._cluster = batch_cluster(c)
+                self._client = Client(self._cluster, set_as_default=False)
             else:
                 self._cluster = LocalCluster(
                     n_workers=c.n_workers or 2,
@@ -85,12 +90,18 @@ class DaskRunner:
                     silence_logs=logging.WARNING,
                 )
                 self._client = Client(self._cluster, set_as_default=False)
+            # Service quotas (Earth Engine concurrency, Zenodo pacing) hold cluster-wide.
+            self._client.register_plugin(QuotaPlugin())
+            attach_client(self._client)
         return self
 
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
         if self._client is not None:
+            from .quota import detach_client
+
+            detach_client(self._client)
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
@@ -107,6 +118,38 @@ class DaskRunner:
         if c.scheduler == "processes":
             return dask.compute(obj, scheduler="processes", num_workers=c.num_workers, **kwargs)[0]
         return dask.compute(obj, scheduler="synchronous", **kwargs)[0]
+
+
+def batch_cluster(c: DaskConfig) -> Any:
+    """A dask-jobqueue cluster: each batch job runs one worker with ``cores`` threads.
+
+    Jobs come and go with the work between ``adapt`` minimum and maximum, else
+    ``n_workers`` (default 1) jobs are submitted at once.
+    """
+    import dask_jobqueue
+
+    classes = {
+        "slurm": dask_jobqueue.SLURMCluster,
+        "pbs": dask_jobqueue.PBSCluster,
+        "sge": dask_jobqueue.SGECluster,
+    }
+    kwargs: dict[str, Any] = {
+        "cores": c.cores,
+        "memory": c.memory,
+        "processes": 1,
+        "walltime": c.walltime,
+        "queue": c.queue,
+        "job_extra_directives": list(c.job_extra_directives),
+        "scheduler_options": {"dashboard_address": None},
+    }
+    # SGE calls the account a project.
+    kwargs["project" if c.cluster == "sge" else "account"] = c.account
+    cluster = classes[c.cluster](**kwargs)
+    if c.adapt is not None:
+        cluster.adapt(minimum_jobs=c.adapt[0], maximum_jobs=c.adapt[1])
+    else:
+        cluster.scale(jobs=c.n_workers or 1)
+    return cluster
 
 
 @contextmanager

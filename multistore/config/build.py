@@ -172,6 +172,18 @@ def _general(general: Mapping[str, Any]) -> GeneralConfig:
             address=dask.get("address"),
             n_workers=dask.get("n_workers"),
             threads_per_worker=dask.get("threads_per_worker"),
+            cluster=dask.get("cluster"),
+            cores=dask.get("cores"),
+            memory=dask.get("memory"),
+            walltime=dask.get("walltime"),
+            queue=dask.get("queue"),
+            account=dask.get("account"),
+            job_extra_directives=tuple(dask.get("job_extra_directives", ())),
+            adapt=(
+                (int(dask["adapt"].get("minimum", 0)), int(dask["adapt"]["maximum"]))
+                if "adapt" in dask
+                else None
+            ),
         ),
         retries=RetryConfig(
             max_retries=int(retries.get("max_retries", defaults.max_retries)),

@@ -580,7 +580,10 @@ def _check_general(checker: Checker) -> None:
             ("general", "dask"),
             "give either address (a running scheduler) or n_workers (a local cluster), not both",
         )
-    distributed_only = [k for k in ("address", "n_workers", "threads_per_worker") if k in dask]
+    _check_batch_cluster(checker, dask)
+    distributed_only = [
+        k for k in ("address", "n_workers", "threads_per_worker", "cluster") if k in dask
+    ]
     if scheduler != "distributed" and distributed_only:
         checker.add(
             ("general", "dask", distributed_only[0]),
@@ -610,13 +613,65 @@ def _check_gdal_params(checker: Checker, params: Any) -> None:
                 checker.add(("general", "gdal_http_params", key), str(e))
 
 
+BATCH_CLUSTER_KEYS = (
+    "cores",
+    "memory",
+    "walltime",
+    "queue",
+    "account",
+    "job_extra_directives",
+    "adapt",
+)
+
+
+def _check_batch_cluster(checker: Checker, dask: Mapping[str, Any]) -> None:
+    """A batch cluster needs cores and memory per job; its keys mean nothing without it."""
+    if "cluster" not in dask:
+        for key in BATCH_CLUSTER_KEYS:
+            if key in dask:
+                checker.add(
+                    ("general", "dask", key),
+                    "only applies to a batch cluster: set general.dask.cluster (slurm, pbs, sge)",
+                )
+        return
+    for key in ("cores", "memory"):
+        if key not in dask:
+            checker.add(
+                ("general", "dask"),
+                f"cluster {dask['cluster']!r} needs {key!r} (per batch job)",
+            )
+    if "address" in dask:
+        checker.add(
+            ("general", "dask", "address"),
+            "give either address (a running scheduler) or cluster (a batch cluster), not both",
+        )
+    if "threads_per_worker" in dask:
+        checker.add(
+            ("general", "dask", "threads_per_worker"),
+            "does not apply to a batch cluster: a job's worker has 'cores' threads",
+        )
+    adapt = dask.get("adapt")
+    if isinstance(adapt, Mapping) and "n_workers" in dask:
+        checker.add(
+            ("general", "dask", "adapt"),
+            "give either adapt (a varying number of jobs) or n_workers (a fixed one), not both",
+        )
+    if (
+        isinstance(adapt, Mapping)
+        and isinstance(adapt.get("maximum"), int)
+        and isinstance(adapt.get("minimum", 0), int)
+        and adapt.get("minimum", 0) > adapt["maximum"]
+    ):
+        checker.add(("general", "dask", "adapt", "minimum"), "must be <= adapt.maximum")
+
+
 def effective_scheduler(general: Mapping[str, Any]) -> str:
     """dask.scheduler, else the legacy dask_scheduler, else distributed if an address is given."""
     dask = general.get("dask", {})
     return (
         dask.get("scheduler")
         or DASK_SCHEDULER_ALIASES.get(general.get("dask_scheduler"))
-        or ("distributed" if "address" in dask else "threads")
+        or ("distributed" if "address" in dask or "cluster" in dask else "threads")
     )
 
 

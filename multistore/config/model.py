@@ -95,6 +95,15 @@ class DaskConfig:
     address: str | None = None  # distributed: an existing scheduler
     n_workers: int | None = None  # distributed without address: a LocalCluster
     threads_per_worker: int | None = None
+    # a batch system (dask-jobqueue): one worker per job; n_workers jobs unless adapt is set
+    cluster: Literal["slurm", "pbs", "sge"] | None = None
+    cores: int | None = None
+    memory: str | None = None
+    walltime: str | None = None
+    queue: str | None = None
+    account: str | None = None
+    job_extra_directives: tuple[str, ...] = ()
+    adapt: tuple[int, int] | None = None  # (minimum, maximum) jobs
 
 
 @dataclass(frozen=True)

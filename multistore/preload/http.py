@@ -36,16 +36,32 @@ class RetryPolicy:
 
 
 class RateLimiter:
-    """At most ``per_minute`` requests in any 60 s window, shared by all threads of a session."""
+    """At most ``per_minute`` requests in any 60 s window, shared by all threads of a session.
 
-    def __init__(self, per_minute: int | None, window_s: float = 60.0):
+    On a dask.distributed cluster (see ``multistore.quota``) the window is shared by
+    every process of the cluster, keyed by ``name`` (the service endpoint).
+    Picklable, so a session can travel to worker processes inside a dask graph.
+    """
+
+    def __init__(self, per_minute: int | None, window_s: float = 60.0, name: str = ""):
         self._per_minute = per_minute
         self._window_s = window_s
+        self._name = name
         self._sent: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> tuple[int | None, float, str]:
+        return (self._per_minute, self._window_s, self._name)
+
+    def __setstate__(self, state: tuple[int | None, float, str]) -> None:
+        self.__init__(*state)
+
     def acquire(self) -> None:
         if not self._per_minute:
+            return
+        from ..quota import take_rate_slot  # imports distributed: only when needed
+
+        if take_rate_slot(self._name, self._per_minute, self._window_s):
             return
         while True:
             with self._lock:
@@ -60,6 +76,8 @@ class RateLimiter:
 
 
 class _LimitedAdapter(HTTPAdapter):
+    __attrs__ = [*HTTPAdapter.__attrs__, "_limiter"]  # kept when a session is pickled
+
     def __init__(self, limiter: RateLimiter, **kwargs):
         self._limiter = limiter
         super().__init__(**kwargs)
@@ -75,8 +93,13 @@ def new_session(
     requests_per_minute: int | None = None,
     headers: dict[str, str] | None = None,
     pool_size: int = 10,
+    rate_name: str = "",
+    rate_window_s: float = 60.0,
 ) -> requests.Session:
-    """A session for GET/HEAD with retries; ``headers`` (e.g. auth) are sent on every request."""
+    """A session for GET/HEAD with retries; ``headers`` (e.g. auth) are sent on every request.
+
+    ``rate_name`` names the request budget (the service endpoint) that sessions in
+    other processes of a dask.distributed cluster share."""
     retry = Retry(
         total=policy.max_retries,
         connect=policy.max_retries,
@@ -92,7 +115,7 @@ def new_session(
         raise_on_status=True,
     )
     adapter = _LimitedAdapter(
-        RateLimiter(requests_per_minute),
+        RateLimiter(requests_per_minute, rate_window_s, rate_name),
         max_retries=retry,
         pool_connections=pool_size,
         pool_maxsize=pool_size,

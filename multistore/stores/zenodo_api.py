@@ -151,6 +151,7 @@ class ZenodoClient:
             requests_per_minute=requests_per_minute,
             headers=headers,
             pool_size=max_connections,
+            rate_name=f"zenodo:{self.base_url}",
         )
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from affine import Affine
 from ...errors import FetchError
 from ...grid import Window
 from .planner import quarter
-from .session import limiter, pixel_client
+from .session import pixel_client, request_slot
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -202,7 +202,7 @@ def fetch_window(
     """
 
     def request() -> np.ndarray:
-        with limiter():
+        with request_slot():
             counters.add(requests=1)
             arr = pixel_client().compute_pixels(expression(), grid.request_grid(window), bands)
         return _checked(arr, window, bands, dtypes, what)

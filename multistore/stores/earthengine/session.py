@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,16 @@ _PROCESS = _ProcessState()
 def limiter() -> Limiter:
     """The process-wide limiter all pixel requests go through."""
     return _PROCESS.limiter
+
+
+def request_slot() -> AbstractContextManager[None]:
+    """One of ``max_concurrency`` request slots: cluster-wide on dask.distributed, else
+    of this process. Named by the client configuration (endpoint, project), whose quota it is."""
+    from ...quota import concurrency_slot
+
+    state = _PROCESS
+    name = f"earthengine:{(state.key or 'uninitialised')[:16]}"
+    return concurrency_slot(name, state.limiter.capacity, state.limiter)
 
 
 def pixel_client() -> PixelClient:
