@@ -519,7 +519,12 @@ class EarthEngineDataStore(DataStore):
             members = set(groups[wanted])
             images = [i for i in images if i.id in members]
         native = dict(images[0].band_types)
-        bands = select_bands(data_id, list(native), params.get("bands"))
+        spec = params.get("bands")
+        derived = list(params.get("expressions") or {})
+        if isinstance(spec, list):  # a list may name expression bands, e.g. [B4, ndvi]
+            bands = select_bands(data_id, [*native, *derived], spec)
+        else:
+            bands = select_bands(data_id, list(native), spec)
         processing = _processing(params, list(native))
         if processing is not None and (processing.expressions or processing.hook_path):
             # band math and hooks add bands: ask Earth Engine for the processed types
@@ -537,7 +542,9 @@ class EarthEngineDataStore(DataStore):
                     f"earthengine: image_hook removed band(s) {gone} of {data_id}; "
                     f"processed bands: {list(processed)}"
                 )
-            bands = (*bands, *(b for b in processed if b not in native))
+            listed = isinstance(spec, list) and any(b in derived for b in spec)
+            if not listed:  # a list naming expression bands picks them; else all are added
+                bands = (*bands, *(b for b in processed if b not in native and b not in bands))
             native = processed
         resolution = params.get("temporal_resolution", "raw") if is_collection else "raw"
         reducer = params.get("reducer", "mosaic")

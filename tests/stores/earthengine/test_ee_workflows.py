@@ -156,6 +156,13 @@ def test_processing_graph_and_errors(qa_emulator, tmp_path):
     )
     graph = json.dumps(step_expression(p.recipe, p.steps[0]))
     assert '"Image.resample"' in graph and '"bicubic"' in graph and '"Image.updateMask"' in graph
+    listed = store.open_data(
+        "TEST/QA",
+        bands=["ndvi", "B4"],
+        expressions={"ndvi": "(B8 - B4) / (B8 + B4)", "unused": "B4 * 2"},
+        target_grid=SMALL.to_dict(),
+    )
+    assert list(listed.data_vars) == ["ndvi", "B4"] and listed.ndvi.dtype == "float32"
     with pytest.raises(ConfigError, match=r"open_params.mask.band"):
         store.open_data("TEST/QA", mask={"band": "SCL", "values": [3]}, target_grid=SMALL.to_dict())
     with pytest.raises(ConfigError, match=r"open_params.mask: give values or bits"):
