@@ -137,8 +137,11 @@ def parse_yaml(text: str, name: str = "<config>") -> ParsedYaml:
         what = " ".join(part for part in (e.context, e.problem) if part)
         return ParsedYaml(None, problems=[Problem(_where(mark), f"YAML syntax error: {what}")])
     except yaml.reader.ReaderError as e:
-        line = text.count("\n", 0, e.position) + 1
-        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        position = e.position
+        if yaml.__with_libyaml__:  # libyaml counts bytes of the UTF-8 text, not characters
+            position = len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
         return ParsedYaml(
             None,
             problems=[

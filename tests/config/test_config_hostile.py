@@ -190,6 +190,16 @@ def test_hostile_config_is_a_located_problem(tmp_path: Path, case: str) -> None:
     assert seconds < TIME_LIMIT_S, f"{case}: {seconds:.2f} s"
 
 
+def test_nul_byte_after_non_ascii_text_is_located_by_character() -> None:
+    from multistore.config.yamlsource import parse_yaml
+
+    text = "é: 1\nb: ééé\x00\n"
+    position = text.index("\x00")
+    column = position - text.rindex("\n", 0, position)  # 1-based, from Python's str
+    problems = parse_yaml(text).problems
+    assert [p.location for p in problems] == [f"line 2, column {column}"]
+
+
 def test_file_size_is_capped(tmp_path: Path) -> None:
     path = tmp_path / "big.yml"
     path.write_text("# padding\n" * (11 * 2**20 // 10))
