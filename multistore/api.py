@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import xarray as xr
@@ -182,19 +183,38 @@ class MultiSourceDataStore:
         )
 
     def display_config(self) -> None:
-        """Show the config with secrets redacted (a table per section in notebooks)."""
-        text = self.config_yaml()
-        try:
-            from IPython.display import Markdown, display
+        """xcube-multistore's per-dataset table (HTML in Jupyter, text otherwise); secrets
+        redacted. ``config_yaml()`` gives the whole config."""
+        from .display import in_notebook
+        from .display.overview import config_rows, table_html, table_text
 
-            from .display import in_notebook
+        rows = config_rows(self.config)
+        if in_notebook():
+            from IPython.display import HTML, display
 
-            if in_notebook():
-                display(Markdown(f"```yaml\n{text}\n```"))
-                return
-        except ImportError:
-            pass
-        print(text)
+            display(HTML(table_html(rows)))
+        else:
+            print(table_text(rows))
+
+    def display_geolocations(self, png_path: str | os.PathLike | None = None) -> Any:
+        """Every cube's extent: an interactive map in Jupyter (folium, else ipyleaflet), else a
+        PNG (written to ``png_path`` if given). Returns the map object or the PNG bytes."""
+        from .display import in_notebook
+        from .display.overview import extents, interactive_map, png_map
+
+        boxes = extents(self.config, self.open_cube)
+        if in_notebook() and png_path is None:
+            m = interactive_map(boxes)
+            if m is not None:
+                return m
+        png = png_map(boxes)
+        if png_path is not None:
+            Path(png_path).write_bytes(png)
+        elif in_notebook():
+            from IPython.display import Image, display
+
+            display(Image(png))
+        return png
 
     @staticmethod
     def get_config_schema() -> dict[str, Any]:

@@ -119,8 +119,14 @@ class ZenodoRecordsStore(DataStore):
         return store.get_open_data_params_schema(rest, opener_id)
 
     def open_data(self, data_id: str, opener_id: str | None = None, **open_params) -> Any:
-        _, store, rest = self._route(data_id)
-        return store.open_data(rest, opener_id, **open_params)
+        record, store, rest = self._route(data_id)
+        try:
+            return store.open_data(rest, opener_id, **open_params)
+        except StoreError as e:  # the record store names keys without the record prefix
+            raise StoreError(
+                f"{e} (this store has no root: its data ids and preload keys are "
+                f"'{record}/<key>')"
+            ) from e
 
     def search_data(self, data_type: DataTypeLike = None, **search_params) -> Iterator:
         raise StoreError("zenodo store without 'root' cannot search; give data ids")
