@@ -81,12 +81,8 @@ def attach_client(client: Any) -> None:
 
 
 def detach_client(client: Any) -> None:
+    """End the run's attachment: later limiters in this process are per-process again."""
     _PROCESS.detach(client)
-
-
-def attached() -> bool:
-    """Whether this process shares its quotas with a cluster."""
-    return _PROCESS.owner is not None
 
 
 class QuotaPlugin(WorkerPlugin):

@@ -109,7 +109,10 @@ class DaskRunner:
     def compute(self, obj: Any, progress: Progress | None = None) -> Any:
         c = self.config
         if self._client is not None:
-            return self._client.gather(self._client.compute(obj))
+            future = self._client.compute(obj)
+            if progress is not None:
+                _watch_cluster_progress(self._client, future, progress)
+            return self._client.gather(future)
         kwargs: dict[str, Any] = {}
         if progress is not None:
             kwargs["callbacks"] = [_TaskProgress(progress)._callback]
@@ -118,6 +121,29 @@ class DaskRunner:
         if c.scheduler == "processes":
             return dask.compute(obj, scheduler="processes", num_workers=c.num_workers, **kwargs)[0]
         return dask.compute(obj, scheduler="synchronous", **kwargs)[0]
+
+
+def _watch_cluster_progress(client: Any, future: Any, report: Progress) -> None:
+    """Report the share of finished tasks behind ``future`` (or a list of them) as the scheduler counts them.
+
+    Tasks run in worker processes, so the local callbacks that count them under the
+    threads scheduler see nothing; the scheduler feeds the counts to the client instead
+    (what dask's own progress bars use), and ``report`` runs in the client's I/O thread.
+    """
+    from distributed import futures_of
+    from distributed.diagnostics.progressbar import ProgressBar
+
+    class _Feed(ProgressBar):
+        last = -1.0
+
+        def _draw_bar(self, remaining: int = 0, all: int = 0, **kwargs: Any) -> None:  # noqa: A002
+            share = 1.0 - remaining / all if all else 1.0
+            if share - self.last >= 0.01 or (share == 1.0 and self.last < 1.0):
+                self.last = share
+                report(share)
+
+    feed = _Feed(futures_of(future), scheduler=client.scheduler.address, interval="200ms")
+    client.loop.add_callback(feed.listen)
 
 
 def batch_cluster(c: DaskConfig) -> Any:
