@@ -178,7 +178,9 @@ def init_plugin(registry):
 FAKE_STORE = """
 from xcube.core.store.fs.registry import get_fs_data_store_class
 
-FakeZenodoStore = type("FakeZenodoStore", (get_fs_data_store_class("file"),), {})
+FakeZenodoStore = type(
+    "FakeZenodoStore", (get_fs_data_store_class("file"),), {"__module__": __name__}
+)
 """
 
 
