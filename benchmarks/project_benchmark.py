@@ -301,7 +301,8 @@ def main() -> None:
         "cold_wall_s": runs[0]["wall_s"],
         "warm_wall_s_median": statistics.median(r["wall_s"] for r in warm),
         "warm_walls": [r["wall_s"] for r in warm],
-        "peak_rss_mib_max": max(r["peak_rss_mib"] for r in runs),
+        "peak_rss_mib_max": max(r["peak_rss_mib"] for r in runs if r["round"] != "baseline"),
+        "cpu_s_median": statistics.median(r["cpu_s"] for r in warm),
         "cpu_util_median": statistics.median(r["cpu_util"] for r in warm),
         "output_mib": runs[-1]["output_mib"],
         "max_parallel_datasets": args.parallel,
@@ -310,6 +311,7 @@ def main() -> None:
     if base:
         summary["baseline_wall_s_median"] = statistics.median(r["wall_s"] for r in base)
         summary["baseline_peak_rss_mib_max"] = max(r["peak_rss_mib"] for r in base)
+        summary["baseline_cpu_s_median"] = statistics.median(r["cpu_s"] for r in base)
         summary["baseline_cpu_util_median"] = statistics.median(r["cpu_util"] for r in base)
     print(json.dumps(summary))
     print(f"rusage self (servers): {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.1f} s user")

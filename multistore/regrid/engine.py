@@ -230,8 +230,7 @@ def _warp_batch(
                     len(plane),
                 )
     source = SourceGraph(*(m.src for m in members))
-    needed = {k for _, _, keys in warp_inputs.values() for k in keys}
-    if source.can_inline(needed):
+    if source.can_inline(keys for _, _, keys in warp_inputs.values()):
         warp_dsk = {
             key: (warp_group_reading, tile, spec, group, source.reader(keys))
             for key, (tile, group, keys) in warp_inputs.items()

@@ -66,19 +66,33 @@ class SourceGraph:
         self._closures[key] = result
         return result
 
-    def can_inline(self, keys: Iterable[Hashable]) -> bool:
-        """True when running each chunk's sub-graph separately duplicates no computed node."""
-        owner: dict[Hashable, Hashable] = {}
-        for key in keys:
+    def can_inline(self, tasks: Iterable[Iterable[Hashable]]) -> bool:
+        """True when letting each task run its chunks' sub-graphs multiplies no computed node
+        beyond the re-reads of single chunks.
+
+        ``tasks`` are the chunk keys each warp task needs. A chunk needed by k
+        tasks is read k times; that is accepted. A computed node shared by
+        several chunks (a rechunk of big chunks, a reduction) must not be run
+        by more tasks than any one of those chunks is: a 16-band block behind
+        16 band variables that are always warped together passes, one big block
+        split into chunks that different tiles need does not.
+        """
+        needed_by: dict[Hashable, set[int]] = {}
+        for i, keys in enumerate(tasks):
+            for key in keys:
+                needed_by.setdefault(key, set()).add(i)
+        runs: dict[Hashable, set[int]] = {}  # computed node -> tasks that would run it
+        most: dict[Hashable, int] = {}  # computed node -> most tasks of one chunk behind it
+        for key, users in needed_by.items():
             nodes = self.closure(key)
             if len(nodes) > _MAX_NODES_PER_CHUNK:
                 return False
             for node in nodes:
                 if not dask.core.get_dependencies(self._dsk, node):
                     continue  # a literal or a leaf read: free to repeat
-                if owner.setdefault(node, key) != key:
-                    return False
-        return True
+                runs.setdefault(node, set()).update(users)
+                most[node] = max(most.get(node, 0), len(users))
+        return all(len(users) <= most[node] for node, users in runs.items())
 
     def reader(self, keys: Iterable[Hashable]) -> WindowReader:
         keys = tuple(keys)

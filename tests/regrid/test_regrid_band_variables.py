@@ -103,3 +103,30 @@ def test_float_bands_bilinear_and_mixed_methods(tmp_path):
     # bands 1 and 2 share tasks; band 3 (another method) has its own
     t1, t2, t3 = (warp_tasks(out[f"band_{b}"].data) for b in (1, 2, 3))
     assert t1 == t2 and not (t1 & t3)
+
+
+def test_bands_split_from_one_block_read_are_still_read_inside_the_tasks():
+    """Like rioxarray's band variables: getitems of one 3-band block read per chunk."""
+    import dask.array as da
+
+    from tests.regrid.test_regrid_engine import affine_dataset
+
+    data = categorical(np.random.default_rng(9), (3, 240, 320))
+    blocks = da.from_array(data, chunks=(3, 64, 64)).map_blocks(np.copy)  # one read per block
+    base = affine_dataset(data[0], TRANSFORM, LAEA.to_wkt(), chunks=64)
+    ds = base.drop_vars("v").assign(
+        {
+            f"band_{b + 1}": (("y", "x"), blocks[b], {"grid_mapping": "spatial_ref"})
+            for b in range(3)
+        }
+    )
+    target = target_around(LAEA, BOUNDS, "EPSG:4326", 0.0003, 64)
+    out = regrid_dataset(ds, target, {"method": "nearest"})
+    graph = out["band_1"].data.__dask_graph__()
+    warp = next(name for name in graph.layers if name.startswith("warp-"))
+    # the shared block read is needed by exactly the tasks that need each band's chunk:
+    # tasks read their own windows (no shared-chunk graph, whose reads run ahead)
+    assert not graph.dependencies[warp]
+    for b in range(3):
+        ref = gdal_reference(data[b], TRANSFORM, LAEA, target, "nearest", None, 255)
+        assert np.mean(out[f"band_{b + 1}"].values == ref) > 0.99
