@@ -18,6 +18,7 @@ from .cube import Scratch, build_cube
 from .diskspace import explain, storage_os_error
 from .errors import DatasetError, SourceOpenError, WriteError
 from .grid import TargetGrid
+from .lock import SourceResolver, content_digest, sources_digest
 from .locks import CubeLock, Lease
 from .plan import CubePlan, Plan
 from .preload.process import comes_from
@@ -83,12 +84,16 @@ class Generator:
         board: StatusBoard,
         runner: DaskRunner,
         force: bool = False,
+        resolver: SourceResolver | None = None,
     ):
         self.config = config
         self.stores = stores
         self.board = board
         self.runner = runner
         self.force = force
+        self.resolver = resolver or SourceResolver(config, stores)
+        # cube identifier -> the identities of the sources it was built from (or skipped as)
+        self.identities: dict[str, dict[str, dict]] = {}
         self._scrub = Scrubber(config.secret_values)
         # store identifier -> (failed preload job, its scrubbed reason), for cubes that need them
         self._failed_preloads: dict[str, list[tuple[PreloadConfig, str]]] = {}
@@ -186,7 +191,10 @@ class Generator:
         writing = False
         try:
             target = StorageTarget(self.stores.storage, cube.output)
-            state = cube_state(target, cube.fingerprint)
+            identities = self.resolver.cube_identities(cube)
+            self.identities[ident] = identities
+            digest = sources_digest(identities)
+            state = cube_state(target, cube.fingerprint, digest)
             if state is CubeState.COMPLETE and not self.force:
                 self.board.update(
                     ident,
@@ -212,6 +220,7 @@ class Generator:
                     step=lambda s: self.board.update(ident, status=Status(s)),
                     scratch=self._scratch(target),
                 )
+            ds.attrs["multistore_sources_digest"] = digest
             self.board.update(
                 ident,
                 status=Status.WRITING,
@@ -220,7 +229,7 @@ class Generator:
                 message=_describe(ds),
             )
             writing = True
-            self._write(cube, ds, target)
+            self._write(cube, ds, target, {k: content_digest(v) for k, v in identities.items()})
             remove_scratch(target)
         except Exception as e:
             error = self._drop_partial_cube(target, ds, e) if writing else e
@@ -290,7 +299,9 @@ class Generator:
         ds = self.stores.storage.open_data(self.config.dataset(cube.grid_from).file_name)
         return TargetGrid.from_dataset(ds)
 
-    def _write(self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget) -> None:
+    def _write(
+        self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget, sources: dict[str, str]
+    ) -> None:
         def compute(obj):
             return self.runner.compute(
                 obj, progress=lambda p: self.board.update(cube.identifier, progress=p)
@@ -298,9 +309,11 @@ class Generator:
 
         def write() -> None:
             if cube.dataset.format_id == "netcdf":
-                write_netcdf(ds, target, cube.fingerprint, compute)
+                write_netcdf(ds, target, cube.fingerprint, compute, sources)
             else:
-                write_zarr(ds, target, cube.fingerprint, compute, self.config.general.zarr_format)
+                write_zarr(
+                    ds, target, cube.fingerprint, compute, self.config.general.zarr_format, sources
+                )
 
         # A retry rewrites the cube from scratch, so a transient failure leaves nothing half-done.
         with_retries(write, self.config.general.retries, f"writing {cube.output}", classify=_cause)

@@ -114,11 +114,20 @@ def read_marker(target: StorageTarget) -> dict[str, Any] | None:
         return None
 
 
-def cube_state(target: StorageTarget, fingerprint: str) -> CubeState:
+def cube_state(
+    target: StorageTarget, fingerprint: str, sources_digest: str | None = None
+) -> CubeState:
+    """``sources_digest`` (the digest of the sources' identities now) also makes a cube
+    stale when its marker records another one; markers without one are not judged."""
     marker = read_marker(target)
     exists = target.fs.exists(target.path)
     if marker is not None and exists:
-        return CubeState.COMPLETE if marker.get("fingerprint") == fingerprint else CubeState.STALE
+        if marker.get("fingerprint") != fingerprint:
+            return CubeState.STALE
+        recorded = marker.get("sources_digest")
+        if sources_digest is not None and recorded is not None and recorded != sources_digest:
+            return CubeState.STALE
+        return CubeState.COMPLETE
     return CubeState.INCOMPLETE if exists else CubeState.MISSING
 
 
@@ -163,8 +172,11 @@ def write_zarr(
     fingerprint: str,
     compute: Callable[[Any], Any],
     zarr_format: int = 2,
+    sources: dict[str, str] | None = None,
 ) -> None:
-    """Write ``ds`` as a consolidated Zarr, then the completion marker."""
+    """Write ``ds`` as a consolidated Zarr, then the completion marker.
+
+    ``sources`` (source -> identity digest) goes into the marker, for staleness checks."""
     _clear(target)
     store = zarr_store(target)
     encoding = encoding_for(ds, zarr_format)
@@ -185,7 +197,7 @@ def write_zarr(
             compute(delayed)
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds)
+    _write_marker(target, fingerprint, ds, sources)
 
 
 def write_netcdf(
@@ -193,6 +205,7 @@ def write_netcdf(
     target: StorageTarget,
     fingerprint: str,
     compute: Callable[[Any], Any],
+    sources: dict[str, str] | None = None,
 ) -> None:
     """Write ``ds`` as NetCDF4 via a local temporary file, then upload and mark."""
     _clear(target)
@@ -215,7 +228,7 @@ def write_netcdf(
             target.fs.put_file(local, target.path)
         except Exception as e:
             raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds)
+    _write_marker(target, fingerprint, ds, sources)
 
 
 def _clear(target: StorageTarget) -> None:
@@ -226,14 +239,23 @@ def _clear(target: StorageTarget) -> None:
         fs.rm(target.path, recursive=True)
 
 
-def _write_marker(target: StorageTarget, fingerprint: str, ds: xr.Dataset) -> None:
-    marker = {
+def _write_marker(
+    target: StorageTarget,
+    fingerprint: str,
+    ds: xr.Dataset,
+    sources: dict[str, str] | None = None,
+) -> None:
+    marker: dict[str, Any] = {
         "fingerprint": fingerprint,
         "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "multistore_version": __version__,
         "variables": sorted(map(str, ds.data_vars)),
         "dims": {str(k): int(v) for k, v in ds.sizes.items()},
     }
+    if "multistore_sources_digest" in ds.attrs:
+        marker["sources_digest"] = ds.attrs["multistore_sources_digest"]
+    if sources is not None:
+        marker["sources"] = dict(sorted(sources.items()))
     fs = target.fs
     parent = target.marker_path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)

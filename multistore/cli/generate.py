@@ -25,6 +25,12 @@ from .common import (
 )
 @click.option("--force", is_flag=True, help="Rebuild cubes even when complete and unchanged.")
 @click.option(
+    "--locked",
+    is_flag=True,
+    help="Build only if every source still matches <config stem>.lock.json "
+    "(exit code 2 naming each difference).",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["auto", "rich", "log", "json", "none"]),
     default=None,
@@ -32,17 +38,28 @@ from .common import (
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def generate(
-    config_path: Path, datasets: tuple[str, ...], force: bool, log_format: str | None, verbose: int
+    config_path: Path,
+    datasets: tuple[str, ...],
+    force: bool,
+    locked: bool,
+    log_format: str | None,
+    verbose: int,
 ) -> None:
     """Generate the cubes of CONFIG into its storage store. Exit code 1 if any dataset failed."""
     MultiSourceDataStore = load_api()
+    from ..lock import LockMismatchError
 
     setup_logging(verbose, json_logs=log_format == "json")
     msds = MultiSourceDataStore(load_or_exit(config_path))
     try:
-        report = msds.generate(datasets or None, force=force, display=log_format)
+        report = msds.generate(datasets or None, force=force, display=log_format, locked=locked)
     except ConfigError as e:
         report_config_error(e)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except LockMismatchError as e:
+        click.echo(f"error: sources differ from {e.lock_path.name}:", err=True)
+        for line in e.differences:
+            click.echo(f"  {line}", err=True)
         raise SystemExit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         click.echo("interrupted: unfinished cubes will be rebuilt by the next run", err=True)

@@ -10,6 +10,7 @@ from .. import __version__
 from .demo import demo
 from .describe import describe
 from .generate import generate
+from .lock import lock
 from .plan import plan
 from .process import keep_freed_memory
 from .schema import schema
@@ -24,7 +25,7 @@ def main() -> None:
     """Build analysis-ready datacubes from many sources, driven by one YAML config."""
 
 
-for command in (validate, plan, generate, status, schema, describe, search, demo):
+for command in (validate, plan, generate, lock, status, schema, describe, search, demo):
     main.add_command(command)
 
 try:  # the STAC commands need the stac store's optional pieces
