@@ -26,6 +26,7 @@ from xcube.core.store import DataStore
 
 from . import __version__
 from .errors import WriteError
+from .resume import ChunkJournal, start_journal, verified_chunks
 from .zarrchunks import chunk_writes, metadata_template
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,18 @@ class StorageTarget:
         base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
         return f"{base}/{self.output}.json"
 
+    @property
+    def journal_path(self) -> str:
+        """The per-chunk checksum list of a Zarr write, beside the marker (resume)."""
+        base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
+        return f"{base}/{self.output}.chunks.jsonl"
+
+    @property
+    def is_local(self) -> bool:
+        protocol = self.fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        return "file" in protocols or "local" in protocols
+
 
 def zarr_store(target: StorageTarget) -> Any:
     """A plain path for local storage (zarr's LocalStore creates folders), else an fsspec mapper."""
@@ -101,6 +114,10 @@ def remove_partial_cube(target: StorageTarget) -> None:
         return  # complete: not ours to remove
     if fs.exists(target.path):
         fs.rm(target.path, recursive=True)
+    if fs.exists(target.journal_path):
+        fs.rm(target.journal_path)
+    if fs.exists(target.journal_path):
+        fs.rm(target.journal_path)
 
 
 def read_marker(target: StorageTarget) -> dict[str, Any] | None:
@@ -176,20 +193,40 @@ def write_zarr(
 ) -> None:
     """Write ``ds`` as a consolidated Zarr, then the completion marker.
 
-    ``sources`` (source -> identity digest) goes into the marker, for staleness checks."""
-    _clear(target)
+    ``sources`` (source -> identity digest) goes into the marker, for staleness checks.
+    Zarr v2 on local storage keeps a chunk journal: an interrupted write of the same
+    build resumes, computing only the chunks not yet stored and verified."""
     store = zarr_store(target)
     encoding = encoding_for(ds, zarr_format)
+    journaled = zarr_format == 2 and target.is_local
+    header = {
+        "fingerprint": fingerprint,
+        "sources_digest": ds.attrs.get("multistore_sources_digest"),
+        "zarr_format": zarr_format,
+    }
+    done = _resumable(target, header) if journaled else None
     try:
         if zarr_format == 2:
-            # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
-            metadata_template(ds).to_zarr(
-                store, mode="w", compute=False, consolidated=False, zarr_format=2,
-                encoding=encoding,
-            )  # fmt: skip
-            compute(chunk_writes(ds, encoding, target.fs, target.path))
+            journal = None
+            if done is None:
+                _clear(target)
+                # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
+                metadata_template(ds).to_zarr(
+                    store, mode="w", compute=False, consolidated=False, zarr_format=2,
+                    encoding=encoding,
+                )  # fmt: skip
+                if journaled:
+                    journal = start_journal(target.journal_path, target.path, header)
+            else:
+                log.info("resuming %s: %d chunk(s) already stored", target.output, len(done))
+                journal = ChunkJournal(target.journal_path, target.path)
+            writes = chunk_writes(
+                ds, encoding, target.fs, target.path, journal, done or frozenset()
+            )
+            compute(writes)
             zarr.consolidate_metadata(store, zarr_format=2)
         else:
+            _clear(target)
             delayed = ds.to_zarr(
                 store, mode="w", compute=False, consolidated=True, zarr_format=3,
                 encoding=encoding,
@@ -235,8 +272,18 @@ def _clear(target: StorageTarget) -> None:
     fs = target.fs
     if fs.exists(target.marker_path):
         fs.rm(target.marker_path)
+    if fs.exists(target.journal_path):
+        fs.rm(target.journal_path)
     if fs.exists(target.path):
         fs.rm(target.path, recursive=True)
+
+
+def _resumable(target: StorageTarget, header: dict[str, Any]) -> frozenset[str] | None:
+    """Chunks of an interrupted write of this very build (no marker: never a finished cube)."""
+    fs = target.fs
+    if fs.exists(target.marker_path) or not fs.exists(f"{target.path}/.zgroup"):
+        return None
+    return verified_chunks(target.journal_path, target.path, header)
 
 
 def _write_marker(
