@@ -191,10 +191,12 @@ class Generator:
         writing = False
         try:
             target = StorageTarget(self.stores.storage, cube.output)
-            identities = self.resolver.cube_identities(cube)
-            self.identities[ident] = identities
-            digest = sources_digest(identities)
-            state = cube_state(target, cube.fingerprint, digest)
+            state = cube_state(target, cube.fingerprint)
+            identities = None
+            if state is CubeState.COMPLETE and not self.force:
+                # complete for this config: still the same sources?
+                identities = self._identities(cube)
+                state = cube_state(target, cube.fingerprint, sources_digest(identities))
             if state is CubeState.COMPLETE and not self.force:
                 self.board.update(
                     ident,
@@ -220,7 +222,9 @@ class Generator:
                     step=lambda s: self.board.update(ident, status=Status(s)),
                     scratch=self._scratch(target),
                 )
-            ds.attrs["multistore_sources_digest"] = digest
+            # after opening, so a source that cannot be opened fails with the open's error
+            identities = identities or self._identities(cube)
+            ds.attrs["multistore_sources_digest"] = sources_digest(identities)
             self.board.update(
                 ident,
                 status=Status.WRITING,
@@ -243,6 +247,11 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _identities(self, cube: CubePlan) -> dict[str, dict]:
+        identities = self.resolver.cube_identities(cube)
+        self.identities[cube.identifier] = identities
+        return identities
 
     def _blame_failed_preload(self, cube: CubePlan, error: Exception) -> Exception:
         """A cube that cannot open data whose preload failed says so, not "preload it first"."""
