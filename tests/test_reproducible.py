@@ -180,3 +180,28 @@ def test_two_clean_builds_are_byte_identical(project):
     differing = [name for name in first if first[name] != second[name]]
     assert differing == []
     assert any(name.startswith("land_cover/") and name[-1].isdigit() for name in first)
+
+
+def test_two_clean_builds_on_s3_storage_are_byte_identical(project, s3_bucket, s3_storage_options):
+    import s3fs
+
+    config = landscape(project.base_config())
+    config["data_stores"][0] = {
+        "identifier": "storage",
+        "store_id": "s3",
+        "store_params": {"root": f"{s3_bucket}/cubes", "storage_options": s3_storage_options},
+    }
+    path = project(config)
+    fs = s3fs.S3FileSystem(**s3_storage_options)
+    cube = f"{s3_bucket}/cubes/landscape.zarr"
+    builds = []
+    for _ in range(2):
+        if fs.exists(f"{s3_bucket}/cubes"):
+            fs.rm(f"{s3_bucket}/cubes", recursive=True)
+        fs.invalidate_cache()
+        assert MultiSourceDataStore(path).generate()["landscape"].status is Status.COMPLETED
+        fs.invalidate_cache()
+        builds.append({k[len(cube) :]: fs.cat_file(k) for k in fs.find(cube)})
+    first, second = builds
+    assert sorted(first) == sorted(second) and len(first) > 10
+    assert [name for name in first if first[name] != second[name]] == []
