@@ -185,3 +185,25 @@ def overlapping(catalog, bbox: list[float]) -> list[str]:
         if w < bbox[2] and e > bbox[0] and s < bbox[3] and n > bbox[1]:
             ids.append(item_id)
     return sorted(ids)
+
+
+def test_zenodo_preloaded_member_names_its_archive_and_manifest(zenodo, tmp_path):
+    from xcube.core.store import new_data_store
+
+    from multistore.testing.sample_zenodo import zip_bytes
+
+    archive = zip_bytes({"france/mask.tif": geotiff_bytes(HEIGHT, nodata=-9999.0)})
+    zenodo.add_record(RID, {"france.zip": archive})
+    store = new_data_store(
+        "zenodo",
+        root=RID,
+        base_url=zenodo.base_url,
+        max_retries=0,
+        cache_store_params={"root": str(tmp_path / "cache")},
+    )
+    store.preload_data("france.zip")
+    identity = store.source_identity("france/mask.zarr")["content"]
+    assert identity["key"] == "france.zip"
+    assert identity["md5"] == "md5:" + hashlib.md5(archive).hexdigest()
+    assert identity["member"] == "france.zip:mask.tif"  # the archive member it came from
+    assert "france/mask.zarr<-france.zip:mask.tif" in identity["members"]
