@@ -25,6 +25,19 @@ from .display import live_display
 from .gdalenv import apply_cache_max
 from .generate import Generator, RunReport
 from .grid import TargetGrid
+from .lock import (
+    LockMismatchError,
+    SourceResolver,
+    build_lock,
+    compare_locks,
+    content_digest,
+    lock_path_for,
+    read_lock_file,
+    resolve_lock,
+    sources_digest,
+    version_changes,
+    write_lock,
+)
 from .locks import read_lock
 from .plan import CubePlan, Plan, build_plan
 from .scheduler import dask_runner
@@ -59,6 +72,20 @@ class CubeStatus:
     fingerprint: str
     completed: str | None = None
     writing: str | None = None  # the run holding the cube's lock, e.g. "process 12 on host"
+    reason: str | None = None  # why stale, e.g. "source changed: local:dem.tif"
+
+
+@dataclass(frozen=True)
+class LockCheck:
+    """``lock --check``: what differs from the lockfile (versions are reported apart)."""
+
+    path: str
+    differences: tuple[str, ...]
+    version_changes: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
 
 
 class MultiSourceDataStore:
@@ -136,9 +163,17 @@ class MultiSourceDataStore:
         *,
         force: bool = False,
         display: str | None = None,
+        locked: bool = False,
     ) -> RunReport:
-        """Build the selected cubes (all by default); complete, unchanged cubes are skipped."""
+        """Build the selected cubes (all by default); complete, unchanged cubes are skipped.
+
+        Writes the lock of the sources used next to the config. ``locked``: first check
+        the sources against that lock and raise ``LockMismatchError`` on any difference.
+        """
         plan = self.plan(datasets)
+        resolver = SourceResolver(self.config, self.stores)
+        if locked:
+            self._check_locked(plan, resolver)
         apply_cache_max(self.config.general.gdal_http_params)
         board = StatusBoard()
         mode = display or self.config.general.display
@@ -147,26 +182,82 @@ class MultiSourceDataStore:
             live_display(board, mode, title=self._title()),
             dask_runner(self.config.general.dask) as runner,
         ):
-            report = Generator(self.config, self.stores, board, runner, force=force).run(plan)
+            generator = Generator(
+                self.config, self.stores, board, runner, force=force, resolver=resolver
+            )
+            report = generator.run(plan)
+        resolver.hashes.save()
+        if self.config.path is not None and generator.identities:
+            write_lock(self.config, build_lock(self.config, plan, generator.identities))
         return report
+
+    def _check_locked(self, plan: Plan, resolver: SourceResolver) -> None:
+        path = lock_path_for(self.config)
+        locked = read_lock_file(path)
+        if locked is None:
+            raise LockMismatchError([f"no lockfile {path.name}; run `multistore lock`"], path)
+        identities = {c.identifier: resolver.cube_identities(c) for c in plan.cubes}
+        current = build_lock(self.config, plan, identities)
+        differences = compare_locks(locked, current)
+        if differences:
+            raise LockMismatchError([self._scrub(d) for d in differences], path)
+        for change in version_changes(locked, current):
+            logging.getLogger(__name__).warning("locked build with another version: %s", change)
+
+    def lock(self, datasets: Iterable[str] | None = None, *, write: bool = True) -> dict[str, Any]:
+        """Resolve every source (no pixels read); write ``<config stem>.lock.json``."""
+        plan = self.plan(datasets)
+        lock = resolve_lock(self.config, self.stores, plan)
+        if write:
+            write_lock(self.config, lock, merge=datasets is not None)
+        return lock
+
+    def check_lock(self, datasets: Iterable[str] | None = None) -> LockCheck:
+        """Compare the sources now with the lockfile, without building or writing anything."""
+        path = lock_path_for(self.config)
+        locked = read_lock_file(path)
+        if locked is None:
+            raise LockMismatchError([f"no lockfile {path.name}; run `multistore lock`"], path)
+        current = self.lock(datasets, write=False)
+        return LockCheck(
+            str(path),
+            tuple(self._scrub(d) for d in compare_locks(locked, current)),
+            tuple(version_changes(locked, current)),
+        )
 
     def status(self) -> list[CubeStatus]:
         """Which cubes in ``storage`` are complete, stale (config changed), incomplete or missing."""
         rows = []
+        resolver = SourceResolver(self.config, self.stores)
         for cube in self.plan().cubes:
             target = StorageTarget(self.stores.storage, cube.output)
             marker = read_marker(target) or {}
             lease = read_lock(target)
+            state = cube_state(target, cube.fingerprint)
+            reason = None
+            if state is CubeState.STALE:
+                reason = "config changed"
+            elif state is CubeState.COMPLETE and marker.get("sources_digest"):
+                identities = resolver.cube_identities(cube)
+                if sources_digest(identities) != marker["sources_digest"]:
+                    state = CubeState.STALE
+                    recorded = marker.get("sources") or {}
+                    changed = [
+                        k for k, v in identities.items() if recorded.get(k) != content_digest(v)
+                    ]
+                    reason = f"source changed: {', '.join(changed) or 'unknown'}"
             rows.append(
                 CubeStatus(
                     cube.identifier,
                     target.path,
-                    cube_state(target, cube.fingerprint),
+                    state,
                     cube.fingerprint,
                     marker.get("completed"),
                     lease.describe() if lease else None,
+                    reason,
                 )
             )
+        resolver.hashes.save()
         return rows
 
     def open_cube(self, identifier: str) -> xr.Dataset:

@@ -19,6 +19,7 @@ from .cube import Scratch, build_cube, open_params_for
 from .diskspace import explain, storage_os_error
 from .errors import DatasetError, SourceOpenError, UnknownNameError, WriteError
 from .grid import TargetGrid
+from .lock import SourceResolver, content_digest, sources_digest
 from .locks import CubeLock, Lease
 from .plan import CubePlan, Plan
 from .preload.process import comes_from
@@ -87,12 +88,16 @@ class Generator:
         board: StatusBoard,
         runner: DaskRunner,
         force: bool = False,
+        resolver: SourceResolver | None = None,
     ):
         self.config = config
         self.stores = stores
         self.board = board
         self.runner = runner
         self.force = force
+        self.resolver = resolver or SourceResolver(config, stores)
+        # cube identifier -> the identities of the sources it was built from (or skipped as)
+        self.identities: dict[str, dict[str, dict]] = {}
         self._scrub = Masker(config.secret_values)
         # store identifier -> (failed preload job, its scrubbed reason), for cubes that need them
         self._failed_preloads: dict[str, list[tuple[PreloadConfig, str]]] = {}
@@ -191,6 +196,11 @@ class Generator:
         try:
             target = StorageTarget(self.stores.storage, cube.output)
             state = cube_state(target, cube.fingerprint)
+            identities = None
+            if state is CubeState.COMPLETE and not self.force:
+                # complete for this config: still the same sources?
+                identities = self._identities(cube)
+                state = cube_state(target, cube.fingerprint, sources_digest(identities))
             if state is CubeState.COMPLETE and not self.force:
                 message = f"complete for this config ({cube.fingerprint})"
                 message += self._missing_quicklook(ident, target)
@@ -214,6 +224,9 @@ class Generator:
                     step=lambda s: self.board.update(ident, status=Status(s)),
                     scratch=scratch,
                 )
+            # after opening, so a source that cannot be opened fails with the open's error
+            identities = identities or self._identities(cube)
+            ds.attrs["multistore_sources_digest"] = sources_digest(identities)
             self.board.update(
                 ident,
                 status=Status.WRITING,
@@ -222,7 +235,7 @@ class Generator:
                 message=_describe(ds),
             )
             writing = True
-            self._write(cube, ds, target)
+            self._write(cube, ds, target, {k: content_digest(v) for k, v in identities.items()})
             remove_scratch(target)
         except (Exception, SystemExit) as e:  # sys.exit() in hook code fails this cube only
             error = self._drop_partial_cube(target, ds, e) if writing else e
@@ -239,6 +252,11 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _identities(self, cube: CubePlan) -> dict[str, dict]:
+        identities = self.resolver.cube_identities(cube)
+        self.identities[cube.identifier] = identities
+        return identities
 
     def _blame_failed_preload(self, cube: CubePlan, error: Exception) -> Exception:
         """A cube that cannot open data whose preload failed says so, not "preload it first"."""
@@ -330,7 +348,9 @@ class Generator:
             ds = self.stores.storage.open_data(source.file_name)
         return TargetGrid.from_dataset(ds)
 
-    def _write(self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget) -> None:
+    def _write(
+        self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget, sources: dict[str, str]
+    ) -> None:
         def compute(obj):
             return self.runner.compute(
                 obj, progress=lambda p: self.board.update(cube.identifier, progress=p)
@@ -338,11 +358,13 @@ class Generator:
 
         def write() -> None:
             if cube.dataset.format_id == "netcdf":
-                write_netcdf(ds, target, cube.fingerprint, compute)
+                write_netcdf(ds, target, cube.fingerprint, compute, sources)
             elif cube.dataset.format_id == "levels":
-                write_levels(ds, target, cube.fingerprint, compute)
+                write_levels(ds, target, cube.fingerprint, compute, sources)
             else:
-                write_zarr(ds, target, cube.fingerprint, compute, self.config.general.zarr_format)
+                write_zarr(
+                    ds, target, cube.fingerprint, compute, self.config.general.zarr_format, sources
+                )
 
         # A retry rewrites the cube from scratch, so a transient failure leaves nothing half-done.
         with_retries(write, self.config.general.retries, f"writing {cube.output}", classify=_cause)

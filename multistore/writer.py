@@ -26,6 +26,7 @@ from xcube.core.store import DataStore
 
 from . import __version__
 from .errors import WriteError
+from .resume import ChunkJournal, start_journal, verified_chunks
 from .zarrchunks import chunk_writes, metadata_template
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,18 @@ class StorageTarget:
         base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
         return f"{base}/{self.output}.json"
 
+    @property
+    def journal_path(self) -> str:
+        """The per-chunk checksum list of a Zarr write, beside the marker (resume)."""
+        base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
+        return f"{base}/{self.output}.chunks.jsonl"
+
+    @property
+    def is_local(self) -> bool:
+        protocol = self.fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        return "file" in protocols or "local" in protocols
+
 
 def zarr_store(target: StorageTarget) -> Any:
     """A plain path for local storage (zarr's LocalStore creates folders), else an fsspec mapper."""
@@ -101,6 +114,10 @@ def remove_partial_cube(target: StorageTarget) -> None:
         return  # complete: not ours to remove
     if fs.exists(target.path):
         fs.rm(target.path, recursive=True)
+    if fs.exists(target.journal_path):
+        fs.rm(target.journal_path)
+    if fs.exists(target.journal_path):
+        fs.rm(target.journal_path)
 
 
 def read_marker(target: StorageTarget) -> dict[str, Any] | None:
@@ -114,11 +131,20 @@ def read_marker(target: StorageTarget) -> dict[str, Any] | None:
         return None
 
 
-def cube_state(target: StorageTarget, fingerprint: str) -> CubeState:
+def cube_state(
+    target: StorageTarget, fingerprint: str, sources_digest: str | None = None
+) -> CubeState:
+    """``sources_digest`` (the digest of the sources' identities now) also makes a cube
+    stale when its marker records another one; markers without one are not judged."""
     marker = read_marker(target)
     exists = target.fs.exists(target.path)
     if marker is not None and exists:
-        return CubeState.COMPLETE if marker.get("fingerprint") == fingerprint else CubeState.STALE
+        if marker.get("fingerprint") != fingerprint:
+            return CubeState.STALE
+        recorded = marker.get("sources_digest")
+        if sources_digest is not None and recorded is not None and recorded != sources_digest:
+            return CubeState.STALE
+        return CubeState.COMPLETE
     return CubeState.INCOMPLETE if exists else CubeState.MISSING
 
 
@@ -178,22 +204,45 @@ def write_zarr(
     fingerprint: str,
     compute: Callable[[Any], Any],
     zarr_format: int = 2,
+    sources: dict[str, str] | None = None,
 ) -> None:
-    """Write ``ds`` as a consolidated Zarr, then the completion marker."""
-    _clear(target)
+    """Write ``ds`` as a consolidated Zarr, then the completion marker.
+
+    ``sources`` (source -> identity digest) goes into the marker, for staleness checks.
+    Zarr v2 on local storage keeps a chunk journal: an interrupted write of the same
+    build resumes, computing only the chunks not yet stored and verified."""
     store = zarr_store(target)
     ds = with_gdal_crs(ds)
     encoding = encoding_for(ds, zarr_format)
+    journaled = zarr_format == 2 and target.is_local
+    header = {
+        "fingerprint": fingerprint,
+        "sources_digest": ds.attrs.get("multistore_sources_digest"),
+        "zarr_format": zarr_format,
+    }
+    done = _resumable(target, header) if journaled else None
     try:
         if zarr_format == 2:
-            # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
-            metadata_template(ds).to_zarr(
-                store, mode="w", compute=False, consolidated=False, zarr_format=2,
-                encoding=encoding,
-            )  # fmt: skip
-            compute(chunk_writes(ds, encoding, target.fs, target.path))
+            journal = None
+            if done is None:
+                _clear(target)
+                # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
+                metadata_template(ds).to_zarr(
+                    store, mode="w", compute=False, consolidated=False, zarr_format=2,
+                    encoding=encoding,
+                )  # fmt: skip
+                if journaled:
+                    journal = start_journal(target.journal_path, target.path, header)
+            else:
+                log.info("resuming %s: %d chunk(s) already stored", target.output, len(done))
+                journal = ChunkJournal(target.journal_path, target.path)
+            writes = chunk_writes(
+                ds, encoding, target.fs, target.path, journal, done or frozenset()
+            )
+            compute(writes)
             zarr.consolidate_metadata(store, zarr_format=2)
         else:
+            _clear(target)
             delayed = ds.to_zarr(
                 store, mode="w", compute=False, consolidated=True, zarr_format=3,
                 encoding=encoding,
@@ -201,7 +250,7 @@ def write_zarr(
             compute(delayed)
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds)
+    _write_marker(target, fingerprint, ds, sources)
 
 
 def write_netcdf(
@@ -209,6 +258,7 @@ def write_netcdf(
     target: StorageTarget,
     fingerprint: str,
     compute: Callable[[Any], Any],
+    sources: dict[str, str] | None = None,
 ) -> None:
     """Write ``ds`` as NetCDF4 via a local temporary file, then upload and mark."""
     _clear(target)
@@ -231,7 +281,7 @@ def write_netcdf(
             target.fs.put_file(local, target.path)
         except Exception as e:
             raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds)
+    _write_marker(target, fingerprint, ds, sources)
 
 
 def write_levels(
@@ -239,6 +289,7 @@ def write_levels(
     target: StorageTarget,
     fingerprint: str,
     compute: Callable[[Any], Any],
+    sources: dict[str, str] | None = None,
 ) -> None:
     """Write ``ds`` as xcube's ``levels`` pyramid (``0.zarr`` ... and ``.zlevels``), readable by
     xcube's file store as ``mldataset``. The levels and their aggregation are xcube's own;
@@ -260,7 +311,7 @@ def write_levels(
         )
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds)
+    _write_marker(target, fingerprint, ds, sources)
 
 
 _LEVEL_ENCODING = ("_FillValue", "dtype", "scale_factor", "add_offset", "units", "calendar")
@@ -270,18 +321,37 @@ def _clear(target: StorageTarget) -> None:
     fs = target.fs
     if fs.exists(target.marker_path):
         fs.rm(target.marker_path)
+    if fs.exists(target.journal_path):
+        fs.rm(target.journal_path)
     if fs.exists(target.path):
         fs.rm(target.path, recursive=True)
 
 
-def _write_marker(target: StorageTarget, fingerprint: str, ds: xr.Dataset) -> None:
-    marker = {
+def _resumable(target: StorageTarget, header: dict[str, Any]) -> frozenset[str] | None:
+    """Chunks of an interrupted write of this very build (no marker: never a finished cube)."""
+    fs = target.fs
+    if fs.exists(target.marker_path) or not fs.exists(f"{target.path}/.zgroup"):
+        return None
+    return verified_chunks(target.journal_path, target.path, header)
+
+
+def _write_marker(
+    target: StorageTarget,
+    fingerprint: str,
+    ds: xr.Dataset,
+    sources: dict[str, str] | None = None,
+) -> None:
+    marker: dict[str, Any] = {
         "fingerprint": fingerprint,
         "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "multistore_version": __version__,
         "variables": sorted(map(str, ds.data_vars)),
         "dims": {str(k): int(v) for k, v in ds.sizes.items()},
     }
+    if "multistore_sources_digest" in ds.attrs:
+        marker["sources_digest"] = ds.attrs["multistore_sources_digest"]
+    if sources is not None:
+        marker["sources"] = dict(sorted(sources.items()))
     fs = target.fs
     parent = target.marker_path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)

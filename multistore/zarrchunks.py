@@ -15,16 +15,24 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import dask
 import dask.array as da
 import numcodecs
 import numpy as np
 import xarray as xr
 from xarray.conventions import encode_cf_variable
 
+from .resume import ChunkJournal
+
 
 def chunk_writes(
-    ds: xr.Dataset, encoding: Mapping[str, Mapping[str, Any]], fs: Any, root: str
-) -> list[da.Array]:
+    ds: xr.Dataset,
+    encoding: Mapping[str, Mapping[str, Any]],
+    fs: Any,
+    root: str,
+    journal: ChunkJournal | None = None,
+    done: frozenset[str] = frozenset(),
+) -> list[Any]:
     """Dask arrays whose computation stores every block of ``ds`` into the Zarr v2 group at ``root``.
 
     The group's arrays must already exist (``to_zarr(compute=False, encoding=encoding)``)
@@ -32,6 +40,10 @@ def chunk_writes(
     so values are CF-encoded (fill values, dtype, scale/offset) exactly as xarray would.
     Each returned array has one 1-element block per stored chunk (``map_blocks``, so the
     store step fuses with the blockwise steps before it).
+
+    ``journal`` records every stored chunk (for resuming); chunks in ``done`` (keys like
+    ``"var/0.1"``, already stored and verified) are left out of the graph, so neither they
+    nor their inputs are computed again.
     """
     writes = []
     for name, var in ds.variables.items():
@@ -43,12 +55,17 @@ def chunk_writes(
             var.encoding = dict(encoding[name])
         encoded = var.data if _stored_as_is(var) else encode_cf_variable(var, name=name).data
         _check_chunks(name, encoded, meta["chunks"])
+        spec = _ChunkSpec.from_meta(meta)
+        if any(k.startswith(f"{name}/") for k in done):
+            writes.extend(_remaining_writes(encoded, name, spec, root, fs, journal, done))
+            continue
         writes.append(
             encoded.map_blocks(
                 _put_block,
-                spec=_ChunkSpec.from_meta(meta),
+                spec=spec,
                 prefix=f"{root}/{name}/",
                 fs=fs,
+                journal=journal,
                 chunks=tuple((1,) * len(c) for c in encoded.chunks),
                 dtype=bool,
                 meta=np.empty((0,) * encoded.ndim, dtype=bool),
@@ -78,10 +95,38 @@ def metadata_template(ds: xr.Dataset) -> xr.Dataset:
     )
 
 
-def _put_block(block: np.ndarray, spec: _ChunkSpec, prefix: str, fs: Any, block_id=None):
+def _remaining_writes(
+    encoded: da.Array,
+    name: str,
+    spec: _ChunkSpec,
+    root: str,
+    fs: Any,
+    journal: ChunkJournal | None,
+    done: frozenset[str],
+) -> list[Any]:
+    """One delayed store per chunk not in ``done`` (the rest drop out of the graph)."""
+    blocks = encoded.to_delayed()
+    writes = []
+    for index in np.ndindex(*encoded.numblocks):
+        chunk = spec.separator.join(map(str, index)) or "0"
+        if f"{name}/{chunk}" in done:
+            continue
+        key = f"{root}/{name}/{chunk}"
+        writes.append(dask.delayed(_put_chunk)(blocks[index], key, spec, fs, journal))
+    return writes
+
+
+def _put_block(
+    block: np.ndarray,
+    spec: _ChunkSpec,
+    prefix: str,
+    fs: Any,
+    journal: ChunkJournal | None = None,
+    block_id=None,
+):
     # a 0-d array has one chunk, named "0" by the Zarr v2 spec
     key = prefix + (spec.separator.join(map(str, block_id)) or "0")
-    stored = _put_chunk(block, key, spec, fs)
+    stored = _put_chunk(block, key, spec, fs, journal)
     return np.full((1,) * np.ndim(block), stored)
 
 
@@ -142,10 +187,14 @@ class _ChunkSpec:
         return first == self.fill_value and bool((block == self.fill_value).all())
 
 
-def _put_chunk(block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any) -> bool:
+def _put_chunk(
+    block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any, journal: ChunkJournal | None = None
+) -> bool:
     """Store one chunk; False when it is all fill and therefore not stored."""
     block = np.asarray(block).astype(spec.dtype, copy=False)
     if spec.is_empty(block):
+        if journal is not None:
+            journal.record(key, None)
         return False
     if block.shape != spec.chunks:  # edge chunks are stored full size, padded with fill
         padded = np.full(
@@ -158,7 +207,10 @@ def _put_chunk(block: np.ndarray, key: str, spec: _ChunkSpec, fs: Any) -> bool:
         data = codec.encode(data)
     if spec.compressor is not None:
         data = spec.compressor.encode(data)
-    fs.pipe_file(key, bytes(memoryview(data)) if not isinstance(data, bytes) else data)
+    data = bytes(memoryview(data)) if not isinstance(data, bytes) else data
+    fs.pipe_file(key, data)
+    if journal is not None:
+        journal.record(key, data)
     return True
 
 

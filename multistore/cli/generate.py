@@ -26,6 +26,12 @@ from .common import (
 )
 @click.option("--force", is_flag=True, help="Rebuild cubes even when complete and unchanged.")
 @click.option(
+    "--locked",
+    is_flag=True,
+    help="Build only if every source still matches <config stem>.lock.json "
+    "(exit code 2 naming each difference).",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["auto", "rich", "log", "json", "none"]),
     default=None,
@@ -42,6 +48,7 @@ def generate(
     config_path: Path,
     datasets: tuple[str, ...],
     force: bool,
+    locked: bool,
     log_format: str | None,
     verbose: int,
     submit_only: bool,
@@ -49,6 +56,7 @@ def generate(
     """Generate the cubes of CONFIG into its storage store. Exit code 1 if any dataset failed."""
     setup_logging(verbose, json_logs=log_format == "json")  # first: imports may warn
     MultiSourceDataStore = load_api()
+    from ..lock import LockMismatchError
 
     msds = MultiSourceDataStore(load_or_exit(config_path))
     if submit_only:
@@ -60,9 +68,14 @@ def generate(
             report_config_error(e)
             raise SystemExit(EXIT_BAD_INPUT) from None
     try:
-        report = msds.generate(datasets or None, force=force, display=log_format)
+        report = msds.generate(datasets or None, force=force, display=log_format, locked=locked)
     except ConfigError as e:
         report_config_error(e)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    except LockMismatchError as e:
+        click.echo(f"error: sources differ from {e.lock_path.name}:", err=True)
+        for line in e.differences:
+            click.echo(f"  {line}", err=True)
         raise SystemExit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         echo_error("interrupted: unfinished cubes will be rebuilt by the next run")

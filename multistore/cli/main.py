@@ -11,6 +11,7 @@ from .demo import demo
 from .describe import describe
 from .ee import ee
 from .generate import generate
+from .lock import lock
 from .plan import plan
 from .process import keep_freed_memory
 from .schema import schema
@@ -25,7 +26,7 @@ def main() -> None:
     """Build analysis-ready datacubes from many sources, driven by one YAML config."""
 
 
-for command in (validate, plan, generate, status, schema, describe, search, demo, ee):
+for command in (validate, plan, generate, lock, status, schema, describe, search, demo, ee):
     main.add_command(command)
 
 try:  # the STAC commands need the stac store's optional pieces

@@ -18,7 +18,8 @@ _STYLE = {
 @click.command()
 @config_argument
 def status(config_path: Path) -> None:
-    """Which cubes in storage are complete, stale (config changed), incomplete or missing."""
+    """Which cubes in storage are complete, stale (config or a source changed), incomplete
+    or missing."""
     MultiSourceDataStore = load_api()
 
     msds = MultiSourceDataStore(load_or_exit(config_path))
@@ -29,6 +30,7 @@ def status(config_path: Path) -> None:
         table.add_row(
             row.identifier,
             f"[{_STYLE[str(row.state)]}]{row.state}[/]"
+            + (f" ({row.reason})" if row.reason and row.reason != "config changed" else "")
             + (f" (being written by {row.writing})" if row.writing else ""),
             row.output,
             row.fingerprint,

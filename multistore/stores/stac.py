@@ -375,6 +375,21 @@ class StacDataStore(DataStore):
             if open_params.get("target_grid")
             else None
         )
+        bbox_crs = pyproj.CRS.from_user_input(open_params.get("crs") or "EPSG:4326")
+        bbox = open_params.get("bbox")
+        items, needed, collections = self._selected_items(data_id, open_params, grid)
+        asset_names = open_params.get("asset_names")
+        mask = open_params.get("mask")
+        pystac_items = [pystac.Item.from_dict(d, preserve_dict=False) for d in items]
+        self._asset_headers.complete(pystac_items, needed)
+        LOG.info("stac: loading %d item(s) of %s from %s", len(items), collections, self._url)
+        ds = self._load(pystac_items, needed, grid, open_params, bbox, bbox_crs)
+        return _finish(ds, grid, asset_names, mask, items, collections)
+
+    def _selected_items(
+        self, data_id: str, open_params: Mapping[str, Any], grid: TargetGrid | None
+    ) -> tuple[list[dict[str, Any]], list[str] | None, list[str]]:
+        """The items ``open_data`` loads, the assets it needs of them, and their collections."""
         collections = list(open_params.get("collections") or [data_id])
         bbox_crs = pyproj.CRS.from_user_input(open_params.get("crs") or "EPSG:4326")
         bbox = open_params.get("bbox")
@@ -402,12 +417,31 @@ class StacDataStore(DataStore):
         needed = list(asset_names) if asset_names else None
         if mask and needed is not None and mask["asset"] not in needed:
             needed.append(mask["asset"])
-        items = self._with_assets(items, needed, query)
-        pystac_items = [pystac.Item.from_dict(d, preserve_dict=False) for d in items]
-        self._asset_headers.complete(pystac_items, needed)
-        LOG.info("stac: loading %d item(s) of %s from %s", len(items), collections, self._url)
-        ds = self._load(pystac_items, needed, grid, open_params, bbox, bbox_crs)
-        return _finish(ds, grid, asset_names, mask, items, collections)
+        return self._with_assets(items, needed, query), needed, collections
+
+    def source_identity(self, data_id: str, **open_params: Any) -> dict[str, Any]:
+        """The items ``open_data`` would load, with ``updated``/``datetime`` and asset hrefs
+        (for lockfiles; no pixels read)."""
+        open_params.pop("data_type", None)
+        _validate(open_params)
+        target = open_params.get("target_grid")
+        grid = TargetGrid.from_dict(target) if target else None
+        items, needed, _ = self._selected_items(data_id, open_params, grid)
+        described = []
+        for item in items:
+            props = item.get("properties") or {}
+            assets = item.get("assets") or {}
+            names = needed if needed is not None else sorted(assets)
+            described.append(
+                {
+                    "id": item["id"],
+                    "collection": item.get("collection"),
+                    "datetime": props.get("datetime"),
+                    "updated": props.get("updated"),
+                    "assets": {n: (assets.get(n) or {}).get("href") for n in names},
+                }
+            )
+        return {"content": {"catalog": self._url, "items": described}}
 
     def _json_items(
         self, data_id: str, query: ItemQuery, max_items: int | None

@@ -79,6 +79,7 @@ class ImageInfo:
     transform: tuple[float, ...] | None
     dimensions: tuple[int, int] | None
     properties: dict[str, Any]
+    version: int | None = None  # system:version: changes when the asset is re-ingested
 
     @property
     def time(self) -> pd.Timestamp | None:
@@ -122,6 +123,7 @@ def image_info(feature: dict[str, Any]) -> ImageInfo:
         transform=tuple(first["crs_transform"]) if first.get("crs_transform") else None,
         dimensions=(int(dims[0]), int(dims[1])) if dims else None,
         properties=props,
+        version=feature.get("version", props.get("system:version")),
     )
 
 

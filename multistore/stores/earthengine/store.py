@@ -455,6 +455,19 @@ class EarthEngineDataStore(DataStore):
         _validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
         return [(i.id, i.time) for i in self._images(data_id, params)]
 
+    def source_identity(self, data_id: str, **open_params: Any) -> dict[str, Any]:
+        """Image ids with ``system:version`` and the resolved bands (for lockfiles)."""
+        images = self._images(data_id, open_params)
+        native = [b for b, _ in images[0].band_types] if images else []
+        return {
+            "content": {
+                "images": [
+                    {"id": i.id, "version": i.version, "time_ms": i.time_ms} for i in images
+                ],
+                "bands": list(open_params.get("bands") or native),
+            }
+        }
+
     def plan_requests(self, data_id: str, **open_params: Any) -> RequestPlan:
         """The pixel requests ``open_data`` would send (for ``multistore plan``)."""
         return plan_of(self._prepare(data_id, open_params))
