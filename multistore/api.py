@@ -135,11 +135,15 @@ class MultiSourceDataStore:
         *,
         force: bool = False,
         display: str | None = None,
+        board: StatusBoard | None = None,
     ) -> RunReport:
-        """Build the selected cubes (all by default); complete, unchanged cubes are skipped."""
+        """Build the selected cubes (all by default); complete, unchanged cubes are skipped.
+
+        ``board``: a caller's board to follow the run on (the service streams its changes).
+        """
         plan = self.plan(datasets)
         apply_cache_max(self.config.general.gdal_http_params)
-        board = StatusBoard()
+        board = board if board is not None else StatusBoard()
         mode = display or self.config.general.display
         with (
             self._scrubbed_logs(),
