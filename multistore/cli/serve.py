@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import click
 
 from .common import EXIT_BAD_INPUT, echo_error, load_or_exit, setup_logging
 
+SWITCH_INTERVAL_S = float(os.environ.get("MULTISTORE_SERVE_SWITCH_INTERVAL", "0.001"))
 DEMO_CONFIGS = (Path("configs/demo.yml"), Path("configs/demo-zenodo.yml"))
 
 
@@ -109,5 +111,8 @@ def serve(
                     source=path.resolve(),
                 )
         app = create_app(settings, token, runner)
+        # builds run in threads of this process: hand the GIL over more often, so the event
+        # loop answers status requests between their Python steps (docs/performance.md)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         click.echo(f"multistore serve: http://{host}:{port}/ (state in {settings.state})")
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -75,7 +75,8 @@ class ServiceSettings:
 
 
 class JobStore:
-    """SQLite with one connection guarded by a lock (WAL: readers never wait on a build)."""
+    """SQLite in WAL mode: one writing connection behind a lock, one reading connection per
+    thread (readers never wait for a build's writes: status requests stay fast under load)."""
 
     def __init__(self, state: Path):
         self.state = state
@@ -88,18 +89,32 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+        self._readers = threading.local()
+        self._open: list[sqlite3.Connection] = []
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            for reader in self._open:
+                reader.close()
+            self._open.clear()
+
+    def _reader(self) -> sqlite3.Connection:
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.state / "jobs.sqlite", check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            self._readers.db = db
+            with self._lock:
+                self._open.append(db)
+        return db
 
     def _write(self, sql: str, args: Iterable[Any] = ()) -> None:
         with self._lock, self._db:
             self._db.execute(sql, tuple(args))
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+        return self._reader().execute(sql, tuple(args)).fetchall()
 
     def config_file(self, job: str) -> Path:
         return self.state / "jobs" / job / "config.yml"
