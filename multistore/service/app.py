@@ -195,15 +195,13 @@ def create_app(settings: ServiceSettings, token: str, runner: Runner | None = No
         if row is None or not row["storage_root"]:
             return error(404, "no cubes for this job (unknown job or remote storage)")
         top = path.split("/", 1)[0]
-        served = {c["cube"].rsplit("/", 1)[1] for c in store.cubes() if c["job"] == ident}
-        served |= {c["quicklook"].rsplit("/", 1)[1] for c in store.cubes() if c["job"] == ident}
         try:
             file = safe_file(Path(row["storage_root"]), path)
         except PathRefused as e:
             return error(403, str(e))
         except (FileNotFoundError, NotADirectoryError):
             return error(404, "not found")
-        if top not in served:
+        if top not in store.served_names(ident):
             return error(404, "not found")
         return await run_in_threadpool(_ranged, file, request)
 

@@ -267,6 +267,17 @@ class JobStore:
         rows = self._read("SELECT * FROM jobs ORDER BY created DESC")
         return [_job_summary(r) for r in rows]
 
+    def served_names(self, job: str) -> set[str]:
+        """Top-level names under the job's storage that may be served: its finished cubes
+        and their quick-looks (never locks, markers or scratch data)."""
+        rows = self._read(
+            "SELECT name FROM results WHERE job = ? AND kind = 'dataset'"
+            " AND status IN ('completed', 'skipped') AND name IS NOT NULL",
+            (job,),
+        )
+        names = {r["name"] for r in rows}
+        return names | {f"{PurePosixPath(n).stem}.png" for n in names}
+
     def cubes(self) -> list[dict[str, Any]]:
         rows = self._read(
             "SELECT * FROM results WHERE kind = 'dataset' AND status IN ('completed', 'skipped')"

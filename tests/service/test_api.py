@@ -292,3 +292,28 @@ def test_serve_cli_needs_a_token(bad, monkeypatch):
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2
     assert "token" in result.output.lower()
+
+
+def test_env_secrets_masked_and_server_env_hidden(tmp_path, workspace):
+    planted = "ENV-s3cr3t-value-77"
+    env = {"MULTISTORE_CONFIG_S3_SECRET": planted}
+    svc = start_service(
+        ServiceSettings(state=tmp_path / "state", allow_roots=(workspace,), env=env)
+    )
+    try:
+        config = yaml.safe_load(small_config())
+        config["datasets"][0]["data_id"] = "${MULTISTORE_CONFIG_S3_SECRET}.tif"
+        job = submit(svc, yaml.safe_dump(config))
+        bodies = [json.dumps(follow(svc, job))]
+        with svc.client() as client:
+            bodies += [client.get(p).text for p in (f"/api/jobs/{job}", f"/api/jobs/{job}/log")]
+            # a variable of the server's environment outside MULTISTORE_CONFIG_* is unset
+            config["datasets"][0]["data_id"] = "${MULTISTORE_TOKEN}.tif"
+            r = client.post("/api/jobs", json={"config": yaml.safe_dump(config)})
+            assert r.status_code == 400
+            assert r.json()["problems"][0]["location"] == "datasets[0].data_id"
+        assert json.loads(bodies[1])["datasets"][0]["status"] == "failed"
+        for body in bodies:
+            assert planted not in body
+    finally:
+        svc.stop()

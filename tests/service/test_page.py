@@ -33,9 +33,7 @@ def test_page_submits_config_and_follows_rows_live(service, tmp_path):
             page.fill("#config", bad)
             page.click("#submit")
             problem = page.wait_for_selector("#problems li")
-            line = next(
-                i + 1 for i, text in enumerate(bad.splitlines()) if "spatial_res" in text
-            )
+            line = next(i + 1 for i, text in enumerate(bad.splitlines()) if "spatial_res" in text)
             assert problem.get_attribute("data-line") == str(line)
             assert "grid_mappings[0].spatial_res" in problem.inner_text()
             # a good one: the row reaches completed without a reload, the quick-look shows
@@ -49,9 +47,11 @@ def test_page_submits_config_and_follows_rows_live(service, tmp_path):
             )
             assert page.evaluate("window.sameDocument") is True
             assert page.inner_text("#job-status") == "completed"
-            assert page.locator('tr[data-dataset="landcover"] a').get_attribute(
-                "href"
-            ).endswith("/landcover.zarr")
+            assert (
+                page.locator('tr[data-dataset="landcover"] a')
+                .get_attribute("href")
+                .endswith("/landcover.zarr")
+            )
             assert page.locator("#jobs tbody tr").count() == 1
             page.screenshot(path=str(tmp_path / "service-page.png"), full_page=True)
             assert (tmp_path / "service-page.png").stat().st_size > 10_000
