@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE TABLE IF NOT EXISTS results (
     job TEXT, identifier TEXT, kind TEXT, status TEXT, message TEXT, progress REAL,
-    started REAL, finished REAL, name TEXT, PRIMARY KEY (job, identifier)
+    started REAL, finished REAL, name TEXT, bytes INTEGER, PRIMARY KEY (job, identifier)
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT, time REAL, data TEXT
@@ -206,13 +206,14 @@ class JobStore:
 
     def result(self, job: str, r: DatasetResult, mask: Masker) -> None:
         name = PurePosixPath(r.output).name if r.output else None
+        size = _size_on_disk(r.output) if r.output and r.status in _DONE else None
         self._write(
             "INSERT INTO results (job, identifier, kind, status, message, progress, started,"
-            " finished, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " finished, name, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (job, identifier) DO UPDATE SET kind = excluded.kind,"
             " status = excluded.status, message = excluded.message, progress = excluded.progress,"
             " started = excluded.started, finished = excluded.finished,"
-            " name = COALESCE(excluded.name, results.name)",
+            " name = COALESCE(excluded.name, results.name), bytes = excluded.bytes",
             (
                 job,
                 r.identifier,
@@ -223,6 +224,7 @@ class JobStore:
                 r.started,
                 r.finished,
                 name,
+                size,
             ),
         )
 
@@ -309,6 +311,7 @@ def _result(job: str, r: sqlite3.Row) -> dict[str, Any]:
         "progress": r["progress"],
         "started": r["started"],
         "finished": r["finished"],
+        "bytes": r["bytes"],
         "cube": None,
         "quicklook": None,
     }
@@ -317,6 +320,21 @@ def _result(job: str, r: sqlite3.Row) -> dict[str, Any]:
         out["cube"] = f"/cubes/{job}/{name}"
         out["quicklook"] = f"/cubes/{job}/{PurePosixPath(name).stem}.png"
     return out
+
+
+_DONE = (Status.COMPLETED, Status.SKIPPED)
+
+
+def _size_on_disk(path: str) -> int | None:
+    """Bytes of a local cube (a Zarr folder or one file); None for remote storage."""
+    if not os.path.isabs(path) or not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for folder, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(folder, f)) for f in files)
+    return total
 
 
 def storage_root(config: Config) -> str | None:

@@ -50,6 +50,7 @@ OPENAPI: dict[str, Any] = {
                         "progress": ["number", "null"],
                         "started": ["number", "null"],
                         "finished": ["number", "null"],
+                        "bytes": ["integer", "null"],
                         "cube": ["string", "null"],
                         "quicklook": ["string", "null"],
                     }.items()

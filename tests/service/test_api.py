@@ -63,6 +63,12 @@ def test_round_trip_events_then_cube_over_http_equals_disk(service, workspace):
         (row,) = body["datasets"]
         assert row["identifier"] == "landcover" and row["status"] == "completed"
         assert row["started"] <= row["finished"]
+        on_disk = sum(
+            f.stat().st_size
+            for f in (workspace / "out" / "landcover.zarr").rglob("*")
+            if f.is_file()
+        )
+        assert row["bytes"] == on_disk > 0
         cubes = client.get("/api/cubes").json()["cubes"]
         assert [c["cube"] for c in cubes] == [f"/cubes/{job}/landcover.zarr"]
         png = client.get(row["quicklook"])

@@ -91,7 +91,7 @@ function datasetRow(d) {
     if (["completed", "skipped"].includes(d.status)) bar.value = 1; else bar.removeAttribute("value");
     bar.hidden = !["writing", "preloading", "completed", "skipped"].includes(d.status);
   } else { bar.hidden = false; bar.value = d.progress; }
-  cells[3].textContent = d.message || "";
+  cells[3].textContent = (d.message || "") + (d.bytes ? ` · ${(d.bytes / 1e6).toFixed(2)} MB on disk` : "");
   if (d.cube) {
     const url = location.origin + d.cube;
     cells[4].replaceChildren(el("a", { href: url, text: d.cube.split("/").pop() }), el("br"),
