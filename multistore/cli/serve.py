@@ -84,13 +84,8 @@ def serve(
     for root in roots:
         if not root.is_dir():
             raise click.BadParameter(f"{root} is not a folder", param_hint="--allow-root")
-    settings = ServiceSettings(
-        state=state.resolve(), allow_roots=roots, allow_hooks=allow_hooks, max_jobs=max_jobs
-    )
     with ExitStack() as stack:
-        store = JobStore(settings.state)
-        runner = Runner(store, settings)
-        if demo:
+        if demo:  # first: its servers' addresses are in the environment configs may read
             from ..demo.run import demo_environment
 
             for path in DEMO_CONFIGS:
@@ -99,6 +94,12 @@ def serve(
                         f"{path} does not exist (run from the repository root)"
                     )
             stack.enter_context(demo_environment(DEMO_CONFIGS[0].resolve().parent))
+        settings = ServiceSettings(
+            state=state.resolve(), allow_roots=roots, allow_hooks=allow_hooks, max_jobs=max_jobs
+        )
+        store = JobStore(settings.state)
+        runner = Runner(store, settings)
+        if demo:
             for path in DEMO_CONFIGS:  # trusted: the server's own files, hooks included
                 config = load_or_exit(path)
                 store.create(
