@@ -226,6 +226,15 @@ def _slow_service(tmp_path: Path, workspace: Path, max_jobs: int) -> Service:
 def test_cancel_running_and_queued(tmp_path, workspace):
     svc = _slow_service(tmp_path, workspace, max_jobs=1)
     try:
+        outside = tmp_path / "evil.py"
+        outside.write_text("def slow(ds):\n    return ds\n")
+        hook = {"module_path": str(outside), "function_name": "slow"}
+        with svc.client() as client:  # hooks allowed, but only files under the allowed roots
+            r = client.post("/api/jobs", json={"config": small_config(custom_processing=hook)})
+        assert r.status_code == 400
+        assert [p["location"] for p in r.json()["problems"]] == [
+            "datasets[0].custom_processing.module_path"
+        ]
         slow = small_config(
             custom_processing={"module_path": "hooks/slow.py", "function_name": "slow"}
         )
