@@ -164,18 +164,20 @@ class MultiSourceDataStore:
         force: bool = False,
         display: str | None = None,
         locked: bool = False,
+        board: StatusBoard | None = None,
     ) -> RunReport:
         """Build the selected cubes (all by default); complete, unchanged cubes are skipped.
 
         Writes the lock of the sources used next to the config. ``locked``: first check
         the sources against that lock and raise ``LockMismatchError`` on any difference.
+        ``board``: a caller's board to follow the run on (the service streams its changes).
         """
         plan = self.plan(datasets)
         resolver = SourceResolver(self.config, self.stores)
         if locked:
             self._check_locked(plan, resolver)
         apply_cache_max(self.config.general.gdal_http_params)
-        board = StatusBoard()
+        board = board if board is not None else StatusBoard()
         mode = display or self.config.general.display
         with (
             self._scrubbed_logs(),

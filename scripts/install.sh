@@ -27,3 +27,11 @@ fi
 
 echo "[install] installing multistore[$extras]"
 "$PY" -m pip install -q -e ".[$extras]"
+
+if [ "$extras" = dev ] && ! command -v chromium >/dev/null 2>&1; then
+    # the service's browser test drives Debian's Chromium through Playwright
+    echo "[install] installing chromium with apt (browser test of multistore serve)"
+    $SUDO apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+        || echo "[install] chromium could not be installed: the browser test will be skipped"
+fi

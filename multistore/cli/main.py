@@ -16,6 +16,7 @@ from .plan import plan
 from .process import keep_freed_memory
 from .schema import schema
 from .search import search
+from .serve import serve
 from .status import status
 from .validate import validate
 
@@ -26,7 +27,7 @@ def main() -> None:
     """Build analysis-ready datacubes from many sources, driven by one YAML config."""
 
 
-for command in (validate, plan, generate, lock, status, schema, describe, search, demo, ee):
+for command in (validate, plan, generate, lock, status, schema, describe, search, demo, ee, serve):
     main.add_command(command)
 
 try:  # the STAC commands need the stac store's optional pieces

@@ -1,0 +1,1 @@
+"""``multistore serve``: submit configs over HTTP, follow builds live, read cubes back."""
