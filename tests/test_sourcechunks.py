@@ -17,6 +17,7 @@ from xcube.core.store import new_data_store
 
 from multistore.config.model import RetryConfig, SourceConfig
 from multistore.cube import open_source
+from multistore.gdalenv import GdalSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 def opened(root, data_id, **open_params):
     stores = {"src": new_data_store("file", root=str(root))}
     source = SourceConfig("v", "src", data_id, open_params=open_params, location="datasets[0]")
-    return open_source(source, stores, RetryConfig(max_retries=0), None)
+    return open_source(source, stores, RetryConfig(max_retries=0), None, gdal=GdalSettings())
 
 
 def assert_aligned(chunks: tuple[int, ...], block: int, size: int) -> None:

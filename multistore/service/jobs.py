@@ -441,7 +441,10 @@ class Runner:
                 config = load_config(row["source"])
                 config = _with_quicklooks(config, text)
             else:
-                config = load_request_config(text, self.settings)
+                # the lock of what the job used goes next to the job's own copy of the config
+                config = replace(
+                    load_request_config(text, self.settings), path=self.store.config_file(job)
+                )
         except (JobRejected, ConfigError) as e:
             problems = getattr(e, "problems", ())
             self.store.set_status(
