@@ -23,12 +23,15 @@ from .gdalenv import GdalSettings, general_settings, scope_dataset
 from .grid import TargetGrid, xy_names
 from .hooks import apply_hook
 from .plan import CubePlan
+from .rasterio_threads import share_opener_registry
 from .regrid import regrid_dataset
 from .retry import with_retries
 from .stores.pool import StorePool
 from .temporal import resample_in_time
 
 log = logging.getLogger(__name__)
+
+share_opener_registry()  # datasets opened in worker threads close anywhere
 
 # Encoding keys that describe the source's storage layout and must not leak into the cube.
 _LAYOUT_ENCODING = (
@@ -206,7 +209,9 @@ def build_cube(
     for source in ds_cfg.sources:
         step("opening")
         gdal = stores.gdal_settings(source.store, general)
-        data = open_source(source, stores, config.general.retries, grid, scratch, gdal, plan.hook_hashes)
+        data = open_source(
+            source, stores, config.general.retries, grid, scratch, gdal, plan.hook_hashes
+        )
         step("processing")
         tparams = source.temporal_resample_params
         if tparams and tparams.get("stage", "before") == "before":

@@ -64,6 +64,7 @@ from ..preload.http import RetryPolicy
 from ..preload.manifest import PreloadOutput, PreloadRecord
 from ..preload.process import PreloadOptions, file_format, process_file
 from ..preload.rangefile import ZIP_BLOCK_SIZE, open_range_file, range_opener
+from ..rasterio_threads import share_opener_registry
 from .zenodo_api import (
     DEFAULT_BASE_URL,
     ROOT_PATTERN,
@@ -74,6 +75,9 @@ from .zenodo_api import (
 )
 
 log = logging.getLogger(__name__)
+
+share_opener_registry()  # datasets opened in worker threads close anywhere
+
 
 DEFAULT_CACHE_ROOT = Path("~/.cache/multistore/zenodo")
 _OPENABLE_FORMATS = ("zarr", "geotiff", "netcdf")
