@@ -25,8 +25,8 @@ from .preload.process import comes_from
 from .quicklook import quicklook_path, write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
-from .status import DatasetResult, Status, StatusBoard, reporting_progress
-from .stores.contract import export_releaser, monitored_preloader
+from .status import DatasetResult, Status, StatusBoard
+from .stores.contract import export_releaser, monitored_preloader, reporting_progress
 from .stores.pool import StorePool
 from .writer import (
     CubeState,

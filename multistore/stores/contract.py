@@ -13,7 +13,9 @@ passes its grid, the store reads straight onto it) and a *resumable opener* decl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from xcube.core.store import DataStore, DataStoreError
@@ -120,6 +122,30 @@ class FileStore(Protocol):
 
     fs: Any
     root: Any
+
+
+# -- progress while a source opens ------------------------------------------------------
+
+#: (done, total, message) -> None: where a store reports slow work while a source opens
+#: (e.g. batch exports); set per dataset by the pipeline, context-local so parallel
+#: datasets sharing one store instance each report to their own row.
+ProgressReporter = Callable[[float, float, str | None], None]
+_OPEN_PROGRESS: ContextVar[ProgressReporter | None] = ContextVar("open_progress", default=None)
+
+
+def open_progress() -> ProgressReporter | None:
+    """The reporter of the dataset whose sources are opening in this context, if any."""
+    return _OPEN_PROGRESS.get()
+
+
+@contextmanager
+def reporting_progress(reporter: ProgressReporter) -> Iterator[None]:
+    """Route ``open_progress()`` calls made while opening sources to ``reporter``."""
+    token = _OPEN_PROGRESS.set(reporter)
+    try:
+        yield
+    finally:
+        _OPEN_PROGRESS.reset(token)
 
 
 # -- the one place that checks capabilities ---------------------------------------------
