@@ -8,8 +8,8 @@ from xcube.core.store import new_data_store
 
 from multistore.grid import TargetGrid
 from multistore.stores.stac import StacDataStore
-from multistore.testing.stac_catalog import TINY_COLLECTION
 from tests.servers.earthengine import store_params
+from tests.servers.stac_catalog import TINY_COLLECTION
 from tests.stores.conformance import Case, StoreConformance
 from tests.stores.test_zenodo import RID, new_store, record  # noqa: F401 (fixture)
 
