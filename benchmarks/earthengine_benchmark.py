@@ -33,7 +33,7 @@ import dask  # noqa: E402
 
 from multistore.grid import TargetGrid  # noqa: E402
 from multistore.stores.earthengine.store import EarthEngineDataStore  # noqa: E402
-from multistore.testing.ee_emulator import Emulator  # noqa: E402
+from tests.servers.ee_emulator import Emulator  # noqa: E402
 
 
 def _serve(conn, latency: float, cap: int) -> None:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test servers (tests/)
 
-from multistore.stores.stac_crawl import crawl
-from multistore.stores.stac_index import build_index, query_index
-from multistore.stores.stac_io import JsonReader
-from multistore.stores.stac_query import ItemQuery
-from multistore.testing.stac_catalog import make_synthetic_catalog
+import numpy as np  # noqa: E402
+
+from multistore.stores.stac_crawl import crawl  # noqa: E402
+from multistore.stores.stac_index import build_index, query_index  # noqa: E402
+from multistore.stores.stac_io import JsonReader  # noqa: E402
+from multistore.stores.stac_query import ItemQuery  # noqa: E402
+from tests.servers.stac_catalog import make_synthetic_catalog  # noqa: E402
 
 WORK = Path(__file__).parent / "_work"
 

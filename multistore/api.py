@@ -43,6 +43,7 @@ from .plan import CubePlan, Plan, build_plan
 from .scheduler import dask_runner
 from .scrub import ScrubbingFilter
 from .status import StatusBoard
+from .stores.contract import request_planner
 from .stores.pool import StorePool
 from .writer import CubeState, StorageTarget, cube_state, read_marker
 
@@ -148,10 +149,11 @@ class MultiSourceDataStore:
         parts = []
         for source in cube.dataset.sources:
             store = self.stores[source.store]
-            if hasattr(store, "plan_requests"):
+            planner = request_planner(store)
+            if planner is not None:
                 params = open_params_for(source, store, grid)
                 parts.append(
-                    f"{source.identifier}: {store.plan_requests(source.data_id, **params)}"
+                    f"{source.identifier}: {planner.plan_requests(source.data_id, **params)}"
                 )
         return "; ".join(parts)
 

@@ -26,6 +26,14 @@ from .plan import CubePlan
 from .rasterio_threads import share_opener_registry
 from .regrid import regrid_dataset
 from .retry import with_retries
+from .stores.contract import (
+    TARGET_GRID,
+    TILE_CACHE,
+    TILE_CACHE_OPTIONS,
+    accepts_scratch,
+    accepts_target_grid,
+    declared_open_params,
+)
 from .stores.pool import StorePool
 from .temporal import resample_in_time
 
@@ -70,14 +78,6 @@ class Scratch:
     storage_options: Mapping[str, Any] | None = None
 
 
-def _open_param_names(store: DataStore, data_id: str) -> set[str]:
-    try:
-        schema = store.get_open_data_params_schema(data_id)
-    except Exception:
-        return set()
-    return set(getattr(schema, "properties", None) or {})
-
-
 def _open_params_schema_open(store: DataStore, data_id: str) -> bool:
     """Whether the opener passes params it does not declare on (xcube's NetCDF opener)."""
     try:
@@ -93,13 +93,13 @@ def open_params_for(
     """The user's open params plus what the pipeline offers to stores that declare it:
     ``target_grid`` (read straight onto the grid) and ``tile_cache`` (resume downloads)."""
     params = dict(source.open_params)
-    declared = _open_param_names(store, source.data_id)
-    if grid is not None and "target_grid" in declared:
-        params.setdefault("target_grid", grid.to_dict())
-    if scratch is not None and "tile_cache" in declared and "tile_cache" not in params:
-        params["tile_cache"] = f"{scratch.url}/{source.identifier}"
-        if scratch.storage_options and "tile_cache_storage_options" in declared:
-            params.setdefault("tile_cache_storage_options", dict(scratch.storage_options))
+    declared = declared_open_params(store, source.data_id)
+    if grid is not None and accepts_target_grid(declared):
+        params.setdefault(TARGET_GRID, grid.to_dict())
+    if scratch is not None and accepts_scratch(declared) and TILE_CACHE not in params:
+        params[TILE_CACHE] = f"{scratch.url}/{source.identifier}"
+        if scratch.storage_options and TILE_CACHE_OPTIONS in declared:
+            params.setdefault(TILE_CACHE_OPTIONS, dict(scratch.storage_options))
     return params
 
 
@@ -169,7 +169,7 @@ def _with_aligned_chunks(
     retries: RetryConfig,
 ) -> Any:
     """Reopen with chunks aligned to the file's blocks when the config chose none (issue 11.3)."""
-    declared = _open_param_names(store, source.data_id)
+    declared = declared_open_params(store, source.data_id)
     better = sourcechunks.reopen_params(
         data,
         params,

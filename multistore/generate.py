@@ -6,7 +6,6 @@ orchestrating threads); their pixel work all goes through the one dask runner.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from .preload.process import comes_from
 from .quicklook import quicklook_path, write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
-from .status import DatasetResult, Status, StatusBoard, reporting_progress
+from .status import DatasetResult, Status, StatusBoard
+from .stores.contract import export_releaser, monitored_preloader, reporting_progress
 from .stores.pool import StorePool
 from .writer import (
     CubeState,
@@ -119,11 +119,8 @@ class Generator:
 
     def _preload_one(self, preload: PreloadConfig, label: str) -> None:
         store = self.stores[preload.store]
-        if not hasattr(store, "preload_data"):
-            raise DatasetError(f"store {preload.store!r} cannot preload data")
         params = dict(preload.preload_params)
-        accepted = inspect.signature(store.preload_data).parameters
-        if "progress" in accepted:
+        if monitored_preloader(store) is not None:
 
             def progress(event) -> None:
                 total = getattr(event, "bytes_total", None)
@@ -134,8 +131,8 @@ class Generator:
                 self.board.update(label, progress=share, message=message)
 
             params["progress"] = progress
-        if "force" in accepted and self.config.general.force_preload:
-            params.setdefault("force", True)
+            if self.config.general.force_preload:
+                params.setdefault("force", True)
         store.preload_data(*preload.data_ids, **params)
 
     # -- cubes -----------------------------------------------------------------------
@@ -317,11 +314,12 @@ class Generator:
         notes = []
         for source in cube.dataset.sources:
             store = self.stores[source.store]
-            release = getattr(store, "release_exports", None)
-            if release is None:
+            releaser = export_releaser(store)
+            if releaser is None:
                 continue
             try:
-                deleted = release(source.data_id, **open_params_for(source, store, grid, scratch))
+                params = open_params_for(source, store, grid, scratch)
+                deleted = releaser.release_exports(source.data_id, **params)
             except Exception as e:
                 log.warning("cleaning up the exports of %s failed", source.data_id, exc_info=e)
                 notes.append(f"exports of {source.identifier} not deleted: {type(e).__name__}")

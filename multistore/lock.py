@@ -26,6 +26,7 @@ from .config.model import Config, SourceConfig
 from .cube import open_params_for
 from .errors import MultistoreError
 from .plan import CubePlan, Plan
+from .stores.contract import file_store, source_identifier
 from .stores.pool import CACHE_FOLDER, StorePool
 
 log = logging.getLogger(__name__)
@@ -160,17 +161,18 @@ class SourceResolver:
 
     def _resolve(self, source: SourceConfig, cube: CubePlan | None) -> dict[str, Any]:
         store = self.stores[source.store]
-        if hasattr(store, "source_identity"):
+        identifier = source_identifier(store)
+        if identifier is not None:
             grid = cube.grid if cube is not None else None
             params = open_params_for(source, store, grid)
-            return store.source_identity(source.data_id, **params)
-        fs = getattr(store, "fs", None)
-        if fs is None:
+            return identifier.source_identity(source.data_id, **params)
+        files = file_store(store)
+        if files is None or files.fs is None:
             store_id = self.config.store(source.store).store_id
             return {"content": {"unresolved": f"no identity for store_id {store_id!r}"}}
-        root = str(getattr(store, "root", "")).rstrip("/")
+        root = str(files.root or "").rstrip("/")
         path = f"{root}/{source.data_id}" if root else source.data_id
-        return path_identity(fs, path, self.hashes)
+        return path_identity(files.fs, path, self.hashes)
 
 
 def path_identity(fs: Any, path: str, hashes: HashCache) -> dict[str, Any]:

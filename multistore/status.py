@@ -5,9 +5,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 
@@ -106,25 +104,3 @@ class StatusBoard:
     def results(self) -> list[DatasetResult]:
         with self._lock:
             return list(self._results.values())
-
-
-#: (done, total, message) -> None: where a store reports slow work while a source opens
-#: (e.g. batch exports); set per dataset by the pipeline, context-local so parallel
-#: datasets sharing one store instance each report to their own row.
-ProgressReporter = Callable[[float, float, str | None], None]
-_OPEN_PROGRESS: ContextVar[ProgressReporter | None] = ContextVar("open_progress", default=None)
-
-
-def open_progress() -> ProgressReporter | None:
-    """The reporter of the dataset whose sources are opening in this context, if any."""
-    return _OPEN_PROGRESS.get()
-
-
-@contextmanager
-def reporting_progress(reporter: ProgressReporter) -> Iterator[None]:
-    """Route ``open_progress()`` calls made while opening sources to ``reporter``."""
-    token = _OPEN_PROGRESS.set(reporter)
-    try:
-        yield
-    finally:
-        _OPEN_PROGRESS.reset(token)

@@ -19,8 +19,8 @@ from multistore import MultiSourceDataStore
 from multistore.cli.main import main
 from multistore.status import Status
 from multistore.testing.sample_zenodo import geotiff_bytes
-from multistore.testing.stac_catalog import TINY_COLLECTION
 from tests.servers.earthengine import store_params as ee_store_params
+from tests.servers.stac_catalog import TINY_COLLECTION
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning"),

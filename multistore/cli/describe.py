@@ -32,11 +32,14 @@ def describe(config_path: Path, store: str, data_id: str | None, catalog: bool) 
             click.echo(ident)
         return
     if catalog:
-        if not hasattr(data_store, "catalog_entry"):
+        from ..stores.contract import catalog as store_catalog
+
+        entries = store_catalog(data_store)
+        if entries is None:
             click.echo(f"error: store {store!r} has no catalog", err=True)
             raise SystemExit(EXIT_BAD_INPUT)
         try:
-            entry = data_store.catalog_entry(data_id)
+            entry = entries.catalog_entry(data_id)
         except Exception as e:
             raise click.ClickException(f"{type(e).__name__}: {e}") from None
         click.echo(json.dumps(entry.to_dict(), indent=2, default=str))

@@ -177,12 +177,13 @@ def submit_exports(msds: Any, datasets: Iterable[str] | None) -> int:
     """``generate --submit-only``: start the exports of every Earth Engine source with
     ``export_via`` and print one line per time step; the exit code."""
     from ..cube import open_params_for
+    from ..stores.contract import export_submitter
 
     failed = False
     for cube in msds.plan(datasets).cubes:
         for source in cube.dataset.sources:
             store = msds.stores[source.store]
-            if not hasattr(store, "submit_exports") or not source.open_params.get("export_via"):
+            if export_submitter(store) is None or not source.open_params.get("export_via"):
                 continue
             if cube.grid is None and cube.grid_from is not None:
                 click.echo(

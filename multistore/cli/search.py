@@ -90,11 +90,14 @@ def search(
         raise SystemExit(EXIT_BAD_INPUT)
     data_store = msds.stores[store]
     if catalog_search:
-        if not hasattr(data_store, "search_catalog"):
+        from ..stores.contract import catalog_searcher
+
+        searcher = catalog_searcher(data_store)
+        if searcher is None:
             click.echo(f"error: store {store!r} has no catalog to search", err=True)
             raise SystemExit(EXIT_BAD_INPUT)
         try:
-            entries = data_store.search_catalog(
+            entries = searcher.search_catalog(
                 text, bbox, [t or None for t in time_range] if time_range else None
             )
         except Exception as e:

@@ -370,11 +370,14 @@ def _check_open_params(
     try:
         from xcube.core.store import get_data_store_class
 
-        check = getattr(get_data_store_class(store_id), "open_params_problems", None)
+        from ..stores.contract import open_params_checker
+
+        store_class = get_data_store_class(store_id)
     except Exception:  # store class cannot be loaded: it will fail later with its own error
         return
-    if callable(check):
-        for where, message in check(params):
+    check = open_params_checker(store_class)
+    if check is not None:
+        for where, message in check.open_params_problems(params):
             checker.add((*opath, *where), message)
 
 

@@ -110,6 +110,9 @@ def _raster_params_schema(base: JsonObjectSchema | None = None) -> JsonObjectSch
 class ZenodoDataStore(DefaultSearchMixin, DataStore):
     """Files of one Zenodo record; ``preload_data`` downloads, verifies, unpacks, converts."""
 
+    #: ``preload_data`` takes ``progress`` and ``force`` (``contract.MonitoredPreloader``)
+    preload_monitored = True
+
     def __new__(cls, root: str | int | None = None, **params: Any):
         """Without ``root`` (xcube-multistore's older form) the store serves every record,
         with data ids ``<record>/<file>``: see ``zenodo_records.py``."""

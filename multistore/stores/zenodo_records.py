@@ -23,6 +23,9 @@ from ..preload.events import ProgressCallback
 class ZenodoRecordsStore(DataStore):
     """Routes ``<record>/<rest>`` data ids to one ``ZenodoDataStore`` per record."""
 
+    #: ``preload_data`` takes ``progress`` and ``force`` (``contract.MonitoredPreloader``)
+    preload_monitored = True
+
     def __init__(self, **params: Any):
         self._params = params
         self._children: dict[str, DataStore] = {}

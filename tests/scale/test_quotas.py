@@ -16,8 +16,8 @@ from multistore import MultiSourceDataStore
 from multistore.config.model import DaskConfig
 from multistore.preload.http import RetryPolicy, new_session
 from multistore.scheduler import dask_runner
-from multistore.testing.ee_emulator import Emulator
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import Emulator
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,8 +13,8 @@ import yaml
 from distributed import LocalCluster
 
 from multistore import MultiSourceDataStore
-from multistore.testing.ee_emulator import Emulator
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import Emulator
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from multistore import MultiSourceDataStore
-from multistore.testing.ee_emulator import Emulator
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import Emulator
 
 pytestmark = pytest.mark.timeout(180)
 

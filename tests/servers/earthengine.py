@@ -1,4 +1,4 @@
-"""pytest fixtures: the offline Earth Engine emulator (``multistore.testing.ee_emulator``).
+"""pytest fixtures: the offline Earth Engine emulator (``tests.servers.ee_emulator``).
 
 The real ``earthengine-api`` client is pointed at it; the deprecated-assets
 catalog fetch (a call to Google storage made by ``ee.Initialize``) is patched
@@ -13,7 +13,7 @@ from unittest import mock
 
 import pytest
 
-from multistore.testing.ee_emulator import Emulator
+from tests.servers.ee_emulator import Emulator
 
 # A small pixel grid in Earth Engine's REST form (6 x 4 px at 0.001 deg), for raw requests.
 PIXEL_GRID = {

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from multistore.testing.stac_catalog import (
+from tests.servers.stac_catalog import (
     TINY_COLLECTION,
     TinyCatalog,
     item_collection_with_base,

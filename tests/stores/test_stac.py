@@ -21,12 +21,12 @@ from multistore.errors import NoItemsError, SourceOpenError, StoreError
 from multistore.grid import TargetGrid, crs_of
 from multistore.stores.stac import StacDataStore
 from multistore.stores.stac_index import build_index
-from multistore.testing.stac_catalog import (
+from tests.servers.stac import serve_directory
+from tests.servers.stac_catalog import (
     SCL_CLOUD_HIGH,
     SCL_CLOUD_MEDIUM,
     TINY_COLLECTION,
 )
-from tests.servers.stac import serve_directory
 
 pytestmark = [
     # odc-stac reads into plain arrays (GDAL warns about their missing geotransform)

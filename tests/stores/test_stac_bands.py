@@ -15,8 +15,8 @@ import rasterio
 
 from multistore.errors import SourceOpenError
 from multistore.stores.stac import StacDataStore
-from multistore.testing.stac_catalog import FAR_COLLECTION, TINY_COLLECTION, make_tiny_catalog
 from tests.servers.stac import serve_directory
+from tests.servers.stac_catalog import FAR_COLLECTION, TINY_COLLECTION, make_tiny_catalog
 from tests.stores.test_stac import DAY1, DAY2, DAY3, GRID, assert_same, reference
 
 pytestmark = [

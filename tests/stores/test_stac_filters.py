@@ -16,7 +16,7 @@ import yaml
 from multistore.stores.stac import StacDataStore
 from multistore.stores.stac_index import build_index, query_index
 from multistore.stores.stac_query import ItemQuery
-from multistore.testing.stac_catalog import TINY_COLLECTION
+from tests.servers.stac_catalog import TINY_COLLECTION
 
 AND_FILTER = "eo:cloud_cover < 20 AND platform = 'sentinel-2a'"
 

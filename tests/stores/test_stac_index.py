@@ -19,8 +19,8 @@ from multistore.stores.stac_index import (
 )
 from multistore.stores.stac_io import JsonReader
 from multistore.stores.stac_query import ItemQuery
-from multistore.testing.stac_catalog import make_synthetic_catalog
 from tests.servers.stac import serve_directory
+from tests.servers.stac_catalog import make_synthetic_catalog
 
 N_SYNTHETIC = 600  # 6 sub-catalogs of 100 items
 

@@ -22,6 +22,7 @@ import pandas as pd
 from ...cube import open_params_for
 from ...errors import ConfigError, Problem
 from ...writer import CubeState, StorageTarget, cube_state, write_zarr
+from ..contract import alignment_grouper
 
 
 def download_groups(
@@ -38,11 +39,12 @@ def download_groups(
         )
     source = ds_config.sources[0]
     store = msds.stores[source.store]
-    if not hasattr(store, "alignment_groups"):
+    grouper = alignment_grouper(store)
+    if grouper is None:
         raise ConfigError([Problem(f"{where}.store", "not an earthengine store")])
     params = open_params_for(source, store, None)
     query = {k: params[k] for k in ("time_range", "filters") if k in params}
-    groups = store.alignment_groups(source.data_id, **query)
+    groups = grouper.alignment_groups(source.data_id, **query)
     storage = msds.stores.storage
     images: list[dict[str, Any]] = []
     group_rows: dict[str, dict[str, Any]] = {}

@@ -47,6 +47,7 @@ from xcube.util.jsonschema import (
 from ...errors import ConfigError, FetchError, Problem, SourceGridError, SourceOpenError
 from ...filters import parse_comparison
 from ...grid import TargetGrid
+from ..contract import open_progress
 from .catalog import CATALOG_TTL_S, CATALOG_URL, CatalogEntry, fetcher, load_catalog
 from .export import (
     EXPORT_DESTINATIONS,
@@ -891,8 +892,6 @@ class EarthEngineDataStore(DataStore):
 
 def _pipeline_progress(data_id: str) -> Callable[[int, int], None] | None:
     """Export progress for the pipeline's status table, when a dataset is being generated."""
-    from ...status import open_progress
-
     report = open_progress()
     if report is None:
         return None

@@ -249,7 +249,7 @@ def test_zenodo_without_root(peer, zenodo, monkeypatch):
 
 
 def test_stac_item_and_collection_json_paths(peer, tiny_catalog, stac_http, monkeypatch):
-    from multistore.testing.stac_catalog import tiny_pixels
+    from tests.servers.stac_catalog import tiny_pixels
 
     monkeypatch.setenv("PEER_STAC_URL", stac_http.url)
     msds = peer("stac_paths")

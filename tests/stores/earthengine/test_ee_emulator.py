@@ -8,8 +8,8 @@ import ee
 import numpy as np
 import pytest
 
-from multistore.testing.ee_emulator import TOO_MANY_REQUESTS, Emulator, RequestGrid
 from tests.servers.earthengine import PIXEL_GRID
+from tests.servers.ee_emulator import TOO_MANY_REQUESTS, Emulator, RequestGrid
 
 
 def _init(emu: Emulator) -> None:

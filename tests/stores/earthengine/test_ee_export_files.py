@@ -13,8 +13,8 @@ from multistore.errors import ConfigError, SourceOpenError
 from multistore.grid import TargetGrid
 from multistore.status import DatasetResult, Status, StatusBoard
 from multistore.stores.earthengine.store import EarthEngineDataStore, _open_params_schema
-from multistore.testing.ee_emulator import RequestGrid
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import RequestGrid
 
 BBOX = [10.0005, 45.0005, 10.1005, 45.0705]
 GRID = TargetGrid.from_bbox(BBOX, "EPSG:4326", 0.001, tile_size=16)

@@ -14,8 +14,8 @@ from multistore.errors import FetchError
 from multistore.grid import TargetGrid
 from multistore.stores.earthengine.source import ChunkSource
 from multistore.stores.earthengine.store import EarthEngineDataStore
-from multistore.testing.ee_emulator import Emulator, RequestGrid
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import Emulator, RequestGrid
 
 # Pixel centres fall inside native pixels of the 0.001-degree TEST/MULTI images.
 GRID = TargetGrid.from_bbox(

@@ -14,8 +14,8 @@ from multistore.errors import FetchError
 from multistore.grid import TargetGrid
 from multistore.status import Status
 from multistore.stores.earthengine.store import EarthEngineDataStore
-from multistore.testing.ee_emulator import DROP, RequestGrid
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import DROP, RequestGrid
 
 GRID = TargetGrid.from_bbox([10.0005, 45.0005, 10.0485, 45.0405], "EPSG:4326", 0.002, tile_size=16)
 EXPORT_GRID = TargetGrid.from_bbox(

@@ -9,8 +9,8 @@ import yaml
 from multistore import MultiSourceDataStore
 from multistore.grid import TargetGrid
 from multistore.status import Status
-from multistore.testing.ee_emulator import RequestGrid
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import RequestGrid
 
 GRID = TargetGrid.from_bbox([10.0005, 45.0005, 10.1005, 45.0705], "EPSG:4326", 0.001, tile_size=16)
 

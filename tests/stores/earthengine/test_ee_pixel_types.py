@@ -14,8 +14,8 @@ import pytest
 
 from multistore.grid import TargetGrid
 from multistore.stores.earthengine.store import EarthEngineDataStore
-from multistore.testing.ee_emulator import RequestGrid, _union_type
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import RequestGrid, _union_type
 
 # 0.01-degree pixels on the TEST/FLOAT native grid, covering its masked box (10.0-10.05, 45.0-45.05)
 GRID = TargetGrid.from_bbox([9.96, 44.96, 10.2, 45.22], "EPSG:4326", 0.01, tile_size=12)

@@ -14,8 +14,8 @@ from xcube.core.store import new_data_store
 from multistore.errors import ConfigError, FilterError, SourceOpenError, StoreError
 from multistore.grid import TargetGrid
 from multistore.stores.earthengine.store import EarthEngineDataStore
-from multistore.testing.ee_emulator import RequestGrid
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import RequestGrid
 
 S2_JAN = ["TEST/S2LIKE/20240105A", "TEST/S2LIKE/20240105B", "TEST/S2LIKE/20240120"]
 

@@ -13,8 +13,8 @@ from xcube.core.store import new_data_store
 from multistore.errors import ConfigError, SourceOpenError
 from multistore.grid import TargetGrid
 from multistore.stores.earthengine.store import EarthEngineDataStore
-from multistore.testing.ee_emulator import Catalog, Emulator, RequestGrid, SyntheticImage
 from tests.servers.earthengine import store_params
+from tests.servers.ee_emulator import Catalog, Emulator, RequestGrid, SyntheticImage
 from tests.servers.stac import StaticServer, serve_directory
 
 SMALL = TargetGrid.from_bbox([10.0005, 45.0005, 10.0105, 45.0085], "EPSG:4326", 0.001, tile_size=8)
