@@ -14,8 +14,13 @@ from affine import Affine
 
 from multistore.regrid import regrid_dataset
 from multistore.regrid.reader import ChunkCache
-
-from tests.regrid.test_regrid_engine import LAEA, affine_dataset, categorical, gdal_reference, target_around
+from tests.regrid.test_regrid_engine import (
+    LAEA,
+    affine_dataset,
+    categorical,
+    gdal_reference,
+    target_around,
+)
 
 
 class CountingSource:
