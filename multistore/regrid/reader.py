@@ -29,7 +29,7 @@ from dask._task_spec import convert_legacy_graph
 _MAX_NODES_PER_CHUNK = 32
 
 # Decoded chunks kept for the other tasks that need them (see ``ChunkCache``).
-SHARED_CHUNK_BYTES = 64 * 2**20
+SHARED_CHUNK_BYTES = 128 * 2**20
 
 
 class ChunkCache:
