@@ -180,6 +180,21 @@ def _with_aligned_chunks(
     if better is None:
         return data
     log.debug("%s: reopening with block-aligned chunks %s", source.data_id, better)
+    if (
+        "tile_size" in better
+        and "band_as_variable" in declared
+        and "band_as_variable" not in params
+        and sourcechunks.band_variable_names(data) is not None
+    ):
+        # one multi-band read per block serves every band variable (issue 11)
+        try:
+            multi = _base(store.open_data(source.data_id, **better, band_as_variable=False))
+        except Exception as e:  # the plain reopen below reports real errors
+            log.debug("%s: no multi-band reopen: %s", source.data_id, e)
+        else:
+            split = sourcechunks.split_bands(multi, data) if isinstance(multi, xr.Dataset) else None
+            if split is not None:
+                return split
     try:
         return with_retries(
             lambda: store.open_data(source.data_id, **better),

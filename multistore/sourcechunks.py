@@ -121,3 +121,48 @@ def raster_layout(store: Any, data_id: str) -> tuple[int, int, int, int] | None:
     except (OSError, ValueError, RasterioError) as e:
         LOG.debug("no block layout for %s: %s", data_id, e)
         return None
+
+
+def band_variable_names(ds: xr.Dataset) -> list[str] | None:
+    """``band_1`` .. ``band_N`` when ``ds`` is exactly the band variables of a raster
+    (xcube's and rioxarray's ``band_as_variable: true``), else None."""
+    names = [f"band_{i}" for i in range(1, len(ds.data_vars) + 1)]
+    if not names or set(map(str, ds.data_vars)) != set(names):
+        return None
+    return names
+
+
+def split_bands(multi: xr.Dataset, like: xr.Dataset) -> xr.Dataset | None:
+    """``like`` (band variables) with each band's values taken from ``multi``'s one
+    (band, y, x) variable, or None when the two do not correspond exactly.
+
+    Opened as band variables, a raster is read band by band: 16 reads, lock
+    acquisitions and graph nodes per block instead of one (issue 11). Opened as
+    one variable and split here, every band variable is a slice of one
+    multi-band block read, so all of them are read at once; names, attrs,
+    coords and encoding stay those of ``like``. Values are the same raw pixels:
+    both opens decode nothing (no mask/scale), checked by dtype and shape.
+    """
+    names = band_variable_names(like)
+    if names is None or len(multi.data_vars) != 1:
+        return None
+    arr = next(iter(multi.data_vars.values()))
+    first = like[names[0]]
+    spatial = first.dims
+    if first.ndim != 2 or arr.dims[-2:] != spatial or arr.shape[-2:] != first.shape:
+        return None
+    if arr.ndim == 2:
+        planes = [arr.data] if len(names) == 1 else None
+    elif arr.ndim == 3 and arr.shape[0] == len(names):
+        planes = [arr.data[i] for i in range(len(names))]
+    else:
+        planes = None
+    if planes is None:
+        return None
+    out = {}
+    for name, plane in zip(names, planes, strict=True):
+        var = like[name]
+        if var.dims != spatial or var.dtype != arr.dtype or var.shape != first.shape:
+            return None
+        out[name] = var.copy(data=plane)
+    return like.assign(out)

@@ -231,9 +231,10 @@ def _warp_batch(
                 )
     source = SourceGraph(*(m.src for m in members))
     if source.can_inline(keys for _, _, keys in warp_inputs.values()):
+        readers = source.readers(keys for _, _, keys in warp_inputs.values())
         warp_dsk = {
-            key: (warp_group_reading, tile, spec, group, source.reader(keys))
-            for key, (tile, group, keys) in warp_inputs.items()
+            key: (warp_group_reading, tile, spec, group, reader)
+            for (key, (tile, group, _)), reader in zip(warp_inputs.items(), readers, strict=True)
         }
         warp_graph = HighLevelGraph.from_collections(group_name, warp_dsk, dependencies=[])
     else:
