@@ -110,9 +110,13 @@ class DaskRunner:
         c = self.config
         if self._client is not None:
             future = self._client.compute(obj)
-            if progress is not None:
-                _watch_cluster_progress(self._client, future, progress)
-            return self._client.gather(future)
+            if progress is None:
+                return self._client.gather(future)
+            feed = _watch_cluster_progress(self._client, future, progress)
+            result = self._client.gather(future)
+            # The scheduler's last count may reach the client after the result does.
+            feed.finish()
+            return result
         kwargs: dict[str, Any] = {}
         if progress is not None:
             kwargs["callbacks"] = [_TaskProgress(progress)._callback]
@@ -123,7 +127,7 @@ class DaskRunner:
         return dask.compute(obj, scheduler="synchronous", **kwargs)[0]
 
 
-def _watch_cluster_progress(client: Any, future: Any, report: Progress) -> None:
+def _watch_cluster_progress(client: Any, future: Any, report: Progress) -> Any:
     """Report the share of finished tasks behind ``future`` (or a list of them) as the scheduler counts them.
 
     Tasks run in worker processes, so the local callbacks that count them under the
@@ -135,15 +139,24 @@ def _watch_cluster_progress(client: Any, future: Any, report: Progress) -> None:
 
     class _Feed(ProgressBar):
         last = -1.0
+        lock: threading.Lock
 
         def _draw_bar(self, remaining: int = 0, all: int = 0, **kwargs: Any) -> None:  # noqa: A002
-            share = 1.0 - remaining / all if all else 1.0
-            if share - self.last >= 0.01 or (share == 1.0 and self.last < 1.0):
-                self.last = share
-                report(share)
+            self._report(1.0 - remaining / all if all else 1.0)
+
+        def _report(self, share: float) -> None:
+            with self.lock:  # the I/O thread and the caller both report
+                if share - self.last >= 0.01 or (share == 1.0 and self.last < 1.0):
+                    self.last = share
+                    report(share)
+
+        def finish(self) -> None:
+            self._report(1.0)
 
     feed = _Feed(futures_of(future), scheduler=client.scheduler.address, interval="200ms")
+    feed.lock = threading.Lock()
     client.loop.add_callback(feed.listen)
+    return feed
 
 
 def batch_cluster(c: DaskConfig) -> Any:
