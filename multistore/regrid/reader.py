@@ -51,9 +51,42 @@ class ChunkCache:
         self._values: dict[Hashable, np.ndarray] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        # chunks one task is reading now: others that need them wait instead of reading too
+        self._reading: dict[Hashable, threading.Event] = {}
 
     def __reduce__(self) -> tuple:
         return ChunkCache, (self._initial, self._budget)
+
+    def claim(
+        self, keys: Iterable[Hashable]
+    ) -> tuple[dict[Hashable, Any], list[Hashable], dict[Hashable, threading.Event]]:
+        """Split ``keys`` into kept values (use counted), keys this task must read
+        (call ``put`` or ``release`` for each), and keys another task is reading now."""
+        found: dict[Hashable, Any] = {}
+        mine: list[Hashable] = []
+        theirs: dict[Hashable, threading.Event] = {}
+        with self._lock:
+            for key in keys:
+                if key in found or key in theirs or key in mine:
+                    continue
+                value = self._values.get(key)
+                if value is not None:
+                    self._used(key)
+                    found[key] = value
+                elif key in self._reading:
+                    theirs[key] = self._reading[key]
+                else:
+                    if self._left.get(key, 0) > 1:  # only chunks others will want are announced
+                        self._reading[key] = threading.Event()
+                    mine.append(key)
+        return found, mine, theirs
+
+    def release(self, key: Hashable) -> None:
+        """Wake the tasks waiting for ``key`` (its read ended, kept or not)."""
+        with self._lock:
+            event = self._reading.pop(key, None)
+        if event is not None:
+            event.set()
 
     def take(self, key: Hashable) -> Any:
         """The kept value of ``key`` (counting this use), or None when it must be read."""
@@ -74,6 +107,9 @@ class ChunkCache:
                     value.setflags(write=False)  # shared: no task may change it
                 self._values[key] = value
                 self._bytes += size
+            event = self._reading.pop(key, None)
+        if event is not None:
+            event.set()
 
     def _used(self, key: Hashable) -> None:
         left = self._left.get(key, 0) - 1
@@ -107,27 +143,46 @@ class WindowReader:
 
     def read(self) -> list[np.ndarray]:
         cache = self.cache
-        found: dict[Hashable, Any] = {}
-        if cache is not None:
-            for key in self.keys:
-                value = cache.take(key)
-                if value is not None:
-                    found[key] = value
+        if cache is None:
+            return self._run(self.keys)
+        found, mine, theirs = cache.claim(self.keys)
+        try:
+            values = self._run(mine)
+        except BaseException:
+            for key in mine:
+                cache.release(key)
+            raise
+        for key, value in zip(mine, values, strict=True):
+            cache.put(key, value)
+            found[key] = value
+        missed: list[Hashable] = []
+        for key, event in theirs.items():
+            event.wait()
+            value = cache.take(key)
+            if value is None:  # the reader failed or could not keep it: read it here
+                missed.append(key)
+            else:
+                found[key] = value
+        if missed:
+            for key, value in zip(missed, self._run(missed), strict=True):
+                cache.put(key, value)
+                found[key] = value
+        return [found[k] for k in self.keys]
+
+    def _run(self, keys: Iterable[Hashable]) -> list[Any]:
+        """Values of ``keys``, running only the nodes they need."""
+        keys = list(keys)
+        if not keys:
+            return []
         steps = self.steps
-        if found:
-            wanted: set[Hashable] = set()
-            for key, needs in zip(self.keys, self.needs, strict=True):
-                if key not in found:
-                    wanted |= needs
+        if len(keys) < len(self.keys) and self.needs:
+            needs = dict(zip(self.keys, self.needs, strict=True))
+            wanted: set[Hashable] = set().union(*(needs[k] for k in keys))
             steps = tuple(node for node in steps if node.key in wanted)
         values: dict[Hashable, Any] = {}
         for node in steps:
             values[node.key] = node(values)
-        if cache is not None:
-            for key in self.keys:
-                if key not in found:
-                    cache.put(key, values[key])
-        return [found[k] if k in found else values[k] for k in self.keys]
+        return [values[k] for k in keys]
 
 
 def _in_order(graph: Mapping[Hashable, Any]) -> tuple[Any, ...]:
