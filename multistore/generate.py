@@ -349,10 +349,14 @@ class Generator:
     def _write(
         self, cube: CubePlan, ds: xr.Dataset, target: StorageTarget, sources: dict[str, str]
     ) -> None:
+        def progress(share: float) -> None:
+            self.board.update(cube.identifier, progress=share)
+
         def compute(obj):
-            return self.runner.compute(
-                obj, progress=lambda p: self.board.update(cube.identifier, progress=p)
-            )
+            return self.runner.compute(obj, progress=progress)
+
+        def compute_writes(writes):
+            return self.runner.compute_in_waves(writes, progress=progress)
 
         def write() -> None:
             if cube.dataset.format_id == "netcdf":
@@ -361,8 +365,9 @@ class Generator:
                 write_levels(ds, target, cube.fingerprint, compute, sources)
             else:
                 write_zarr(
-                    ds, target, cube.fingerprint, compute, self.config.general.zarr_format, sources
-                )
+                    ds, target, cube.fingerprint, compute, self.config.general.zarr_format,
+                    sources, compute_writes,
+                )  # fmt: skip
 
         # A retry rewrites the cube from scratch, so a transient failure leaves nothing half-done.
         with_retries(write, self.config.general.retries, f"writing {cube.output}", classify=_cause)

@@ -7,15 +7,19 @@ share the same workers instead of each starting its own pool.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import dask
+import dask.array as da
+import numpy as np
 from dask.callbacks import Callback
 
 from .config.model import DaskConfig
@@ -125,6 +129,72 @@ class DaskRunner:
         if c.scheduler == "processes":
             return dask.compute(obj, scheduler="processes", num_workers=c.num_workers, **kwargs)[0]
         return dask.compute(obj, scheduler="synchronous", **kwargs)[0]
+
+    def compute_in_waves(self, arrays: Sequence[Any], progress: Progress | None = None) -> None:
+        """Compute ``arrays`` for their side effects (stored chunks) in bands of block rows.
+
+        Up to ``wave_chunks`` blocks go in one compute call; bigger collections are cut by
+        :func:`row_band_waves` and each wave's graph is built only when it is submitted.
+        On a cluster the next wave is submitted while one runs, so workers do not idle
+        at a wave's tail. ``progress`` gets the share of finished waves.
+        """
+        waves = row_band_waves(arrays, self.config.wave_chunks)
+        if len(waves) == 1:
+            self.compute(waves[0], progress)
+            return
+        n = len(waves)
+        if self._client is None:
+            for i, wave in enumerate(waves):
+                share = None if progress is None else functools.partial(_scaled, progress, i, n)
+                self.compute(wave, progress=share)
+            return
+        in_flight: deque[Any] = deque()
+        finished = 0
+
+        def finish_oldest() -> None:
+            nonlocal finished
+            self._client.gather(in_flight.popleft())
+            finished += 1
+            if progress is not None:
+                progress(finished / n)
+
+        try:
+            for wave in waves:
+                in_flight.append(self._client.compute(wave))
+                if len(in_flight) > 1:
+                    finish_oldest()
+            while in_flight:
+                finish_oldest()
+        finally:
+            for futures in in_flight:  # a failed wave cancels the ones behind it
+                self._client.cancel(futures)
+
+
+def row_band_waves(writes: Sequence[Any], max_chunks: int) -> list[list[Any]]:
+    """Split dask arrays with the same block rows into waves of about ``max_chunks`` blocks.
+
+    A wave is a band of block rows of every array at once, so variables warped
+    together in one task (and the source chunks that neighbouring tiles share) stay
+    in the same wave instead of being computed again in another. Each wave is a
+    slice of the same lazy graph: computing it materialises only its own tasks.
+    Anything that is not an array (e.g. resumed chunk lists) keeps everything in one wave.
+    """
+    arrays = [w for w in writes if isinstance(w, da.Array)]
+    total = sum(int(np.prod(a.numblocks)) for a in arrays)
+    if len(arrays) < len(writes) or total <= max_chunks:
+        return [list(writes)]
+    rows = max((a.numblocks[-2] for a in arrays if a.ndim >= 2), default=1)
+    banded = [a for a in arrays if a.ndim >= 2 and a.numblocks[-2] == rows]
+    rest = [a for a in arrays if not any(a is b for b in banded)]
+    per_row = sum(int(np.prod(a.numblocks)) // rows for a in banded) or 1
+    step = max(1, max_chunks // per_row)
+    waves = [[a.blocks[..., r0 : r0 + step, :] for a in banded] for r0 in range(0, rows, step)]
+    waves[0].extend(rest)
+    return waves
+
+
+def _scaled(report: Progress, wave: int, waves: int, share: float) -> None:
+    report((wave + share) / waves)
 
 
 def _watch_cluster_progress(client: Any, future: Any, report: Progress) -> Any:

@@ -205,10 +205,13 @@ def write_zarr(
     compute: Callable[[Any], Any],
     zarr_format: int = 2,
     sources: dict[str, str] | None = None,
+    compute_writes: Callable[[list[Any]], Any] | None = None,
 ) -> None:
     """Write ``ds`` as a consolidated Zarr, then the completion marker.
 
     ``sources`` (source -> identity digest) goes into the marker, for staleness checks.
+    The chunk writes of a Zarr v2 cube go to ``compute_writes`` (default ``compute``),
+    which may compute them in waves (``DaskRunner.compute_in_waves``).
     Zarr v2 on local storage keeps a chunk journal: an interrupted write of the same
     build resumes, computing only the chunks not yet stored and verified."""
     store = zarr_store(target)
@@ -227,7 +230,7 @@ def write_zarr(
             if done is None:
                 _clear(target)
                 # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
-                metadata_template(ds).to_zarr(
+                metadata_template(ds, encoding).to_zarr(
                     store, mode="w", compute=False, consolidated=False, zarr_format=2,
                     encoding=encoding,
                 )  # fmt: skip
@@ -239,7 +242,7 @@ def write_zarr(
             writes = chunk_writes(
                 ds, encoding, target.fs, target.path, journal, done or frozenset()
             )
-            compute(writes)
+            (compute_writes or compute)(writes)
             zarr.consolidate_metadata(store, zarr_format=2)
         else:
             _clear(target)

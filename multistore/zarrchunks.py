@@ -75,22 +75,29 @@ def chunk_writes(
     return writes
 
 
-def metadata_template(ds: xr.Dataset) -> xr.Dataset:
+def metadata_template(
+    ds: xr.Dataset, encoding: Mapping[str, Mapping[str, Any]] | None = None
+) -> xr.Dataset:
     """``ds`` with each dask array swapped for an empty one with the same chunks.
 
     ``to_zarr(compute=False)`` on it writes the same metadata and numpy variables
     without first building the graph of the real work, which would be thrown away.
     """
 
-    def swap(var: xr.Variable) -> xr.Variable:
+    encoding = encoding or {}
+
+    def swap(name: Any, var: xr.Variable) -> xr.Variable:
         if not isinstance(var.data, da.Array):
             return var
-        empty = da.empty(var.shape, dtype=var.dtype, chunks=var.chunks)
+        # Zarr chunks given in the encoding: one dask chunk writes the same metadata with a
+        # one-task graph instead of one task per chunk (seconds at 10^5 chunks).
+        fixed = "chunks" in encoding.get(name, {}) and all(var.shape)
+        empty = da.empty(var.shape, dtype=var.dtype, chunks=var.shape if fixed else var.chunks)
         return xr.Variable(var.dims, empty, var.attrs, var.encoding)
 
     return xr.Dataset(
-        {name: swap(var.variable) for name, var in ds.data_vars.items()},
-        coords={name: swap(var.variable) for name, var in ds.coords.items()},
+        {name: swap(name, var.variable) for name, var in ds.data_vars.items()},
+        coords={name: swap(name, var.variable) for name, var in ds.coords.items()},
         attrs=ds.attrs,
     )
 

@@ -179,6 +179,7 @@ def _general(general: Mapping[str, Any]) -> GeneralConfig:
             queue=dask.get("queue"),
             account=dask.get("account"),
             job_extra_directives=tuple(dask.get("job_extra_directives", ())),
+            wave_chunks=dask.get("wave_chunks", DaskConfig.wave_chunks),
             adapt=(
                 (int(dask["adapt"].get("minimum", 0)), int(dask["adapt"]["maximum"]))
                 if "adapt" in dask

@@ -104,6 +104,7 @@ class DaskConfig:
     account: str | None = None
     job_extra_directives: tuple[str, ...] = ()
     adapt: tuple[int, int] | None = None  # (minimum, maximum) jobs
+    wave_chunks: int = 4096  # chunks of a cube computed per wave (bounded graphs)
 
 
 @dataclass(frozen=True)

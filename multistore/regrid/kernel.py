@@ -253,7 +253,7 @@ def window_aggregate(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.nd
         inside = (tc >= 0) & (tc < w) & (tr >= 0) & (tr < h)
     if isinstance(window, np.ma.MaskedArray) and window.mask is not np.ma.nomask:
         inside &= ~np.broadcast_to(window.mask, window.shape)[0].ravel()
-    target = (tr[inside].astype(np.intp) * w + tc[inside].astype(np.intp))
+    target = tr[inside].astype(np.intp) * w + tc[inside].astype(np.intp)
     out = np.full((g, h * w), np.nan)
     for k in range(g):
         values = data[k].ravel()[inside]

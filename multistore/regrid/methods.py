@@ -41,9 +41,10 @@ SUPPORTED_METHODS: tuple[str, ...] = (
 WINDOW_METHODS = frozenset({"count", "last", "prod", "std", "var"})
 
 # Methods that combine every source pixel under a target pixel (GDAL "aggregating" kernels).
-AGGREGATING_METHODS = frozenset(
-    {"average", "mode", "min", "max", "median", "q1", "q3", "sum", "rms"}
-) | WINDOW_METHODS
+AGGREGATING_METHODS = (
+    frozenset({"average", "mode", "min", "max", "median", "q1", "q3", "sum", "rms"})
+    | WINDOW_METHODS
+)
 
 # Kernel radius in source pixels at scale 1: how much context a target pixel needs.
 KERNEL_RADIUS: Mapping[str, int] = {

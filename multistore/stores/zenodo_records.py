@@ -127,8 +127,7 @@ class ZenodoRecordsStore(DataStore):
             return store.open_data(rest, opener_id, **open_params)
         except StoreError as e:  # the record store names keys without the record prefix
             raise StoreError(
-                f"{e} (this store has no root: its data ids and preload keys are "
-                f"'{record}/<key>')"
+                f"{e} (this store has no root: its data ids and preload keys are '{record}/<key>')"
             ) from e
 
     def search_data(self, data_type: DataTypeLike = None, **search_params) -> Iterator:

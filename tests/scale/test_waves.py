@@ -1,0 +1,116 @@
+"""Big cubes are computed in bounded waves of tiles, with the same result (issue 17.3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from affine import Affine
+
+from multistore import MultiSourceDataStore
+from multistore.scheduler import row_band_waves
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_waves_are_bands_of_block_rows_of_every_array_together():
+    cube = da.arange(3 * 40 * 24).reshape(3, 40, 24).rechunk((1, 4, 4))  # 3 x 10 x 6 blocks
+    plane = da.arange(40 * 24).reshape(40, 24).rechunk(4)  # 10 x 6 blocks
+    line = da.arange(7, chunks=3)
+    waves = row_band_waves([cube, plane, line], max_chunks=50)  # 24 blocks per block row
+    assert len(waves) == 5
+    assert [len(w) for w in waves] == [3, 2, 2, 2, 2]  # the 1-D array rides with the first
+    for wave in waves:
+        assert wave[0].numblocks == (3, 2, 6) and wave[1].numblocks == (2, 6)
+    cubes = np.concatenate([w[0].compute() for w in waves], axis=1)
+    planes = np.concatenate([w[1].compute() for w in waves], axis=0)
+    np.testing.assert_array_equal(cubes, cube.compute())
+    np.testing.assert_array_equal(planes, plane.compute())
+    np.testing.assert_array_equal(waves[0][2].compute(), np.arange(7))
+
+
+def test_small_collections_and_non_arrays_stay_in_one_wave():
+    small = da.zeros((8, 8), chunks=4)
+    assert len(row_band_waves([small], max_chunks=4)) == 1
+    big = da.zeros((80, 80), chunks=4)
+    assert len(row_band_waves([big], max_chunks=40)) == 10
+    delayed = big.to_delayed().ravel().tolist()
+    assert row_band_waves([big, *delayed], max_chunks=40) == [[big, *delayed]]
+
+
+def source(path: Path) -> None:
+    """Two bands of 30 m EPSG:3035 pixels (two variables warped in the same tasks)."""
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 200, (2, 300, 300)).astype("uint8")
+    profile = dict(
+        driver="GTiff", width=300, height=300, count=2, dtype="uint8", crs="EPSG:3035",
+        transform=Affine(30, 0, 4_000_000, 0, -30, 3_000_000), tiled=True, blockxsize=64,
+        blockysize=64, nodata=255,
+    )  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+def build(tmp_path: Path, name: str, general: dict, capsys) -> tuple[dict[str, bytes], list]:
+    root = tmp_path / name
+    root.mkdir()
+    source(root / "src.tif")
+    config = {
+        "data_stores": [
+            {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
+            {"identifier": "src", "store_id": "file", "store_params": {"root": "."}},
+        ],
+        "grid_mappings": [
+            {
+                "identifier": "gm",
+                "crs": "EPSG:4326",
+                "bbox": [5.55, 49.95, 5.65, 50.03],
+                "spatial_res": 0.0003,
+                "tile_size": 16,
+            }
+        ],
+        "datasets": [
+            {"identifier": "cube", "store": "src", "data_id": "src.tif", "grid_mapping": "gm"}
+        ],
+        "general": general,
+    }
+    # The same config file name in every build: the cube records it.
+    path = root / "cube.yml"
+    path.write_text(yaml.safe_dump(config))
+    report = MultiSourceDataStore(str(path)).generate(display="json")
+    assert report.ok, [r.message for r in report.failed]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    writing = [
+        r["progress"] for r in records if r["event"] == "status" and r["status"] == "writing"
+    ]
+    cube = root / "out" / "cube.zarr"
+    files = {
+        str(p.relative_to(cube)): p.read_bytes()
+        for p in sorted(cube.rglob("*"))
+        if p.is_file() and p.parent.name in ("band_1", "band_2")
+    }
+    return files, writing
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [{}, {"scheduler": "distributed", "n_workers": 2, "threads_per_worker": 1}],
+    ids=["threads", "distributed"],
+)
+def test_a_cube_built_in_waves_is_byte_identical_and_its_progress_moves(
+    tmp_path, capsys, scheduler
+):
+    whole, _ = build(tmp_path, "whole", {"dask": {"scheduler": "threads"}}, capsys)
+    # 17 x 21 tiles, 2 variables: waves of 2 block rows (84 chunks) -> 9 waves
+    waved, progress = build(tmp_path, "waves", {"dask": {**scheduler, "wave_chunks": 100}}, capsys)
+    assert len(whole) > 500  # two variables' chunks (the rest is nodata, not stored)
+    assert waved.keys() == whole.keys()
+    assert all(waved[k] == whole[k] for k in whole)
+    shares = [p for p in progress if p is not None]
+    assert shares == sorted(shares) and shares[-1] == 1.0
+    assert len({p for p in shares if 0 < p < 1}) >= 8  # the table moves wave by wave
