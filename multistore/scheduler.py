@@ -135,39 +135,76 @@ class DaskRunner:
 
         Up to ``wave_chunks`` blocks go in one compute call; bigger collections are cut by
         :func:`row_band_waves` and each wave's graph is built only when it is submitted.
-        On a cluster the next wave is submitted while one runs, so workers do not idle
-        at a wave's tail. ``progress`` gets the share of finished waves.
+        With threads or a cluster the next wave is submitted while one runs.
+        ``progress`` gets the share of finished tasks over all waves.
         """
         waves = row_band_waves(arrays, self.config.wave_chunks)
         if len(waves) == 1:
             self.compute(waves[0], progress)
             return
-        n = len(waves)
-        if self._client is None:
+        shares = _WaveShares(progress, len(waves))
+        if self._client is not None:
+            _two_in_flight(waves, lambda i, wave: self._submit(wave, shares.reporter(i)))
+        elif self.config.scheduler == "threads":  # the waves share the one thread pool
+            with ThreadPoolExecutor(2, thread_name_prefix="multistore-wave") as submitter:
+
+                def submit(i: int, wave: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
+                    future = submitter.submit(self.compute, wave, shares.reporter(i))
+                    return future.result, future.cancel
+
+                _two_in_flight(waves, submit)
+        else:
             for i, wave in enumerate(waves):
-                share = None if progress is None else functools.partial(_scaled, progress, i, n)
-                self.compute(wave, progress=share)
-            return
-        in_flight: deque[Any] = deque()
-        finished = 0
+                self.compute(wave, progress=shares.reporter(i))
 
-        def finish_oldest() -> None:
-            nonlocal finished
-            self._client.gather(in_flight.popleft())
-            finished += 1
-            if progress is not None:
-                progress(finished / n)
+    def _submit(
+        self, wave: Any, report: Progress | None
+    ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+        """Start ``wave`` on the cluster: how to wait for it and how to cancel it."""
+        futures = self._client.compute(wave)
+        feed = None if report is None else _watch_cluster_progress(self._client, futures, report)
 
-        try:
-            for wave in waves:
-                in_flight.append(self._client.compute(wave))
-                if len(in_flight) > 1:
-                    finish_oldest()
-            while in_flight:
-                finish_oldest()
-        finally:
-            for futures in in_flight:  # a failed wave cancels the ones behind it
-                self._client.cancel(futures)
+        def wait() -> None:
+            self._client.gather(futures)
+            if feed is not None:
+                feed.finish()
+
+        return wait, functools.partial(self._client.cancel, futures)
+
+
+def _two_in_flight(
+    waves: Sequence[Any], submit: Callable[[int, Any], tuple[Callable[[], Any], Callable[[], Any]]]
+) -> None:
+    """Keep two waves running, so workers do not idle at a wave's tail while the next
+    wave's graph is built; a failed wave cancels the one behind it."""
+    pending: deque[tuple[Callable[[], Any], Callable[[], Any]]] = deque()
+    try:
+        for i, wave in enumerate(waves):
+            pending.append(submit(i, wave))
+            if len(pending) > 1:
+                pending.popleft()[0]()
+        while pending:
+            pending.popleft()[0]()
+    finally:
+        for _, cancel in pending:
+            cancel()
+
+
+class _WaveShares:
+    """The share of a run in waves: the mean of the waves' shares (two may run at once)."""
+
+    def __init__(self, report: Progress | None, waves: int):
+        self._report = report
+        self._shares = [0.0] * waves
+        self._lock = threading.Lock()
+
+    def reporter(self, wave: int) -> Progress | None:
+        return None if self._report is None else functools.partial(self._update, wave)
+
+    def _update(self, wave: int, share: float) -> None:
+        with self._lock:
+            self._shares[wave] = max(self._shares[wave], share)
+            self._report(sum(self._shares) / len(self._shares))
 
 
 def row_band_waves(writes: Sequence[Any], max_chunks: int) -> list[list[Any]]:
@@ -191,10 +228,6 @@ def row_band_waves(writes: Sequence[Any], max_chunks: int) -> list[list[Any]]:
     waves = [[a.blocks[..., r0 : r0 + step, :] for a in banded] for r0 in range(0, rows, step)]
     waves[0].extend(rest)
     return waves
-
-
-def _scaled(report: Progress, wave: int, waves: int, share: float) -> None:
-    report((wave + share) / waves)
 
 
 def _watch_cluster_progress(client: Any, future: Any, report: Progress) -> Any:

@@ -1,0 +1,181 @@
+"""Huge grids (issue 17.3): graph building, memory and time to first chunk vs. tile count.
+
+A synthetic uint8 EPSG:3035 GeoTIFF (30 m) is regridded onto EPSG:4326 tiles of
+32 x 32 px, so 10^3, 10^4 and 10^5 tiles cost little pixel work each and the
+graph dominates. Each size is built side by side in one run
+
+  one graph   general.dask.wave_chunks huge: the whole cube in one compute call
+  waves       the default: bands of tile rows of up to 4096 chunks
+
+under the threads scheduler and (``--distributed``) a LocalCluster of 2 worker
+processes. Per build, from the ``--log-format json`` events and by polling the
+``multistore generate`` child every 20 ms:
+
+  plan s        regrid graph planned: "regridding" -> "writing" events
+  first s       process start -> first chunk file of the cube on disk
+  wall s        the whole child
+  client MiB    peak RSS of the generate process (client, and the scheduler: threads
+                run there, a LocalCluster's scheduler too)
+  workers MiB   peak RSS of the largest worker process (distributed)
+  gap s         longest pause between two status events while writing
+
+    python benchmarks/scale_benchmark.py [--tiles 1000 10000 100000] [--distributed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+WORK = Path(__file__).resolve().parent / "_work" / "scale"
+TILE = 32
+RES = 0.00025
+WEST, NORTH = 5.6, 49.95  # inside the source below
+ONE_GRAPH = 10**9
+
+
+def make_source(path: Path, tiles: int) -> None:
+    """Covers the target with a margin: 30 m pixels, about 1.4x the target's pixel count."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    if path.exists():
+        return
+    side = math.isqrt(tiles) * TILE
+    n = int(side * 1.2) + 64
+    profile = dict(
+        driver="GTiff", width=n, height=n, count=1, dtype="uint8", crs="EPSG:3035",
+        transform=Affine(30, 0, 3_990_000, 0, -30, 3_010_000), tiled=True, blockxsize=256,
+        blockysize=256, compress="deflate",
+    )  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for r0 in range(0, n, 1024):
+            h = min(1024, n - r0)
+            rows = (np.arange(h * n).reshape(h, n) % 251).astype("uint8")
+            dst.write(rows, 1, window=((r0, r0 + h), (0, n)))
+
+
+def write_config(folder: Path, tiles: int, dask: dict) -> Path:
+    import yaml
+
+    side = math.isqrt(tiles) * TILE * RES
+    config = {
+        "data_stores": [
+            {"identifier": "storage", "store_id": "file", "store_params": {"root": "out"}},
+            {"identifier": "src", "store_id": "file", "store_params": {"root": str(WORK)}},
+        ],
+        "grid_mappings": [
+            {
+                "identifier": "gm",
+                "crs": "EPSG:4326",
+                "bbox": [WEST, NORTH - side, WEST + side, NORTH],
+                "spatial_res": RES,
+                "tile_size": TILE,
+            }
+        ],
+        "datasets": [
+            {
+                "identifier": "cube",
+                "store": "src",
+                "data_id": f"src{tiles}.tif",
+                "grid_mapping": "gm",
+            }
+        ],
+        "general": {"dask": dask},
+    }
+    path = folder / "cube.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(config: Path) -> dict[str, float]:
+    out = config.parent / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    chunks = out / "cube.zarr" / "band_1"
+    start = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "multistore", "generate", str(config), "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    proc = psutil.Process(child.pid)
+    client = workers = 0
+    first = math.nan
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
+    reader.start()
+    while child.poll() is None:
+        try:
+            client = max(client, proc.memory_info().rss)
+            for kid in proc.children(recursive=True):
+                workers = max(workers, kid.memory_info().rss)
+        except psutil.Error:
+            pass
+        if (
+            math.isnan(first)
+            and chunks.is_dir()
+            and any(p.name[0].isdigit() for p in chunks.iterdir())
+        ):
+            first = time.perf_counter() - start
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    reader.join()
+    if child.returncode:
+        raise SystemExit(f"generate failed on {config}")
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    times = {e["status"]: e["time"] for e in reversed(events) if e.get("event") == "status"}
+    writing = [e["time"] for e in events if e.get("status") == "writing"]
+    gaps = [b - a for a, b in zip(writing, writing[1:], strict=False)]
+    return {
+        "plan": times["writing"] - times["regridding"],
+        "first": first,
+        "wall": wall,
+        "client": client / 2**20,
+        "workers": workers / 2**20,
+        "gap": max(gaps, default=math.nan),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--distributed", action="store_true")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    schedulers = {"threads": {"scheduler": "threads"}}
+    if args.distributed:
+        schedulers["distributed"] = {
+            "scheduler": "distributed", "n_workers": 2, "threads_per_worker": 1,
+        }  # fmt: skip
+    print(
+        f"{'tiles':>7} {'scheduler':<11} {'build':<9} {'plan s':>7} {'first s':>8} "
+        f"{'wall s':>7} {'client MiB':>10} {'workers MiB':>11} {'gap s':>6}"
+    )
+    for tiles in args.tiles:
+        make_source(WORK / f"src{tiles}.tif", tiles)
+        for sched, dask in schedulers.items():
+            for build, waves in (("one graph", ONE_GRAPH), ("waves", None)):
+                folder = WORK / f"{tiles}-{sched}-{build.replace(' ', '')}"
+                folder.mkdir(exist_ok=True)
+                settings = dask if waves is None else {**dask, "wave_chunks": waves}
+                r = run(write_config(folder, tiles, settings))
+                n = math.isqrt(tiles) ** 2
+                print(
+                    f"{n:>7} {sched:<11} {build:<9} {r['plan']:>7.1f} {r['first']:>8.1f} "
+                    f"{r['wall']:>7.1f} {r['client']:>10.0f} {r['workers']:>11.0f} "
+                    f"{r['gap']:>6.1f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
