@@ -43,9 +43,9 @@ from .plan import CubePlan, Plan, build_plan
 from .scheduler import dask_runner
 from .scrub import ScrubbingFilter
 from .status import StatusBoard
+from .storage import CubeState, StorageTarget, cube_state, read_marker
 from .stores.contract import request_planner
 from .stores.pool import StorePool
-from .writer import CubeState, StorageTarget, cube_state, read_marker
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import xarray as xr
+from xcube.core.mldataset import MultiLevelDataset
 from xcube.core.store import DataStore
 
 from . import __version__, sourcechunks
@@ -156,7 +157,8 @@ def _planned_hash(hook: CustomProcessing | None, hashes: Mapping[str, str] | Non
 
 
 def _base(data: Any) -> Any:
-    if hasattr(data, "base_dataset"):  # xcube MultiLevelDataset
+    """Level 0 of a multi-level dataset (xcube's ``levels`` format), else the data as is."""
+    if isinstance(data, MultiLevelDataset):
         return data.base_dataset
     return data
 

@@ -26,18 +26,10 @@ from .quicklook import quicklook_path, write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
 from .status import DatasetResult, Status, StatusBoard
+from .storage import CubeState, StorageTarget, cube_state, remove_partial_cube, remove_scratch
 from .stores.contract import export_releaser, monitored_preloader, reporting_progress
 from .stores.pool import StorePool
-from .writer import (
-    CubeState,
-    StorageTarget,
-    cube_state,
-    remove_partial_cube,
-    remove_scratch,
-    write_levels,
-    write_netcdf,
-    write_zarr,
-)
+from .writer import write_levels, write_netcdf, write_zarr
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import WriteError
-from .writer import MARKER_DIR, StorageTarget
+from .storage import MARKER_DIR, StorageTarget
 
 log = logging.getLogger(__name__)
 

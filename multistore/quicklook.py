@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from .grid import xy_names
-from .writer import StorageTarget, zarr_store
+from .storage import StorageTarget, zarr_store
 
 MAX_PIXELS = 600  # longest side of each panel
 

@@ -1,151 +1,30 @@
-"""Write cubes into the storage store so that "done" is never a guess.
+"""Write cubes into the storage store: Zarr (v2 chunk by chunk, v3), NetCDF, xcube levels.
 
-A cube counts as complete only when its completion marker exists and names
-the same config fingerprint. The marker is deleted before any byte of a new
-build is written and created after the last one, so an interrupted build is
-always seen as incomplete, and a changed config as stale.
+Each writer clears the marker first and writes it last (see ``storage``), so
+an interrupted write is never taken for a finished cube.
 """
 
 from __future__ import annotations
 
-import enum
-import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
-from xcube.core.store import DataStore
 
-from . import __version__
 from .errors import WriteError
-from .resume import ChunkJournal, start_journal, verified_chunks
+from .resume import ChunkJournal, start_journal
+from .storage import StorageTarget, clear, resumable_chunks, write_marker, zarr_store
 from .zarrchunks import chunk_writes, metadata_template
 
 log = logging.getLogger(__name__)
 
-MARKER_DIR = ".multistore"
 _CF_ENCODING = ("_FillValue", "dtype", "scale_factor", "add_offset", "units", "calendar")
-
-
-class CubeState(enum.Enum):
-    COMPLETE = "complete"
-    STALE = "stale"  # complete, but built from another config fingerprint
-    INCOMPLETE = "incomplete"  # bytes exist, no marker: an interrupted build
-    MISSING = "missing"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class StorageTarget:
-    """Where one cube goes: the storage store's filesystem and paths in it."""
-
-    store: DataStore
-    output: str  # path relative to the store root, e.g. "cube.zarr"
-
-    @property
-    def fs(self):
-        fs = getattr(self.store, "fs", None)
-        if fs is None:
-            raise WriteError(
-                f"the storage store ({type(self.store).__name__}) is not filesystem-based; "
-                "use store_id file, s3, memory, abfs or ftp"
-            )
-        return fs
-
-    @property
-    def root(self) -> str:
-        return str(getattr(self.store, "root", "")).rstrip("/")
-
-    @property
-    def path(self) -> str:
-        return f"{self.root}/{self.output}" if self.root else self.output
-
-    @property
-    def scratch_path(self) -> str:
-        base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
-        return f"{base}/scratch/{self.output}"
-
-    @property
-    def marker_path(self) -> str:
-        base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
-        return f"{base}/{self.output}.json"
-
-    @property
-    def journal_path(self) -> str:
-        """The per-chunk checksum list of a Zarr write, beside the marker (resume)."""
-        base = f"{self.root}/{MARKER_DIR}" if self.root else MARKER_DIR
-        return f"{base}/{self.output}.chunks.jsonl"
-
-    @property
-    def is_local(self) -> bool:
-        protocol = self.fs.protocol
-        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-        return "file" in protocols or "local" in protocols
-
-
-def zarr_store(target: StorageTarget) -> Any:
-    """A plain path for local storage (zarr's LocalStore creates folders), else an fsspec mapper."""
-    protocol = target.fs.protocol
-    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-    if "file" in protocols or "local" in protocols:
-        return target.path
-    return target.fs.get_mapper(target.path)
-
-
-def remove_scratch(target: StorageTarget) -> None:
-    if target.fs.exists(target.scratch_path):
-        target.fs.rm(target.scratch_path, recursive=True)
-
-
-def remove_partial_cube(target: StorageTarget) -> None:
-    """Delete an unfinished cube (no marker): a failed build leaves nothing taking space."""
-    fs = target.fs
-    if fs.exists(target.marker_path):
-        return  # complete: not ours to remove
-    if fs.exists(target.path):
-        fs.rm(target.path, recursive=True)
-    if fs.exists(target.journal_path):
-        fs.rm(target.journal_path)
-    if fs.exists(target.journal_path):
-        fs.rm(target.journal_path)
-
-
-def read_marker(target: StorageTarget) -> dict[str, Any] | None:
-    try:
-        with target.fs.open(target.marker_path, "r") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        log.warning("unreadable completion marker %s: %s", target.marker_path, e)
-        return None
-
-
-def cube_state(
-    target: StorageTarget, fingerprint: str, sources_digest: str | None = None
-) -> CubeState:
-    """``sources_digest`` (the digest of the sources' identities now) also makes a cube
-    stale when its marker records another one; markers without one are not judged."""
-    marker = read_marker(target)
-    exists = target.fs.exists(target.path)
-    if marker is not None and exists:
-        if marker.get("fingerprint") != fingerprint:
-            return CubeState.STALE
-        recorded = marker.get("sources_digest")
-        if sources_digest is not None and recorded is not None and recorded != sources_digest:
-            return CubeState.STALE
-        return CubeState.COMPLETE
-    return CubeState.INCOMPLETE if exists else CubeState.MISSING
 
 
 # Blosc's automatic block size for zstd level 1 is small; 128 KiB blocks compress 1 MB
@@ -223,12 +102,12 @@ def write_zarr(
         "sources_digest": ds.attrs.get("multistore_sources_digest"),
         "zarr_format": zarr_format,
     }
-    done = _resumable(target, header) if journaled else None
+    done = resumable_chunks(target, header) if journaled else None
     try:
         if zarr_format == 2:
             journal = None
             if done is None:
-                _clear(target)
+                clear(target)
                 # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
                 metadata_template(ds, encoding).to_zarr(
                     store, mode="w", compute=False, consolidated=False, zarr_format=2,
@@ -245,7 +124,7 @@ def write_zarr(
             (compute_writes or compute)(writes)
             zarr.consolidate_metadata(store, zarr_format=2)
         else:
-            _clear(target)
+            clear(target)
             delayed = ds.to_zarr(
                 store, mode="w", compute=False, consolidated=True, zarr_format=3,
                 encoding=encoding,
@@ -253,7 +132,7 @@ def write_zarr(
             compute(delayed)
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds, sources)
+    write_marker(target, fingerprint, ds, sources)
 
 
 def write_netcdf(
@@ -264,7 +143,7 @@ def write_netcdf(
     sources: dict[str, str] | None = None,
 ) -> None:
     """Write ``ds`` as NetCDF4 via a local temporary file, then upload and mark."""
-    _clear(target)
+    clear(target)
     encoding = {
         name: {
             "zlib": True,
@@ -284,7 +163,7 @@ def write_netcdf(
             target.fs.put_file(local, target.path)
         except Exception as e:
             raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds, sources)
+    write_marker(target, fingerprint, ds, sources)
 
 
 def write_levels(
@@ -301,62 +180,17 @@ def write_levels(
 
     from .grid import xy_names
 
-    _clear(target)
+    clear(target)
     x_name, y_name = xy_names(ds)
     chunks = ds.chunksizes
     tile = [max(chunks.get(name, (ds.sizes[name],))) for name in (x_name, y_name)]
     plain = ds.copy()
     for var in plain.variables.values():
-        var.encoding = {k: v for k, v in var.encoding.items() if k in _LEVEL_ENCODING}
+        var.encoding = {k: v for k, v in var.encoding.items() if k in _CF_ENCODING}
     try:
         FsMultiLevelDataset.write_dataset(
             plain, target.path, fs=target.fs, replace=True, tile_size=tile, zarr_format=2
         )
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
-    _write_marker(target, fingerprint, ds, sources)
-
-
-_LEVEL_ENCODING = ("_FillValue", "dtype", "scale_factor", "add_offset", "units", "calendar")
-
-
-def _clear(target: StorageTarget) -> None:
-    fs = target.fs
-    if fs.exists(target.marker_path):
-        fs.rm(target.marker_path)
-    if fs.exists(target.journal_path):
-        fs.rm(target.journal_path)
-    if fs.exists(target.path):
-        fs.rm(target.path, recursive=True)
-
-
-def _resumable(target: StorageTarget, header: dict[str, Any]) -> frozenset[str] | None:
-    """Chunks of an interrupted write of this very build (no marker: never a finished cube)."""
-    fs = target.fs
-    if fs.exists(target.marker_path) or not fs.exists(f"{target.path}/.zgroup"):
-        return None
-    return verified_chunks(target.journal_path, target.path, header)
-
-
-def _write_marker(
-    target: StorageTarget,
-    fingerprint: str,
-    ds: xr.Dataset,
-    sources: dict[str, str] | None = None,
-) -> None:
-    marker: dict[str, Any] = {
-        "fingerprint": fingerprint,
-        "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "multistore_version": __version__,
-        "variables": sorted(map(str, ds.data_vars)),
-        "dims": {str(k): int(v) for k, v in ds.sizes.items()},
-    }
-    if "multistore_sources_digest" in ds.attrs:
-        marker["sources_digest"] = ds.attrs["multistore_sources_digest"]
-    if sources is not None:
-        marker["sources"] = dict(sorted(sources.items()))
-    fs = target.fs
-    parent = target.marker_path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    with fs.open(target.marker_path, "w") as f:
-        json.dump(marker, f, indent=1)
+    write_marker(target, fingerprint, ds, sources)

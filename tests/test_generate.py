@@ -14,7 +14,7 @@ from multistore import MultiSourceDataStore
 from multistore.demo import data
 from multistore.grid import TargetGrid
 from multistore.status import Status
-from multistore.writer import CubeState
+from multistore.storage import CubeState
 
 
 def landscape(config: dict) -> dict:

@@ -15,7 +15,7 @@ from multistore.config import load_config
 from multistore.demo import data
 from multistore.plan import build_plan
 from multistore.status import Status
-from multistore.writer import StorageTarget, read_marker
+from multistore.storage import StorageTarget, read_marker
 
 OFFSET_HOOK = textwrap.dedent(
     """

@@ -20,7 +20,7 @@ from multistore import MultiSourceDataStore
 from multistore.demo import data
 from multistore.grid import TargetGrid
 from multistore.locks import CubeLock, CubeLockError, Lease, lock_path, read_lock
-from multistore.writer import StorageTarget
+from multistore.storage import StorageTarget
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_lease_of_a_killed_process_is_taken_over_at_once(tmp_path):
         import sys, time
         from xcube.core.store import new_data_store
         from multistore.locks import CubeLock
-        from multistore.writer import StorageTarget
+        from multistore.storage import StorageTarget
         lock = CubeLock(StorageTarget(new_data_store("file", root={str(tmp_path / "out")!r}),
                                       "cube.zarr"))
         lock.acquire()

@@ -12,7 +12,7 @@ from PIL import Image
 from xcube.core.store import new_data_store
 
 from multistore.quicklook import write_quicklook
-from multistore.writer import StorageTarget
+from multistore.storage import StorageTarget
 
 
 @pytest.fixture

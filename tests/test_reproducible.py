@@ -23,7 +23,7 @@ from multistore.demo import data
 from multistore.demo.servers import DEMO_SECRET
 from multistore.grid import TargetGrid
 from multistore.status import Status
-from multistore.writer import CubeState
+from multistore.storage import CubeState
 
 GRID = ([11.2, 47.6, 12.2, 48.3], "EPSG:4326", 0.004, 64)
 

@@ -35,7 +35,9 @@ def geotiff(tmp_path):
 
 def test_band_variables_read_all_bands_at_once(geotiff):
     store = new_data_store("file", root=str(geotiff))
-    plain = store.open_data("s.tif").base_dataset  # xcube's default: band variables, one chunk per band
+    plain = store.open_data(
+        "s.tif"
+    ).base_dataset  # xcube's default: band variables, one chunk per band
     source = SourceConfig("v", "src", "s.tif", location="datasets[0]")
     ds = _with_aligned_chunks(plain, source, store, {}, RetryConfig(max_retries=0))
     assert list(ds.data_vars) == ["band_1", "band_2", "band_3"]

@@ -15,7 +15,7 @@ import xarray as xr
 from multistore import MultiSourceDataStore
 from multistore.demo import data
 from multistore.status import Status
-from multistore.writer import CubeState
+from multistore.storage import CubeState
 
 SLOW_HOOK = """
 import time

@@ -111,11 +111,11 @@ def search(
             for line in format_entries(entries):
                 click.echo(line)
         return
-    if not hasattr(data_store, "search_data"):
-        click.echo(f"error: store {store!r} cannot search", err=True)
-        raise SystemExit(EXIT_BAD_INPUT)
     try:
         results = list(data_store.search_data(**params))
+    except NotImplementedError:  # search_data is part of every xcube store, not always built
+        click.echo(f"error: store {store!r} cannot search", err=True)
+        raise SystemExit(EXIT_BAD_INPUT) from None
     except Exception as e:
         raise click.ClickException(f"{type(e).__name__}: {e}") from None
     for descriptor in results:

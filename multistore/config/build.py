@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .checks import effective_scheduler
+from .checks_general import effective_scheduler
 from .locations import render_location
 from .model import (
     Config,

@@ -7,56 +7,21 @@ user code: hooks are inspected with ``ast``.
 
 from __future__ import annotations
 
-import ast
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
+from .checker import Checker, first_line
+from .checks_general import check_general
+from .checks_hooks import check_hook
 from .locations import Location, render_location
 from .model import STORAGE_STORE
-from .resolve import find_module_file, module_path_candidates
 from .validate import validate_against
 
 MAX_PIXELS_PER_AXIS = 2**31
 MAX_TILE_PIXELS = 2**28
-# Hook modules are parsed (never run) here; a real one is a few KB.
-MAX_HOOK_BYTES = 10 * 2**20
-
-# xcube-multistore's dask_scheduler names -> multistore's dask.scheduler names
-DASK_SCHEDULER_ALIASES = {
-    "threads": "threads",
-    "processes": "processes",
-    "single-threaded": "synchronous",
-    "sync": "synchronous",
-    "synchronous": "synchronous",
-    "distributed": "distributed",
-}
-
-
-@dataclass
-class Checker:
-    data: Mapping[str, Any]
-    base_dir: Path
-    schema_error_paths: set[Location]
-    problems: list[tuple[Location, Problem]] = field(default_factory=list)
-
-    def clean(self, path: Location) -> bool:
-        """True if the schema found nothing wrong at or below ``path``."""
-        n = len(path)
-        return not any(p[:n] == path for p in self.schema_error_paths)
-
-    def add(self, path: Location, message: str) -> None:
-        self.problems.append((path, Problem(render_location(path), message)))
-
-    def items(self, section: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-        entries = self.data.get(section)
-        if isinstance(entries, list):
-            for i, entry in enumerate(entries):
-                if isinstance(entry, Mapping):
-                    yield i, entry
 
 
 def cross_check(
@@ -70,7 +35,7 @@ def cross_check(
     grid_ids = _check_grid_mappings(checker)
     _check_datasets(checker, stores, grid_ids)
     _check_preloads(checker, stores)
-    _check_general(checker)
+    check_general(checker)
     return checker.problems
 
 
@@ -236,7 +201,7 @@ def _check_crs(checker: Checker, path: Location, crs: Any):
     try:
         return pyproj.CRS.from_user_input(f"EPSG:{crs}" if isinstance(crs, int) else crs)
     except pyproj.exceptions.CRSError as e:
-        checker.add((*path, "crs"), f"not a valid CRS: {_first_line(e)}")
+        checker.add((*path, "crs"), f"not a valid CRS: {first_line(e)}")
         return None
 
 
@@ -289,7 +254,7 @@ def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[s
             _check_source_params(checker, src_path, src)
             _check_open_params(checker, src_path, src, store_ids)
         if isinstance(variables, list):
-            _check_hook(checker, (*path, "custom_processing"), ds.get("custom_processing"))
+            check_hook(checker, (*path, "custom_processing"), ds.get("custom_processing"))
         grid = ds.get("grid_mapping")
         identifier = ds.get("identifier")
         if not isinstance(grid, str) or not checker.clean((*path, "grid_mapping")):
@@ -382,7 +347,7 @@ def _check_open_params(
 
 
 def _check_source_params(checker: Checker, path: Location, src: Mapping[str, Any]) -> None:
-    _check_hook(checker, (*path, "custom_processing"), src.get("custom_processing"))
+    check_hook(checker, (*path, "custom_processing"), src.get("custom_processing"))
     spatial = src.get("spatial_resample_params")
     spath = (*path, "spatial_resample_params")
     if isinstance(spatial, Mapping) and checker.clean(spath):
@@ -443,90 +408,6 @@ def _check_timedelta(checker: Checker, path: Location, value: str) -> None:
         checker.add(path, f"{value!r} is not a time span (e.g. 12h, 1D)")
 
 
-def _check_hook(checker: Checker, path: Location, hook: Any) -> None:
-    if not isinstance(hook, Mapping) or not checker.clean(path):
-        return
-    module_path, function_name = hook["module_path"], hook["function_name"]
-    file = find_module_file(module_path, checker.base_dir)
-    if file is None:
-        tried = ", ".join(str(p) for p in module_path_candidates(module_path, checker.base_dir))
-        checker.add((*path, "module_path"), f"module file not found (looked for {tried})")
-        return
-    try:
-        with file.open("rb") as f:
-            source = f.read(MAX_HOOK_BYTES + 1)
-        if len(source) > MAX_HOOK_BYTES:
-            checker.add(
-                (*path, "module_path"),
-                f"{file} is larger than {MAX_HOOK_BYTES // 2**20} MB: not a hook module",
-            )
-            return
-        tree = ast.parse(source, filename=str(file))
-    except (SyntaxError, ValueError) as e:
-        line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
-        checker.add((*path, "module_path"), f"cannot parse {file}: {_first_line(e)}{line}")
-        return
-    except (RecursionError, MemoryError):  # CPython's parser on e.g. 1+1+...+1 (100k terms)
-        checker.add(
-            (*path, "module_path"),
-            f"cannot parse {file}: an expression is nested too deeply for Python",
-        )
-        return
-    except OSError as e:
-        checker.add((*path, "module_path"), f"cannot read {file}: {e.strerror or e}")
-        return
-    names, star_import = _top_level_names(tree.body)
-    if function_name not in names and not star_import:
-        functions = sorted(
-            n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
-        )
-        hint = f" (functions: {', '.join(functions)})" if functions else ""
-        checker.add((*path, "function_name"), f"{function_name!r} is not defined in {file}{hint}")
-
-
-def _top_level_names(body: list[ast.stmt]) -> tuple[set[str], bool]:
-    """Names a module defines at import time, including inside top-level if/try/with blocks."""
-    names: set[str] = set()
-    star = False
-    for node in body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            for target in node.targets:
-                names |= _target_names(target)
-        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
-            names |= _target_names(node.target)
-        elif isinstance(node, ast.Import):
-            names |= {a.asname or a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            star = star or any(a.name == "*" for a in node.names)
-            names |= {a.asname or a.name for a in node.names if a.name != "*"}
-        else:
-            for block in _sub_blocks(node):
-                sub_names, sub_star = _top_level_names(block)
-                names |= sub_names
-                star = star or sub_star
-    return names, star
-
-
-def _sub_blocks(node: ast.stmt) -> list[list[ast.stmt]]:
-    if isinstance(node, ast.If | ast.For | ast.While):
-        return [node.body, node.orelse]
-    if isinstance(node, ast.With):
-        return [node.body]
-    if isinstance(node, ast.Try):
-        return [node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)]
-    return []
-
-
-def _target_names(target: ast.expr) -> set[str]:
-    if isinstance(target, ast.Name):
-        return {target.id}
-    if isinstance(target, ast.Tuple | ast.List):
-        return set().union(*(_target_names(t) for t in target.elts))
-    return set()
-
-
 def _check_cycles(
     checker: Checker, order: list[str], depends_on: dict[str, tuple[Location, str]]
 ) -> None:
@@ -559,124 +440,3 @@ def _check_cycles(
 def _check_preloads(checker: Checker, stores: list[str] | None) -> None:
     for i, preload in checker.items("preload_datasets"):
         _check_store_ref(checker, ("preload_datasets", i, "store"), preload.get("store"), stores)
-
-
-def _check_general(checker: Checker) -> None:
-    general = checker.data.get("general")
-    if not isinstance(general, Mapping) or not checker.clean(("general",)):
-        return
-    dask = general.get("dask", {})
-    legacy = general.get("dask_scheduler")
-    if (
-        legacy is not None
-        and "scheduler" in dask
-        and DASK_SCHEDULER_ALIASES[legacy] != dask["scheduler"]
-    ):
-        checker.add(
-            ("general", "dask_scheduler"),
-            f"{legacy!r} contradicts general.dask.scheduler {dask['scheduler']!r}; "
-            "remove dask_scheduler",
-        )
-    scheduler = effective_scheduler(general)
-    if "address" in dask and "n_workers" in dask:
-        checker.add(
-            ("general", "dask"),
-            "give either address (a running scheduler) or n_workers (a local cluster), not both",
-        )
-    _check_batch_cluster(checker, dask)
-    distributed_only = [
-        k for k in ("address", "n_workers", "threads_per_worker", "cluster") if k in dask
-    ]
-    if scheduler != "distributed" and distributed_only:
-        checker.add(
-            ("general", "dask", distributed_only[0]),
-            f"only applies to the distributed scheduler (scheduler is {scheduler!r})",
-        )
-    if scheduler == "distributed" and "num_workers" in dask:
-        checker.add(
-            ("general", "dask", "num_workers"),
-            "does not apply to the distributed scheduler: use n_workers/threads_per_worker",
-        )
-    retries = general.get("retries", {})
-    if retries.get("max_backoff_s", math.inf) < retries.get("backoff_s", 0):
-        checker.add(("general", "retries", "max_backoff_s"), "must be >= backoff_s")
-    _check_gdal_params(checker, general.get("gdal_http_params", {}))
-
-
-def _check_gdal_params(checker: Checker, params: Any) -> None:
-    from ..gdalenv import cache_max_bytes
-
-    if not isinstance(params, Mapping):
-        return
-    for key, value in params.items():
-        if str(key).upper() == "GDAL_CACHEMAX":
-            try:
-                cache_max_bytes(value)
-            except ValueError as e:
-                checker.add(("general", "gdal_http_params", key), str(e))
-
-
-BATCH_CLUSTER_KEYS = (
-    "cores",
-    "memory",
-    "walltime",
-    "queue",
-    "account",
-    "job_extra_directives",
-    "adapt",
-)
-
-
-def _check_batch_cluster(checker: Checker, dask: Mapping[str, Any]) -> None:
-    """A batch cluster needs cores and memory per job; its keys mean nothing without it."""
-    if "cluster" not in dask:
-        for key in BATCH_CLUSTER_KEYS:
-            if key in dask:
-                checker.add(
-                    ("general", "dask", key),
-                    "only applies to a batch cluster: set general.dask.cluster (slurm, pbs, sge)",
-                )
-        return
-    for key in ("cores", "memory"):
-        if key not in dask:
-            checker.add(
-                ("general", "dask"),
-                f"cluster {dask['cluster']!r} needs {key!r} (per batch job)",
-            )
-    if "address" in dask:
-        checker.add(
-            ("general", "dask", "address"),
-            "give either address (a running scheduler) or cluster (a batch cluster), not both",
-        )
-    if "threads_per_worker" in dask:
-        checker.add(
-            ("general", "dask", "threads_per_worker"),
-            "does not apply to a batch cluster: a job's worker has 'cores' threads",
-        )
-    adapt = dask.get("adapt")
-    if isinstance(adapt, Mapping) and "n_workers" in dask:
-        checker.add(
-            ("general", "dask", "adapt"),
-            "give either adapt (a varying number of jobs) or n_workers (a fixed one), not both",
-        )
-    if (
-        isinstance(adapt, Mapping)
-        and isinstance(adapt.get("maximum"), int)
-        and isinstance(adapt.get("minimum", 0), int)
-        and adapt.get("minimum", 0) > adapt["maximum"]
-    ):
-        checker.add(("general", "dask", "adapt", "minimum"), "must be <= adapt.maximum")
-
-
-def effective_scheduler(general: Mapping[str, Any]) -> str:
-    """dask.scheduler, else the legacy dask_scheduler, else distributed if an address is given."""
-    dask = general.get("dask", {})
-    return (
-        dask.get("scheduler")
-        or DASK_SCHEDULER_ALIASES.get(general.get("dask_scheduler"))
-        or ("distributed" if "address" in dask or "cluster" in dask else "threads")
-    )
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -21,7 +21,8 @@ import pandas as pd
 
 from ...cube import open_params_for
 from ...errors import ConfigError, Problem
-from ...writer import CubeState, StorageTarget, cube_state, write_zarr
+from ...storage import CubeState, StorageTarget, cube_state
+from ...writer import write_zarr
 from ..contract import alignment_grouper
 
 
