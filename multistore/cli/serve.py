@@ -76,7 +76,8 @@ def serve(
     import uvicorn
 
     from ..service.app import create_app
-    from ..service.jobs import JobStore, Runner, ServiceSettings
+    from ..service.jobs import Runner, ServiceSettings
+    from ..service.jobstore import JobStore
 
     setup_logging(0)
     token = read_token(token_file, demo)

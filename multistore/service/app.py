@@ -20,7 +20,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .jobs import FINAL, JobRejected, JobStore, Runner, ServiceSettings, load_request_config
+from .jobs import JobRejected, Runner, ServiceSettings, load_request_config
+from .jobstore import FINAL, JobStore
 from .openapi import OPENAPI
 from .security import PathRefused, bearer, safe_file, token_matches
 

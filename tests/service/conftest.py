@@ -16,7 +16,8 @@ import yaml
 
 from multistore.demo import data
 from multistore.service.app import create_app
-from multistore.service.jobs import JobStore, Runner, ServiceSettings
+from multistore.service.jobs import Runner, ServiceSettings
+from multistore.service.jobstore import JobStore
 
 TOKEN = "test-token-0123456789abcdef"
 

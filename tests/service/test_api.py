@@ -12,7 +12,8 @@ import pytest
 import xarray as xr
 import yaml
 
-from multistore.service.jobs import JobStore, ServiceSettings
+from multistore.service.jobs import ServiceSettings
+from multistore.service.jobstore import JobStore
 
 from .conftest import TOKEN, Service, small_config, start_service
 
