@@ -58,7 +58,7 @@ def local_files(n: int) -> None:
 
 def stac_items(n: int) -> None:
     from multistore.stores.stac import StacDataStore
-    from multistore.stores.stac_index import build_index
+    from multistore.stores.stac.index import build_index
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test servers (tests/)
     from tests.servers.stac_catalog import make_synthetic_catalog

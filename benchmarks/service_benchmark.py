@@ -88,7 +88,9 @@ def main() -> None:
 
             def submit(i: int) -> str:
                 text = small_config(f"cube_{i}", storage=f"out_{i}")
-                r = httpx.post(f"{url}/api/jobs", json={"config": text}, headers=headers, timeout=60)
+                r = httpx.post(
+                    f"{url}/api/jobs", json={"config": text}, headers=headers, timeout=60
+                )
                 r.raise_for_status()
                 return r.json()["id"]
 

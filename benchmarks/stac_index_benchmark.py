@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test servers
 
 import numpy as np  # noqa: E402
 
-from multistore.stores.stac_crawl import crawl  # noqa: E402
-from multistore.stores.stac_index import build_index, query_index  # noqa: E402
-from multistore.stores.stac_io import JsonReader  # noqa: E402
-from multistore.stores.stac_query import ItemQuery  # noqa: E402
+from multistore.stores.stac.crawl import crawl  # noqa: E402
+from multistore.stores.stac.index import build_index, query_index  # noqa: E402
+from multistore.stores.stac.io import JsonReader  # noqa: E402
+from multistore.stores.stac.query import ItemQuery  # noqa: E402
 from tests.servers.stac_catalog import make_synthetic_catalog  # noqa: E402
 
 WORK = Path(__file__).parent / "_work"

@@ -49,7 +49,7 @@ def stac() -> None:
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 20))
 def index_command(url: str, out: str, concurrency: int, resume: bool, retries: int) -> None:
     """Crawl the static catalog URL once into an item index (OUT)."""
-    from ..stores.stac_index import build_index
+    from ..stores.stac.index import build_index
 
     try:
         stats = build_index(url, out, concurrency=concurrency, resume=resume, retries=retries)
@@ -90,8 +90,8 @@ def search_command(
     index_or_url, bbox, datetime_, collections, filters, assets, asset_names, limit, fmt
 ) -> None:
     """Search an item index (.parquet) or a static catalog / STAC API URL."""
-    from ..stores.stac_index import asset_hrefs
-    from ..stores.stac_query import ItemQuery
+    from ..stores.stac.index import asset_hrefs
+    from ..stores.stac.query import ItemQuery
 
     try:
         query = ItemQuery.create(
@@ -122,7 +122,7 @@ def search_command(
 
 def _find(index_or_url: str, query, limit):
     from ..stores.stac import StacDataStore
-    from ..stores.stac_index import query_index
+    from ..stores.stac.index import query_index
 
     if index_or_url.endswith(".parquet"):
         return query_index(index_or_url, query, limit=limit)

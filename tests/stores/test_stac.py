@@ -20,7 +20,7 @@ from xcube.core.store import new_data_store
 from multistore.errors import NoItemsError, SourceOpenError, StoreError
 from multistore.grid import TargetGrid, crs_of
 from multistore.stores.stac import StacDataStore
-from multistore.stores.stac_index import build_index
+from multistore.stores.stac.index import build_index
 from tests.servers.stac import serve_directory
 from tests.servers.stac_catalog import (
     SCL_CLOUD_HIGH,
@@ -184,7 +184,7 @@ def test_relative_asset_hrefs_are_resolved(tiny_catalog, stac_http):
     doc = json.loads(next(tiny_catalog.root.rglob("A-32632-0601.json")).read_text())
     assert doc["assets"]["B04"]["href"] == "./B04.tif"
     store = StacDataStore(f"{stac_http.url}/catalog.json")
-    from multistore.stores.stac_query import ItemQuery
+    from multistore.stores.stac.query import ItemQuery
 
     items = store.find_items(ItemQuery.create(collections=[TINY_COLLECTION]))
     hrefs = [i["assets"]["B04"]["href"] for i in items]
@@ -250,7 +250,7 @@ def test_plugin_entry_point_and_description(tiny_catalog):
 def test_static_crawl_prunes_collections_by_extent(tiny_catalog, stac_http):
     stac_http.log.counts.clear()
     store = StacDataStore(f"{stac_http.url}/catalog.json")
-    from multistore.stores.stac_query import ItemQuery
+    from multistore.stores.stac.query import ItemQuery
 
     found = store.find_items(ItemQuery.create(bbox=[11.98, 47.99, 12.02, 48.01]))
     assert {i["id"] for i in found} == set(DAY1 + DAY2 + DAY3)

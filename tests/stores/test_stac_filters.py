@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from multistore.stores.stac import StacDataStore
-from multistore.stores.stac_index import build_index, query_index
-from multistore.stores.stac_query import ItemQuery
+from multistore.stores.stac.index import build_index, query_index
+from multistore.stores.stac.query import ItemQuery
 from tests.servers.stac_catalog import TINY_COLLECTION
 
 AND_FILTER = "eo:cloud_cover < 20 AND platform = 'sentinel-2a'"

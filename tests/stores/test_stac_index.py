@@ -9,16 +9,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from multistore.errors import FilterError, StoreError
-from multistore.stores.stac_crawl import crawl
-from multistore.stores.stac_index import (
+from multistore.stores.stac.crawl import crawl
+from multistore.stores.stac.index import (
     asset_hrefs,
     build_index,
     parts_dir,
     query_index,
     search_index,
 )
-from multistore.stores.stac_io import JsonReader
-from multistore.stores.stac_query import ItemQuery
+from multistore.stores.stac.io import JsonReader
+from multistore.stores.stac.query import ItemQuery
 from tests.servers.stac import serve_directory
 from tests.servers.stac_catalog import make_synthetic_catalog
 

@@ -2,9 +2,9 @@
 
 A data id is a collection id, or (xcube-stac's form) the path of an item or collection
 JSON relative to the store ``url`` (``collections/s2/items/x.json``). Items are found by an API search (paged by
-pystac-client), a query of an item index (``stac_index``) or a pruned parallel
-crawl of a static catalog (``stac_crawl``); the same client-side query
-(``stac_query``) is applied to all three, so a filter means the same thing
+pystac-client), a query of an item index (``index``) or a pruned parallel
+crawl of a static catalog (``crawl``); the same client-side query
+(``query``) is applied to all three, so a filter means the same thing
 everywhere. Pixels are read by odc-stac, straight onto the pipeline's target
 grid when it passes one (each output tile then reads only the COG windows it
 needs), keeping asset dtypes and nodata.
@@ -18,60 +18,40 @@ from collections.abc import Container, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 import odc.stac
 import pyproj
 import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box as geo_box
-from odc.loader._rio import RioDriver
 from pystac_client.conformance import ConformanceClasses
-from rasterio.warp import transform_bounds
 from xcube.core.store import DATASET_TYPE, DataStore, DataTypeLike
 from xcube.core.store.descriptor import DatasetDescriptor, VariableDescriptor
 from xcube.util.jsonschema import (
-    JsonArraySchema,
-    JsonComplexSchema,
-    JsonIntegerSchema,
-    JsonNumberSchema,
     JsonObjectSchema,
-    JsonStringSchema,
 )
 
-from ..errors import DatasetError, FilterError, NoItemsError, SourceOpenError, StoreError
-from ..filters import parse_filter
-from ..grid import TargetGrid
-from .stac_bands import AssetHeaders
-from .stac_crawl import absolutize_item, crawl
-from .stac_index import query_index
-from .stac_io import GdalAccess, JsonReader, gdal_access, is_url
-from .stac_query import ItemQuery, make_filter
+from ...errors import FilterError, NoItemsError, SourceOpenError, StoreError
+from ...filters import parse_filter
+from ...grid import TargetGrid
+from .bands import AssetHeaders
+from .crawl import absolutize_item, crawl
+from .index import query_index
+from .io import (
+    GdalAccess,
+    JsonReader,
+    ScopedRioDriver,
+    abspath,
+    conforms,
+    gdal_access,
+    is_json_path,
+    is_url,
+)
+from .mosaic import finish_dataset, mask_and_fuse
+from .params import open_params_schema, store_params_schema, validate
+from .query import ItemQuery, bbox_to_lonlat, make_filter
 
 LOG = logging.getLogger(__name__)
-
-GROUPBY = ("solar_day", "time", "id")
-RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max", "med", "q1", "q3")  # fmt: skip
-ON_MISSING_ASSET = ("fail", "skip")
-_WGS84 = pyproj.CRS.from_epsg(4326)
-
-
-class ScopedRioDriver(RioDriver):
-    """odc-stac's rasterio driver with this store's GDAL settings and AWS session.
-
-    odc-stac captures the environment once per load and restores it around every
-    chunk read (also on dask workers), so nothing is set process-wide.
-    """
-
-    def __init__(self, access: GdalAccess):
-        super().__init__()
-        self._access = access
-
-    def capture_env(self) -> dict[str, Any]:
-        env = {**super().capture_env(), **self._access.options}
-        if self._access.aws is not None:
-            env["_aws"] = dict(self._access.aws)
-        return env
 
 
 class StacDataStore(DataStore):
@@ -86,7 +66,7 @@ class StacDataStore(DataStore):
         on_missing_asset: str = "fail",
         retries: int = 3,
     ):
-        self._url = url if is_url(url) else _abspath(url)
+        self._url = url if is_url(url) else abspath(url)
         self._storage_options = dict(storage_options or {})
         self._index = index
         self._concurrency = int(max_concurrency)
@@ -109,27 +89,7 @@ class StacDataStore(DataStore):
 
     @classmethod
     def get_data_store_params_schema(cls) -> JsonObjectSchema:
-        return JsonObjectSchema(
-            properties=dict(
-                url=JsonStringSchema(
-                    min_length=1,
-                    title="STAC API root or static catalog/collection JSON (path, http(s), s3)",
-                ),
-                storage_options=JsonObjectSchema(
-                    additional_properties=True,
-                    title="fsspec options (anon, key, secret, endpoint_url, client_kwargs, headers); "
-                    "also applied to GDAL for asset reads",
-                ),
-                index=JsonStringSchema(
-                    title="item index (stac-geoparquet) built by 'multistore stac index'"
-                ),
-                max_concurrency=JsonIntegerSchema(minimum=1, default=16),
-                on_missing_asset=JsonStringSchema(enum=list(ON_MISSING_ASSET), default="fail"),
-                retries=JsonIntegerSchema(minimum=0, default=3),
-            ),
-            required=["url"],
-            additional_properties=False,
-        )
+        return store_params_schema()
 
     @classmethod
     def get_data_types(cls) -> tuple[str, ...]:
@@ -198,9 +158,9 @@ class StacDataStore(DataStore):
     @cached_property
     def is_api(self) -> bool:
         """True for a STAC API with item search (else a static catalog)."""
-        conforms = self._root.get("conformsTo") or []
+        classes = self._root.get("conformsTo") or []
         has_search = any(link.get("rel") == "search" for link in self._root.get("links") or [])
-        return has_search and _conforms(conforms, ConformanceClasses.ITEM_SEARCH)
+        return has_search and conforms(classes, ConformanceClasses.ITEM_SEARCH)
 
     @cached_property
     def _client(self):
@@ -257,7 +217,7 @@ class StacDataStore(DataStore):
                 yield cid, attrs
 
     def has_data(self, data_id: str, data_type: DataTypeLike = None) -> bool:
-        if _is_json_path(data_id):
+        if is_json_path(data_id):
             try:
                 self._json_doc(data_id)
             except StoreError:
@@ -285,7 +245,7 @@ class StacDataStore(DataStore):
         return doc
 
     def _require_collection(self, data_id: str) -> dict[str, Any]:
-        if _is_json_path(data_id):
+        if is_json_path(data_id):
             return self._json_doc(data_id)
         doc = self._collections.get(data_id)
         if doc is None:
@@ -369,7 +329,7 @@ class StacDataStore(DataStore):
 
     def open_data(self, data_id: str, opener_id: str = None, **open_params) -> xr.Dataset:
         open_params.pop("data_type", None)
-        _validate(open_params)
+        validate(open_params)
         grid = (
             TargetGrid.from_dict(open_params["target_grid"])
             if open_params.get("target_grid")
@@ -384,7 +344,7 @@ class StacDataStore(DataStore):
         self._asset_headers.complete(pystac_items, needed)
         LOG.info("stac: loading %d item(s) of %s from %s", len(items), collections, self._url)
         ds = self._load(pystac_items, needed, grid, open_params, bbox, bbox_crs)
-        return _finish(ds, grid, asset_names, mask, items, collections)
+        return finish_dataset(ds, grid, asset_names, mask, items, collections)
 
     def _selected_items(
         self, data_id: str, open_params: Mapping[str, Any], grid: TargetGrid | None
@@ -395,9 +355,9 @@ class StacDataStore(DataStore):
         bbox = open_params.get("bbox")
         query_bbox = None
         if bbox is not None:
-            query_bbox = _to_lonlat(bbox, bbox_crs)
+            query_bbox = bbox_to_lonlat(bbox, bbox_crs)
         elif grid is not None:
-            query_bbox = _to_lonlat(grid.bounds, grid.crs)
+            query_bbox = bbox_to_lonlat(grid.bounds, grid.crs)
         query = ItemQuery.create(
             bbox=query_bbox,
             time_range=open_params.get("time_range"),
@@ -406,7 +366,7 @@ class StacDataStore(DataStore):
             filter=open_params.get("filter"),
             where="open_params",
         )
-        if _is_json_path(data_id) and not open_params.get("collections"):
+        if is_json_path(data_id) and not open_params.get("collections"):
             items, collections = self._json_items(data_id, query, open_params.get("max_items"))
         else:
             items = self.find_items(query, open_params.get("max_items"))
@@ -423,7 +383,7 @@ class StacDataStore(DataStore):
         """The items ``open_data`` would load, with ``updated``/``datetime`` and asset hrefs
         (for lockfiles; no pixels read)."""
         open_params.pop("data_type", None)
-        _validate(open_params)
+        validate(open_params)
         target = open_params.get("target_grid")
         grid = TargetGrid.from_dict(target) if target else None
         items, needed, _ = self._selected_items(data_id, open_params, grid)
@@ -523,189 +483,8 @@ class StacDataStore(DataStore):
                 hint = " (items in several CRSs or without projection info need crs + spatial_res or a grid_mapping)"
             raise SourceOpenError(f"cannot load STAC items from {self._url}: {e}{hint}") from None
         if params.get("mask"):
-            ds = _mask_and_fuse(ds, items, params["mask"], groupby)
+            ds = mask_and_fuse(ds, items, params["mask"], groupby)
         return ds
 
 
-# -- open params -------------------------------------------------------------------------
-
-
-def open_params_schema() -> JsonObjectSchema:
-    """Open params; ``target_grid`` tells the pipeline to pass its grid (read straight onto it)."""
-    return JsonObjectSchema(
-        properties=dict(
-            collections=JsonArraySchema(items=JsonStringSchema(min_length=1), min_items=1),
-            bbox=JsonArraySchema(
-                items=[JsonNumberSchema()] * 4, title="west, south, east, north in crs"
-            ),
-            crs=JsonStringSchema(
-                default="EPSG:4326", title="CRS of bbox (and of the output with spatial_res)"
-            ),
-            spatial_res=JsonNumberSchema(
-                exclusive_minimum=0, title="output resolution without a target grid"
-            ),
-            time_range=JsonArraySchema(
-                items=[JsonStringSchema(nullable=True), JsonStringSchema(nullable=True)]
-            ),
-            query=JsonObjectSchema(
-                additional_properties=True, title='e.g. {"eo:cloud_cover": {"lt": 20}}'
-            ),
-            filter=JsonComplexSchema(
-                any_of=[
-                    JsonStringSchema(min_length=1),
-                    JsonArraySchema(items=JsonStringSchema(min_length=1)),
-                    JsonObjectSchema(additional_properties=True),
-                ],
-                title="'prop op value' or CQL2 text string(s) (ANDed), or CQL2-JSON",
-            ),
-            asset_names=JsonArraySchema(items=JsonStringSchema(min_length=1), min_items=1),
-            groupby=JsonStringSchema(enum=list(GROUPBY), default="solar_day"),
-            resampling=JsonStringSchema(enum=list(RESAMPLING), default="nearest"),
-            mask=JsonObjectSchema(
-                properties=dict(
-                    asset=JsonStringSchema(min_length=1),
-                    values=JsonArraySchema(items=JsonNumberSchema(), min_items=1),
-                ),
-                required=["asset", "values"],
-                additional_properties=False,
-            ),
-            max_items=JsonIntegerSchema(minimum=1),
-            chunks=JsonObjectSchema(additional_properties=JsonIntegerSchema(minimum=1)),
-            target_grid=JsonObjectSchema(additional_properties=True),
-        ),
-        additional_properties=False,
-    )
-
-
-def _validate(params: Mapping[str, Any]) -> None:
-    try:
-        open_params_schema().validate_instance(dict(params))
-    except Exception as e:  # jsonschema.ValidationError; message names the bad key
-        raise DatasetError(f"invalid stac open params: {getattr(e, 'message', e)}") from None
-
-
 # -- helpers -----------------------------------------------------------------------------
-
-
-def _is_json_path(data_id: str) -> bool:
-    """xcube-stac's data ids: an item or collection JSON path relative to the store url."""
-    return data_id.endswith(".json")
-
-
-def _abspath(path: str) -> str:
-    import os
-
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def _conforms(uris: Sequence[str], cls: ConformanceClasses) -> bool:
-    return any(isinstance(u, str) and cls.pattern.fullmatch(u) for u in uris)
-
-
-def _to_lonlat(bbox: Sequence[float], crs: pyproj.CRS) -> tuple[float, float, float, float]:
-    if len(bbox) != 4:
-        raise FilterError(f"bbox must be [west, south, east, north], got {list(bbox)!r}")
-    if crs.equals(_WGS84, ignore_axis_order=True):
-        return tuple(float(v) for v in bbox)
-    return tuple(transform_bounds(crs, _WGS84, *bbox, densify_pts=21))
-
-
-def _nodata_of(da: xr.DataArray) -> Any:
-    return da.attrs.get("nodata")
-
-
-def _is_missing(da: xr.DataArray, nodata: Any) -> xr.DataArray:
-    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
-        return da.isnull()
-    return da == nodata
-
-
-def _mask_and_fuse(
-    ds: xr.Dataset, items: list[pystac.Item], mask: Mapping[str, Any], groupby: str
-) -> xr.Dataset:
-    """Drop masked pixels of each item, then fuse items per group (first valid wins).
-
-    Masking before fusing keeps a cloud in one item from hiding a clear pixel of
-    another item of the same day. Items arrive sorted by (datetime, id) with one
-    time step each (``groupby="id"``), which is also odc-stac's fusing order.
-    """
-    ((mid_lon, _),) = ds.odc.geobox.extent.centroid.to_crs("epsg:4326").points
-    bad = ds[mask["asset"]].isin(list(mask["values"]))
-    keys = _group_keys(items, groupby, mid_lon)
-    groups: dict[Any, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    order = sorted(groups.values(), key=lambda idx: (keys[idx[0]], idx[0]))
-    times = [ds.time.values[idx[0]] for idx in order]
-    fused_vars = {}
-    for name, da in ds.data_vars.items():
-        nodata = _nodata_of(da)
-        dtype = da.dtype if nodata is not None else np.result_type(da.dtype, np.float32)
-        fill = nodata if nodata is not None else np.nan
-        # the mask asset itself is fused unmasked, so it still shows the classes
-        src = da if name == mask["asset"] else da.where(~bad, fill).astype(dtype)
-        steps = []
-        for idx in order:
-            out = src.isel(time=idx[0])
-            for i in idx[1:]:
-                out = out.where(~_is_missing(out, nodata), src.isel(time=i))
-            steps.append(out.drop_vars("time", errors="ignore").astype(dtype))
-        fused_vars[name] = xr.concat(steps, dim="time").assign_attrs(da.attrs)
-    fused = xr.Dataset(fused_vars, attrs=ds.attrs).assign_coords(time=("time", np.array(times)))
-    if "spatial_ref" in ds.coords:
-        fused = fused.assign_coords(spatial_ref=ds.coords["spatial_ref"])
-    return fused
-
-
-def _group_keys(items: list[pystac.Item], groupby: str, mid_lon: float) -> list[Any]:
-    """odc-stac's group keys: solar day at the output's centre longitude, time, or item."""
-    if groupby == "id":
-        return list(range(len(items)))
-    parsed = list(odc.stac.parse_items(items))
-    if groupby == "time":
-        return [p.nominal_datetime for p in parsed]
-    return [p.solar_date_at(mid_lon).date() for p in parsed]
-
-
-def _finish(
-    ds: xr.Dataset,
-    grid: TargetGrid | None,
-    asset_names: Sequence[str] | None,
-    mask: Mapping[str, Any] | None,
-    items: list[dict[str, Any]],
-    collections: list[str],
-) -> xr.Dataset:
-    if mask and asset_names is not None and mask["asset"] not in asset_names:
-        ds = ds.drop_vars(mask["asset"])
-    renames = {k: v for k, v in (("longitude", "lon"), ("latitude", "lat")) if k in ds.dims}
-    ds = ds.rename(renames)
-    if grid is not None:
-        ds = ds.rename(
-            {
-                old: new
-                for old, new in zip(("x", "y"), (grid.x_name, grid.y_name), strict=True)
-                if old in ds.dims and old != new
-            }
-        )
-        ds = ds.drop_vars("spatial_ref", errors="ignore").assign_coords(grid.coords())
-    elif "spatial_ref" in ds.coords:
-        sr = ds["spatial_ref"]
-        if "crs_wkt" not in sr.attrs and "spatial_ref" in sr.attrs:
-            ds["spatial_ref"].attrs["crs_wkt"] = sr.attrs["spatial_ref"]
-    for da in ds.data_vars.values():
-        nodata = da.attrs.get("nodata")
-        encoding = {"grid_mapping": "spatial_ref"}
-        if nodata is not None:
-            encoding["_FillValue"] = (
-                np.array(nodata).astype(da.dtype).item() if da.dtype.kind in "iu" else nodata
-            )
-        da.encoding.update(encoding)
-        da.attrs.pop("grid_mapping", None)
-    ds.attrs.update(
-        {
-            "source": "STAC",
-            "stac_collections": list(collections),
-            "stac_item_count": len(items),
-        }
-    )
-    return ds

@@ -16,11 +16,13 @@ from datetime import UTC, datetime, time
 from functools import cached_property
 from typing import Any
 
+import pyproj
 import shapely
 import shapely.geometry
+from rasterio.warp import transform_bounds
 
-from ..errors import FilterError
-from ..filters import (
+from ...errors import FilterError
+from ...filters import (
     Comparison,
     as_comparison,
     comparison_to_cql2,
@@ -285,3 +287,14 @@ def intersects_bbox(geometry: shapely.Geometry, bbox: Sequence[float]) -> bool:
 
 def _boxes_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] <= b[2] and a[2] >= b[0] and a[1] <= b[3] and a[3] >= b[1]
+
+
+_WGS84 = pyproj.CRS.from_epsg(4326)
+
+
+def bbox_to_lonlat(bbox: Sequence[float], crs: pyproj.CRS) -> tuple[float, float, float, float]:
+    if len(bbox) != 4:
+        raise FilterError(f"bbox must be [west, south, east, north], got {list(bbox)!r}")
+    if crs.equals(_WGS84, ignore_axis_order=True):
+        return tuple(float(v) for v in bbox)
+    return tuple(transform_bounds(crs, _WGS84, *bbox, densify_pts=21))

@@ -17,8 +17,8 @@ from typing import Any
 
 from pystac.utils import make_absolute_href
 
-from ..errors import StoreError
-from .stac_io import JsonReader
+from ...errors import StoreError
+from .io import JsonReader
 
 LOG = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import rasterio.errors
 from odc.loader._rio import rio_env
 from odc.stac._mdtools import has_proj_data, has_proj_ext, is_raster_data
 
-from ..errors import SourceOpenError
+from ...errors import SourceOpenError
 
 LOG = logging.getLogger(__name__)
 

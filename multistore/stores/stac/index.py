@@ -31,10 +31,10 @@ import pystac
 import shapely
 import stac_geoparquet.arrow as sga
 
-from ..errors import FilterError, StoreError
-from .stac_crawl import FinishedNode, crawl
-from .stac_io import JsonReader, is_url
-from .stac_query import Comparison, ItemQuery
+from ...errors import FilterError, StoreError
+from .crawl import FinishedNode, crawl
+from .io import JsonReader, is_url
+from .query import Comparison, ItemQuery
 
 LOG = logging.getLogger(__name__)
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 import fsspec
 import requests
+from odc.loader._rio import RioDriver
+from pystac_client.conformance import ConformanceClasses
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 LOG = logging.getLogger(__name__)
 
@@ -153,3 +155,36 @@ def gdal_access(
     if so.get("requester_pays"):
         aws["requester_pays"] = True
     return GdalAccess(options=options, aws=aws or None)
+
+
+class ScopedRioDriver(RioDriver):
+    """odc-stac's rasterio driver with this store's GDAL settings and AWS session.
+
+    odc-stac captures the environment once per load and restores it around every
+    chunk read (also on dask workers), so nothing is set process-wide.
+    """
+
+    def __init__(self, access: GdalAccess):
+        super().__init__()
+        self._access = access
+
+    def capture_env(self) -> dict[str, Any]:
+        env = {**super().capture_env(), **self._access.options}
+        if self._access.aws is not None:
+            env["_aws"] = dict(self._access.aws)
+        return env
+
+
+def is_json_path(data_id: str) -> bool:
+    """xcube-stac's data ids: an item or collection JSON path relative to the store url."""
+    return data_id.endswith(".json")
+
+
+def abspath(path: str) -> str:
+    import os
+
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def conforms(uris: Sequence[str], cls: ConformanceClasses) -> bool:
+    return any(isinstance(u, str) and cls.pattern.fullmatch(u) for u in uris)
