@@ -16,7 +16,7 @@ from xcube.core.store import new_data_store
 
 from multistore.errors import ChecksumError, PreloadError, StoreError, UnsafeArchiveError
 from multistore.stores.zenodo import ZenodoDataStore
-from multistore.stores.zenodo_api import resolve_record_id
+from multistore.stores.zenodo.api import resolve_record_id
 from multistore.testing.sample_zenodo import geotiff_bytes, zip_bytes
 
 RID = "13333034"
@@ -713,7 +713,7 @@ def test_record_with_unsafe_file_keys_is_refused(zenodo, tmp_path, key):  # noqa
     ],
 )
 def test_record_numbers_and_checksums_are_checked(size, checksum, message):
-    from multistore.stores.zenodo_api import ZenodoFile, checked_file
+    from multistore.stores.zenodo.api import ZenodoFile, checked_file
 
     with pytest.raises(StoreError, match=message):
         checked_file(RID, ZenodoFile("a.tif", size, checksum, "http://127.0.0.1/x"))

@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from ..errors import StoreError
-from ..preload.http import RetryPolicy, describe_retry_error, new_session
+from ...errors import StoreError
+from ...preload.http import RetryPolicy, describe_retry_error, new_session
 
 DEFAULT_BASE_URL = "https://zenodo.org"
 GUEST_REQUESTS_PER_MINUTE = 60

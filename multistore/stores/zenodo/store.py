@@ -23,12 +23,10 @@ import functools
 import logging
 import threading
 from collections.abc import Container, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import xarray as xr
 from xcube.core.store import (
     DATASET_TYPE,
     DataDescriptor,
@@ -37,42 +35,34 @@ from xcube.core.store import (
     DataTypeLike,
     DefaultSearchMixin,
     PreloadHandle,
-    PreloadState,
-    PreloadStatus,
     new_data_descriptor,
     new_data_store,
 )
 from xcube.core.store.preload import ExecutorPreloadHandle, NullPreloadHandle
-from xcube.util.jsonencoder import to_json_value
 from xcube.util.jsonschema import (
-    JsonBooleanSchema,
-    JsonComplexSchema,
-    JsonIntegerSchema,
-    JsonNumberSchema,
     JsonObjectSchema,
-    JsonStringSchema,
 )
 
-from ..errors import MultistoreError, PreloadError, StoreError
-from ..locks import Lease
-from ..preload.archive import ArchiveLimits, archive_stem
-from ..preload.cache import PreloadCache
-from ..preload.convert import RASTER_VARIABLE, is_raster, zarr_name
-from ..preload.download import DEFAULT_SPLIT_BYTES, RemoteFile, download_file, remove_partial
-from ..preload.events import Phase, PreloadEvent, ProgressCallback
-from ..preload.http import RetryPolicy
-from ..preload.manifest import PreloadOutput, PreloadRecord
-from ..preload.process import PreloadOptions, file_format, process_file
-from ..preload.rangefile import ZIP_BLOCK_SIZE, open_range_file, range_opener
-from ..rasterio_threads import share_opener_registry
-from .zenodo_api import (
+from ...errors import PreloadError, StoreError
+from ...preload.archive import ArchiveLimits, archive_stem
+from ...preload.cache import PreloadCache
+from ...preload.convert import is_raster, zarr_name
+from ...preload.download import DEFAULT_SPLIT_BYTES
+from ...preload.events import ProgressCallback
+from ...preload.http import RetryPolicy
+from ...preload.manifest import PreloadOutput, PreloadRecord
+from ...preload.process import PreloadOptions, file_format
+from ...rasterio_threads import share_opener_registry
+from .api import (
     DEFAULT_BASE_URL,
-    ROOT_PATTERN,
     ZenodoClient,
     ZenodoFile,
     ZenodoRecord,
     resolve_record_id,
 )
+from .params import preload_params_schema, raster_params_schema, store_params_schema
+from .preload import RecordPreloader, TransferSettings
+from .remote import OPENABLE_FORMATS, open_cached, open_raster, open_zarr_zip
 
 log = logging.getLogger(__name__)
 
@@ -80,31 +70,7 @@ share_opener_registry()  # datasets opened in worker threads close anywhere
 
 
 DEFAULT_CACHE_ROOT = Path("~/.cache/multistore/zenodo")
-_OPENABLE_FORMATS = ("zarr", "geotiff", "netcdf")
 _ZARR_ZIP_SUFFIX = ".zarr.zip"
-# xcube's Zarr open params that are not xarray.open_zarr's
-_NOT_OPEN_ZARR_PARAMS = ("cache_size", "engine")
-_RANGE_SPLIT_SCHEMA = JsonIntegerSchema(
-    minimum=1,
-    nullable=True,
-    default=DEFAULT_SPLIT_BYTES,
-    title="Files larger than this download in parallel HTTP ranges (null: never)",
-)
-
-
-def _raster_params_schema(base: JsonObjectSchema | None = None) -> JsonObjectSchema:
-    """xcube's GeoTIFF open params (``tile_size``, ``band_as_variable``, ``overview_level``)."""
-    from xcube.core.store.fs.impl.rasterio import RASTERIO_OPEN_DATA_PARAMS_SCHEMA
-
-    if base is None:
-        return RASTERIO_OPEN_DATA_PARAMS_SCHEMA
-    properties = dict(base.properties)
-    properties["tile_size"] = RASTERIO_OPEN_DATA_PARAMS_SCHEMA.properties["tile_size"]
-    properties["band_as_variable"] = JsonBooleanSchema(
-        default=False,
-        description="Split the converted raster's 'band' dimension into variables band_1...",
-    )
-    return JsonObjectSchema(properties=properties, additional_properties=False)
 
 
 class ZenodoDataStore(DefaultSearchMixin, DataStore):
@@ -115,9 +81,9 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
 
     def __new__(cls, root: str | int | None = None, **params: Any):
         """Without ``root`` (xcube-multistore's older form) the store serves every record,
-        with data ids ``<record>/<file>``: see ``zenodo_records.py``."""
+        with data ids ``<record>/<file>``: see ``records.py``."""
         if root is None and cls is ZenodoDataStore:
-            from .zenodo_records import ZenodoRecordsStore
+            from .records import ZenodoRecordsStore
 
             return ZenodoRecordsStore(**params)
         return super().__new__(cls)
@@ -190,50 +156,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
 
     @classmethod
     def get_data_store_params_schema(cls) -> JsonObjectSchema:
-        return JsonObjectSchema(
-            properties=dict(
-                root=JsonComplexSchema(
-                    one_of=[
-                        JsonStringSchema(
-                            min_length=1,
-                            pattern=ROOT_PATTERN,
-                            title="a record id, DOI (10.5281/zenodo.<id>) or record URL",
-                        ),
-                        JsonIntegerSchema(minimum=1),
-                    ],
-                    title="Record id, DOI (10.5281/zenodo.<id>) or record URL; without it, "
-                    "data ids are '<record>/<file>'",
-                ),
-                base_url=JsonStringSchema(default=DEFAULT_BASE_URL, title="Zenodo server"),
-                access_token=JsonStringSchema(
-                    nullable=True, title="Personal access token, for restricted records"
-                ),
-                cache_store_id=JsonStringSchema(default="file"),
-                cache_store_params=JsonObjectSchema(
-                    additional_properties=True,
-                    title="Params of the cache store (default root ~/.cache/multistore/zenodo/<id>)",
-                ),
-                max_concurrency=JsonIntegerSchema(minimum=1, default=4),
-                max_retries=JsonIntegerSchema(minimum=0, default=6),
-                backoff_s=JsonNumberSchema(minimum=0, default=1.0),
-                timeout=JsonNumberSchema(exclusive_minimum=0, default=60.0),
-                requests_per_minute=JsonIntegerSchema(
-                    minimum=1, nullable=True, title="Default: 60 as guest, 100 with a token"
-                ),
-                staging_dir=JsonStringSchema(
-                    nullable=True, title="Local folder for downloads (resumable partial files)"
-                ),
-                max_unpacked_bytes=JsonIntegerSchema(minimum=1, nullable=True),
-                max_archive_members=JsonIntegerSchema(minimum=1, nullable=True),
-                max_unpack_ratio=JsonNumberSchema(
-                    minimum=1,
-                    nullable=True,
-                    title="Unpacked or converted bytes per byte of archive or file (default 1000)",
-                ),
-                range_split_bytes=_RANGE_SPLIT_SCHEMA,
-            ),
-            additional_properties=False,
-        )
+        return store_params_schema()
 
     @classmethod
     def get_data_types(cls) -> tuple[str, ...]:
@@ -300,7 +223,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         if preloaded is None and file is None:
             self._require(data_id)
         info = self._info(data_id, file, preloaded, {r.key for r in records})
-        if preloaded is not None and preloaded.format in _OPENABLE_FORMATS:
+        if preloaded is not None and preloaded.format in OPENABLE_FORMATS:
             descriptor = new_data_descriptor(data_id, self.open_data(data_id))
             descriptor.attrs = {**(descriptor.attrs or {}), **info}
             return descriptor
@@ -340,19 +263,19 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
     ) -> tuple[str, ...]:
         protocol = self._cache.protocol
         if data_id is None:
-            return tuple(f"dataset:{fmt}:{protocol}" for fmt in _OPENABLE_FORMATS)
+            return tuple(f"dataset:{fmt}:{protocol}" for fmt in OPENABLE_FORMATS)
         output = self._preloaded().get(data_id)
         fmt = output.format if output else file_format(data_id)
         if output is None and _is_zarr_zip(data_id):
             fmt = "zarr"
-        return (f"dataset:{fmt}:{protocol}",) if fmt in _OPENABLE_FORMATS else ()
+        return (f"dataset:{fmt}:{protocol}",) if fmt in OPENABLE_FORMATS else ()
 
     def get_open_data_params_schema(
         self, data_id: str | None = None, opener_id: str | None = None
     ) -> JsonObjectSchema:
         output = self._preloaded().get(data_id) if data_id else None
         if output is None and data_id is not None and file_format(data_id) == "geotiff":
-            return _raster_params_schema()
+            return raster_params_schema()
         if opener_id is None:
             opener_ids = self.get_data_opener_ids(data_id) if data_id else ()
             if not opener_ids:
@@ -360,7 +283,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
             opener_id = opener_ids[0]
         schema = self._cache.store.get_open_data_params_schema(opener_id=opener_id)
         if output is not None and output.converted_from == "geotiff":
-            return _raster_params_schema(schema)
+            return raster_params_schema(schema)
         return schema
 
     def open_data(self, data_id: str, opener_id: str | None = None, **open_params) -> Any:
@@ -370,7 +293,9 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         if output is None and _is_zarr_zip(data_id):
             output = preloaded.get(archive_stem(data_id) or "")  # its unpacked copy
         if output is not None:
-            return self._open_cached(output, opener_id, open_params)
+            return open_cached(
+                self._cache, output, opener_id, open_params, f"Zenodo record {self._record_id}"
+            )
         record = self.record
         file = next((f for f in record.files if f.key == data_id), None)
         if file is not None:
@@ -428,33 +353,6 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
             return None
         return next((k for k in self.record.keys if archive_stem(k) == head), None)
 
-    def _open_cached(
-        self, output: PreloadOutput, opener_id: str | None, open_params: dict[str, Any]
-    ) -> Any:
-        fmt = output.format
-        if opener_id is None and fmt in _OPENABLE_FORMATS:
-            opener_id = f"dataset:{fmt}:{self._cache.protocol}"
-        band_as_variable = False
-        tile_size = None
-        if output.converted_from == "geotiff":
-            # Like xcube's GeoTIFF opener: values as stored (a uint8 raster stays uint8).
-            open_params.setdefault("mask_and_scale", False)
-            band_as_variable = bool(open_params.pop("band_as_variable", False))
-            tile_size = open_params.pop("tile_size", None)
-        try:
-            data = self._cache.store.open_data(output.data_id, opener_id=opener_id, **open_params)
-        except MultistoreError:
-            raise
-        except Exception as e:
-            raise StoreError(
-                f"Zenodo record {self._record_id}: cannot open preloaded {output.data_id!r}: {e}"
-            ) from e
-        if tile_size is not None:
-            data = data.chunk({"x": int(tile_size[0]), "y": int(tile_size[1])})
-        if band_as_variable:
-            data = _bands_as_variables(data)
-        return data
-
     def _open_remote(
         self, file: ZenodoFile, opener_id: str | None, open_params: dict[str, Any]
     ) -> Any:
@@ -463,13 +361,20 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         if _is_zarr_zip(file.key) and file.size:
             url = self._client.download_url(self._record_id, file.key)
             if self._client.supports_range(url, label):
-                return self._open_remote_zarr_zip(file, url, open_params)
+                schema = self._cache.store.get_open_data_params_schema(
+                    opener_id=f"dataset:zarr:{self._cache.protocol}"
+                )
+                return open_zarr_zip(
+                    self._client.session, url, file.size, label, schema, open_params, self._timeout
+                )
             log.info("%s: server does not support range reads; preloading it", label)
             self.preload_data(file.key)
             output = self._preloaded().get(archive_stem(file.key) or "")
             if output is None or output.format != "zarr":
                 raise StoreError(f"{label}: preloaded, but it holds no Zarr at its top level")
-            return self._open_cached(output, opener_id, open_params)
+            return open_cached(
+                self._cache, output, opener_id, open_params, f"Zenodo record {self._record_id}"
+            )
         if fmt in ("zip", "tar"):
             raise StoreError(
                 f"{label} is an archive: preload it, then open its members as "
@@ -478,105 +383,23 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         if fmt == "geotiff" and file.size:
             url = self._client.download_url(self._record_id, file.key)
             if self._client.supports_range(url, label):
-                return self._open_remote_raster(file, url, open_params)
+                name = file.key.rsplit("/", 1)[-1]
+                return open_raster(
+                    self._client.session, url, file.size, name, label, open_params, self._timeout
+                )
             log.info("%s: server does not support range reads; downloading it", label)
         self.preload_data(file.key, convert_rasters=False)
         output = self._preloaded().get(file.key)
         if output is None:  # pragma: no cover - preload_data raises instead
             raise StoreError(f"{label}: downloaded but not found in the cache")
-        return self._open_cached(output, opener_id, open_params)
-
-    def _open_remote_zarr_zip(
-        self, file: ZenodoFile, url: str, open_params: dict[str, Any]
-    ) -> xr.Dataset:
-        """Open a zipped Zarr lazily: zip directory, metadata and chunks come by range reads."""
-        from fsspec.implementations.zip import ZipFileSystem
-
-        label = f"Zenodo record {self._record_id}, file {file.key!r}"
-        schema = self._cache.store.get_open_data_params_schema(
-            opener_id=f"dataset:zarr:{self._cache.protocol}"
+        return open_cached(
+            self._cache, output, opener_id, open_params, f"Zenodo record {self._record_id}"
         )
-        unknown = sorted(set(open_params) - set(schema.properties))
-        try:
-            if unknown:
-                raise ValueError(
-                    f"unknown: {', '.join(unknown)}; known: {sorted(schema.properties)}"
-                )
-            schema.validate_instance(open_params)
-        except Exception as e:
-            raise StoreError(f"{label}: invalid open_params: {e}") from e
-        params = {k: v for k, v in open_params.items() if k not in _NOT_OPEN_ZARR_PARAMS}
-        remote = open_range_file(
-            self._client.session, url, file.size, timeout=self._timeout, block_size=ZIP_BLOCK_SIZE
-        )
-        try:
-            zip_fs = ZipFileSystem(fo=remote, skip_instance_cache=True)  # one per file
-            return xr.open_zarr(zip_fs.get_mapper(""), **params)
-        except MultistoreError:
-            raise
-        except Exception as e:
-            remote.close()
-            raise StoreError(f"{label}: cannot open as a zipped Zarr over HTTP: {e}") from e
-
-    def _open_remote_raster(self, file: ZenodoFile, url: str, open_params: dict[str, Any]) -> Any:
-        import rioxarray
-
-        schema = _raster_params_schema()
-        try:
-            schema.validate_instance(open_params)
-        except Exception as e:
-            raise StoreError(f"invalid open_params for {file.key!r}: {e}") from e
-        tile_size = open_params.get("tile_size")
-        x_size, y_size = tile_size or (1024, 1024)
-        chunks = {"x": int(x_size), "y": int(y_size)}
-        band_as_variable = open_params.get("band_as_variable", True)
-        name = file.key.rsplit("/", 1)[-1]
-        opener = range_opener(
-            self._client.session, url, file.size, name=name, timeout=self._timeout
-        )
-        try:
-            array = rioxarray.open_rasterio(
-                name,
-                opener=opener,
-                overview_level=open_params.get("overview_level"),
-                chunks=chunks,
-                band_as_variable=band_as_variable,
-            )
-        except Exception as e:
-            raise StoreError(
-                f"Zenodo record {self._record_id}, file {file.key!r}: cannot open over HTTP: {e}"
-            ) from e
-        if band_as_variable:
-            dataset = array
-        else:
-            dataset = xr.Dataset({array.name or "data": array}).squeeze(drop=True)
-        if "spatial_ref" in dataset.coords:
-            for var in dataset.data_vars.values():
-                var.attrs["grid_mapping"] = "spatial_ref"
-        for var in dataset.variables.values():
-            var.attrs.update(to_json_value(var.attrs))
-        dataset.attrs.update(to_json_value(dataset.attrs))
-        return dataset
 
     # -- preload ----------------------------------------------------------------
 
     def get_preload_data_params_schema(self) -> JsonObjectSchema:
-        return JsonObjectSchema(
-            properties=dict(
-                force=JsonBooleanSchema(default=False, title="Redo even if already preloaded"),
-                convert_rasters=JsonBooleanSchema(
-                    default=True, title="Also write each GeoTIFF as <stem>.zarr"
-                ),
-                convert_netcdf=JsonBooleanSchema(
-                    default=False, title="Also write each NetCDF file as <stem>.zarr"
-                ),
-                chunk_size=JsonIntegerSchema(minimum=16, default=1024),
-                zarr_format=JsonIntegerSchema(enum=[2, 3], default=2),
-                range_split_bytes=_RANGE_SPLIT_SCHEMA,
-                silent=JsonBooleanSchema(default=True, title="No xcube preload tables on stdout"),
-            ),
-            additional_properties=False,
-        )
+        return preload_params_schema()
 
     def preload_data(
         self,
@@ -629,13 +452,20 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
                 handle = ExecutorPreloadHandle(
                     keys,
                     preload_data=functools.partial(
-                        self._preload_file,
+                        RecordPreloader(
+                            self._source,
+                            self._record_id,
+                            self._client,
+                            self._cache,
+                            self._policy,
+                            self._timeout,
+                        ).preload_file,
                         files=files,
                         force=params["force"],
                         options=options,
                         progress=progress,
                         failures=failures,
-                        transfer=_TransferSettings(transfers, split_bytes),
+                        transfer=TransferSettings(transfers, split_bytes),
                         started=started,
                     ),
                     executor=workers,
@@ -657,125 +487,6 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
             ) from errors[0]
         return self
 
-    def _preload_file(
-        self,
-        handle: PreloadHandle,
-        key: str,
-        *,
-        files: dict[str, ZenodoFile],
-        force: bool,
-        options: PreloadOptions,
-        progress: ProgressCallback | None,
-        failures: dict[str, BaseException],
-        transfer: _TransferSettings,
-        started: threading.Event,
-    ) -> None:
-        started.wait()
-        emit = functools.partial(self._emit, handle, progress, key)
-        try:
-            self._preload_steps(handle, files[key], force, options, emit, transfer)
-        except BaseException as e:
-            failures[key] = e
-            emit("failed", message=str(e))
-            handle.notify(PreloadState(key, status=PreloadStatus.failed, exception=e))
-            raise
-        handle.notify(PreloadState(key, status=PreloadStatus.completed))
-
-    def _preload_steps(
-        self,
-        handle: PreloadHandle,
-        file: ZenodoFile,
-        force: bool,
-        options: PreloadOptions,
-        emit: functools.partial,
-        transfer: _TransferSettings,
-    ) -> None:
-        lock = self._cache.lock(f"{self._source}/{file.key}")
-
-        def waiting(holder: Lease | None, path: str) -> None:
-            who = holder.describe() if holder else "another run"
-            emit("waiting", message=f"being preloaded by {who} (lock {path})")
-
-        lock.acquire(on_wait=waiting)
-        try:
-            self._preload_locked(handle, file, force, options, emit, transfer)
-        finally:
-            lock.release()
-
-    def _preload_locked(
-        self,
-        handle: PreloadHandle,
-        file: ZenodoFile,
-        force: bool,
-        options: PreloadOptions,
-        emit: functools.partial,
-        transfer: _TransferSettings,
-    ) -> None:
-        key = file.key
-        label = f"Zenodo record {self._record_id}, file {key!r}"
-        manifest = self._cache.manifest
-        if not force and manifest.current(self._source, key, file.checksum) is not None:
-            emit("skipped", message="already preloaded")
-            return
-        remote = RemoteFile(
-            url=self._client.download_url(self._record_id, key),
-            key=key,
-            label=label,
-            size=file.size,
-            md5=file.md5,
-        )
-        manifest.remove(key)
-        if force:
-            remove_partial(self._cache.partial_dir, remote)
-        with self._cache.workdir() as work:
-            local = download_file(
-                self._client.session,
-                remote,
-                work / key,
-                partial_dir=self._cache.partial_dir,
-                policy=self._policy,
-                timeout=self._timeout,
-                progress=lambda done, total: emit("download", bytes_done=done, bytes_total=total),
-                cancelled=lambda: handle.cancelled,
-                on_verify=lambda: emit("verify", message="checking md5"),
-                split_bytes=transfer.split_bytes,
-                executor=transfer.executor,
-            )
-            try:
-                processed = process_file(
-                    local,
-                    key,
-                    work,
-                    options,
-                    progress=lambda phase, done, total: emit(
-                        phase, files_done=done, files_total=total
-                    ),
-                )
-            except PreloadError as e:
-                raise type(e)(f"Zenodo record {self._record_id}, {e}") from e
-            for entry in processed.entries:
-                self._cache.commit(entry.local, entry.name)
-        manifest.put(PreloadRecord(self._source, key, file.checksum, file.size, processed.outputs))
-        emit("done", message=f"{len(processed.outputs)} data id(s)")
-
-    def _emit(
-        self,
-        handle: PreloadHandle,
-        progress: ProgressCallback | None,
-        key: str,
-        phase: Phase,
-        **fields: Any,
-    ) -> None:
-        event = PreloadEvent(store=self._source, data_id=key, phase=phase, **fields)
-        if progress is not None:
-            try:
-                progress(event)
-            except Exception:  # a broken display must not break the preload
-                log.exception("preload progress callback failed")
-        if phase not in ("done", "failed"):  # xcube's handle sets the final status itself
-            message = f"{phase}: {event.message}" if event.message else phase
-            handle.notify(PreloadState(key, progress=event.fraction, message=message))
-
     def close(self) -> None:
         """Closes connections; the cache is kept (it is the point of preloading)."""
         client = getattr(self, "_client", None)  # None when __init__ failed (bad root)
@@ -785,20 +496,3 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
 
 def _is_zarr_zip(key: str) -> bool:
     return key.lower().endswith(_ZARR_ZIP_SUFFIX) and len(key) > len(_ZARR_ZIP_SUFFIX)
-
-
-@dataclass(frozen=True)
-class _TransferSettings:
-    """How one ``preload_data`` call downloads: its shared transfer pool and range split size."""
-
-    executor: Executor
-    split_bytes: int | None
-
-
-def _bands_as_variables(ds: xr.Dataset) -> xr.Dataset:
-    """``band_data(band, y, x)`` -> ``band_1``, ``band_2``... as xcube's GeoTIFF opener names them."""
-    if RASTER_VARIABLE not in ds or "band" not in ds[RASTER_VARIABLE].dims:
-        return ds.rename({RASTER_VARIABLE: "band_1"}) if RASTER_VARIABLE in ds else ds
-    variable = ds[RASTER_VARIABLE]
-    bands = {f"band_{int(b)}": variable.sel(band=b, drop=True) for b in variable["band"].values}
-    return ds.drop_vars([RASTER_VARIABLE, "band"]).assign(bands)

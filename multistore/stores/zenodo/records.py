@@ -16,8 +16,8 @@ from xcube.core.store import DataDescriptor, DataStore, DataTypeLike
 from xcube.core.store.preload import NullPreloadHandle, PreloadHandle
 from xcube.util.jsonschema import JsonObjectSchema
 
-from ..errors import PreloadError, StoreError
-from ..preload.events import ProgressCallback
+from ...errors import PreloadError, StoreError
+from ...preload.events import ProgressCallback
 
 
 class ZenodoRecordsStore(DataStore):
@@ -37,13 +37,13 @@ class ZenodoRecordsStore(DataStore):
 
     @classmethod
     def get_data_store_params_schema(cls) -> JsonObjectSchema:
-        from .zenodo import ZenodoDataStore
+        from .store import ZenodoDataStore
 
         return ZenodoDataStore.get_data_store_params_schema()
 
     @classmethod
     def get_data_types(cls) -> tuple[str, ...]:
-        from .zenodo import ZenodoDataStore
+        from .store import ZenodoDataStore
 
         return ZenodoDataStore.get_data_types()
 
@@ -51,7 +51,7 @@ class ZenodoRecordsStore(DataStore):
 
     def record_store(self, record_id: str) -> DataStore:
         """The store of one record, made on first use."""
-        from .zenodo import ZenodoDataStore
+        from .store import ZenodoDataStore
 
         with self._lock:
             store = self._children.get(record_id)
@@ -140,7 +140,7 @@ class ZenodoRecordsStore(DataStore):
     # -- preload ---------------------------------------------------------------------
 
     def get_preload_data_params_schema(self) -> JsonObjectSchema:
-        from .zenodo import ZenodoDataStore
+        from .store import ZenodoDataStore
 
         return ZenodoDataStore.get_preload_data_params_schema(self)  # record-independent
 
