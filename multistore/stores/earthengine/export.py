@@ -17,16 +17,18 @@ credentials: the caller must fail, naming where the files landed).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ...errors import FetchError
+from ...errors import ConfigError, FetchError, Problem
+from ..contract import open_progress
 from .fetch import FetchCounters, PixelGrid, RetryPolicy, call_with_retries
 from .query import EE_TYPE, Recipe, Step
 from .resume import tile_key
@@ -52,6 +54,29 @@ class ExportSettings:
     file_dimensions: int | None = None  # gcs/drive: split the GeoTIFF into files of this size
     # gcs: gcsfs options (sorted items); may hold a token, so never in a repr
     storage_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+
+
+def export_settings(params: Mapping[str, Any]) -> ExportSettings:
+    """Where ``export_via`` sends exports; the keys each destination needs."""
+    via = params["export_via"]
+    required = {"asset": ["export_asset_root"], "gcs": ["export_bucket"], "drive": []}[via]
+    missing = [
+        Problem(f"open_params.{name}", f"required with export_via: {via}")
+        for name in required
+        if not params.get(name)
+    ]
+    if missing:
+        raise ConfigError(missing)
+    root = params.get("export_asset_root") if via == "asset" else None
+    return ExportSettings(
+        via=via,
+        root=root or params.get("export_prefix", "multistore"),
+        bucket=params.get("export_bucket"),
+        poll_s=float(params.get("export_poll_s", 10.0)),
+        timeout_s=params.get("export_timeout_s"),
+        file_dimensions=params.get("export_file_dimensions"),
+        storage_options=tuple(sorted((params.get("export_storage_options") or {}).items())),
+    )
 
 
 def export_asset_id(root: str, data_id: str, key: str) -> str:
@@ -376,3 +401,18 @@ def _cancel(running: dict[str, Any]) -> None:
             LOG.warning("earthengine: cancelled export task for %s", asset_id)
         except Exception as exc:  # noqa: BLE001 - cancelling is best effort while unwinding
             LOG.warning("earthengine: could not cancel the export to %s: %s", asset_id, exc)
+
+
+def pipeline_progress(data_id: str) -> Callable[[int, int], None] | None:
+    """Export progress for the pipeline's status table, when a dataset is being generated."""
+    report = open_progress()
+    if report is None:
+        return None
+    return lambda done, total: report(done, total, f"earthengine export {data_id}: {done}/{total}")
+
+
+def exports_key(data_id: str, params: Mapping[str, Any]) -> str:
+    """Identifies an opened source among the exports to release; tile caches do not
+    change what was exported."""
+    keep = {k: v for k, v in params.items() if not k.startswith("tile_cache")}
+    return json.dumps([data_id, keep], sort_keys=True, default=str)

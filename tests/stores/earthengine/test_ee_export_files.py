@@ -12,7 +12,8 @@ from multistore import MultiSourceDataStore
 from multistore.errors import ConfigError, SourceOpenError
 from multistore.grid import TargetGrid
 from multistore.status import DatasetResult, Status, StatusBoard
-from multistore.stores.earthengine.store import EarthEngineDataStore, _open_params_schema
+from multistore.stores.earthengine.params import open_params_schema
+from multistore.stores.earthengine.store import EarthEngineDataStore
 from tests.servers.earthengine import store_params
 from tests.servers.ee_emulator import RequestGrid
 
@@ -168,7 +169,7 @@ def test_drive_export_fails_the_dataset_in_the_pipeline(tmp_path, ee_emulator):
 def test_schema_accepts_file_exports_and_checks_their_params(ee_emulator):
     import jsonschema
 
-    validator = jsonschema.Draft7Validator(_open_params_schema().to_dict())
+    validator = jsonschema.Draft7Validator(open_params_schema().to_dict())
     for via in ("asset", "gcs", "drive"):
         assert validator.is_valid({"export_via": via})
     assert not validator.is_valid({"export_via": "ftp"})
