@@ -1,4 +1,9 @@
-"""Retries with exponential backoff and jitter for transient I/O errors."""
+"""Retries with exponential backoff and jitter: one policy for every client.
+
+``RetryPolicy`` is how hard a client tries (HTTP sessions through urllib3's
+``Retry``, Earth Engine calls, downloads); ``with_retries`` is the classifying
+loop the pipeline uses around opening sources and writing cubes.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,56 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
+
+from urllib3.util.retry import Retry
 
 from .config.model import RetryConfig
 from .diskspace import storage_os_error
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. ``max_retries`` applies to statuses, connections and broken bodies."""
+
+    max_retries: int = 6
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    checksum_attempts: int = 3  # full downloads tried before a checksum mismatch is final
+
+    def backoff(self, failures: int) -> float:
+        """Exponential backoff for the ``failures``-th consecutive failure (no jitter)."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** max(0, failures - 1))
+
+    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
+        """Full-jitter backoff before retry ``attempt + 1``; ``Retry-After`` wins when longer."""
+        backoff = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
+        return max(backoff, retry_after_s or 0.0)
+
+
+def urllib3_retry(policy: RetryPolicy, raise_on_status: bool = True) -> Retry:
+    """The policy as urllib3's ``Retry`` for a requests session (GET and HEAD only)."""
+    return Retry(
+        total=policy.max_retries,
+        connect=policy.max_retries,
+        read=policy.max_retries,
+        status=policy.max_retries,
+        other=0,
+        backoff_factor=policy.backoff_s,
+        backoff_max=policy.max_backoff_s,
+        backoff_jitter=policy.backoff_s / 2,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True,
+        raise_on_status=raise_on_status,
+    )
+
 
 # OSErrors that retrying cannot fix.
 _PERMANENT_OS_ERRORS = (
@@ -48,7 +96,7 @@ def is_transient(error: BaseException) -> bool:
 
 def with_retries(
     fn: Callable[[], T],
-    config: RetryConfig,
+    config: RetryConfig | RetryPolicy,
     what: str,
     sleep: Callable[[float], None] = time.sleep,
     classify: Callable[[BaseException], BaseException] = lambda e: e,

@@ -4,11 +4,12 @@ Store-independent, so any store that downloads files (Zenodo today) can
 reuse it.
 """
 
+from ..retry import RetryPolicy
 from .archive import ArchiveLimits, archive_stem, unpack_archive
 from .cache import PreloadCache
 from .download import RemoteFile, download_file
 from .events import PreloadEvent, ProgressCallback
-from .http import RetryPolicy, new_session
+from .http import new_session
 from .manifest import Manifest, PreloadOutput, PreloadRecord
 from .process import PreloadOptions, process_file
 

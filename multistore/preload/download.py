@@ -34,7 +34,8 @@ import urllib3
 
 from ..diskspace import explain, storage_os_error
 from ..errors import ChecksumError, PreloadError
-from .http import RetryPolicy, describe_retry_error
+from ..retry import RetryPolicy
+from .http import describe_retry_error
 
 ByteProgress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
 

@@ -11,28 +11,13 @@ import collections
 import re
 import threading
 import time
-from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-RETRY_STATUSES = (429, 500, 502, 503, 504)
+from ..retry import RetryPolicy, urllib3_retry
+
 _TOO_MANY = re.compile(r"too many (\d+) error responses")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try. ``max_retries`` applies to statuses, connections and broken bodies."""
-
-    max_retries: int = 6
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
-    checksum_attempts: int = 3  # full downloads tried before a checksum mismatch is final
-
-    def backoff(self, failures: int) -> float:
-        """Exponential backoff for the ``failures``-th consecutive failure (no jitter)."""
-        return min(self.max_backoff_s, self.backoff_s * 2 ** max(0, failures - 1))
 
 
 class RateLimiter:
@@ -100,20 +85,7 @@ def new_session(
 
     ``rate_name`` names the request budget (the service endpoint) that sessions in
     other processes of a dask.distributed cluster share."""
-    retry = Retry(
-        total=policy.max_retries,
-        connect=policy.max_retries,
-        read=policy.max_retries,
-        status=policy.max_retries,
-        other=0,
-        backoff_factor=policy.backoff_s,
-        backoff_max=policy.max_backoff_s,
-        backoff_jitter=policy.backoff_s / 2,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "HEAD"}),
-        respect_retry_after_header=True,
-        raise_on_status=True,
-    )
+    retry = urllib3_retry(policy)
     adapter = _LimitedAdapter(
         RateLimiter(requests_per_minute, rate_window_s, rate_name),
         max_retries=retry,

@@ -16,7 +16,8 @@ from multistore.preload.download import (
     range_part_path,
     remove_partial,
 )
-from multistore.preload.http import RateLimiter, RetryPolicy, new_session
+from multistore.preload.http import RateLimiter, new_session
+from multistore.retry import RetryPolicy
 
 CONTENT = bytes(range(256)) * 400  # 102400 bytes
 MD5 = hashlib.md5(CONTENT).hexdigest()

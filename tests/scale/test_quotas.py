@@ -14,7 +14,8 @@ import yaml
 
 from multistore import MultiSourceDataStore
 from multistore.config.model import DaskConfig
-from multistore.preload.http import RetryPolicy, new_session
+from multistore.preload.http import new_session
+from multistore.retry import RetryPolicy
 from multistore.scheduler import dask_runner
 from tests.servers.earthengine import store_params
 from tests.servers.ee_emulator import Emulator

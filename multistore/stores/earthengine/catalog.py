@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from ...errors import SourceOpenError
-from .fetch import FetchCounters, RetryPolicy, call_with_retries
+from ...retry import RetryPolicy
+from .fetch import FetchCounters, call_with_retries
 
 LOG = logging.getLogger(__name__)
 

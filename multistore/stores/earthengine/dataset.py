@@ -17,8 +17,9 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ...errors import SourceOpenError
 from ...grid import TargetGrid
+from ...retry import RetryPolicy
 from .export import ExportSettings
-from .fetch import FetchCounters, RetryPolicy
+from .fetch import FetchCounters
 from .gcs import geotiff_source
 from .grids import pixel_grid
 from .planner import ChunkPlan, RequestPlan

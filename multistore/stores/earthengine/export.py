@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, FetchError, Problem
+from ...retry import RetryPolicy
 from ..contract import open_progress
-from .fetch import FetchCounters, PixelGrid, RetryPolicy, call_with_retries
+from .fetch import FetchCounters, PixelGrid, call_with_retries
 from .query import EE_TYPE, Recipe, Step
 from .resume import tile_key
 
@@ -118,7 +119,7 @@ def export_steps(
     the reader casts back. Starting, checking and polling go through the classified
     retries of ``call_with_retries`` (a start is idempotent: the task keeps its request id).
     """
-    policy = policy or RetryPolicy()
+    policy = policy or RetryPolicy(backoff_s=0.5, max_backoff_s=30.0)
     counters = counters or FetchCounters()
     running: dict[str, Any] = {}
     try:

@@ -13,7 +13,6 @@ not hold a slot.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ from affine import Affine
 
 from ...errors import FetchError
 from ...grid import Window
+from ...retry import RetryPolicy
 from .planner import quarter
 from .session import pixel_client, request_slot
 
@@ -79,19 +79,6 @@ def _retry_after(resp: Mapping[str, Any]) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:  # an HTTP date: rare from Google front ends; use our backoff
         return None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, capped; ``Retry-After`` wins when longer."""
-
-    max_retries: int = 6
-    backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-
-    def delay(self, attempt: int, retry_after_s: float | None) -> float:
-        backoff = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
-        return max(backoff, retry_after_s or 0.0)
 
 
 @dataclass

@@ -16,7 +16,8 @@ import pandas as pd
 
 from ...errors import ProcessingError, SourceOpenError
 from ...filters import Comparison
-from .fetch import FetchCounters, RetryPolicy, call_with_retries
+from ...retry import RetryPolicy
+from .fetch import FetchCounters, call_with_retries
 
 REDUCERS = ("mosaic", "median", "mean", "min", "max", "first")
 TEMPORAL_RESOLUTIONS = ("raw", "daily", "monthly", "yearly")

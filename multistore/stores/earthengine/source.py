@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .fetch import FetchCounters, PixelGrid, RetryPolicy, fetch_window
+from ...retry import RetryPolicy
+from .fetch import FetchCounters, PixelGrid, fetch_window
 from .planner import ChunkPlan
 from .query import Recipe, Step
 from .resume import TileCache, tile_key

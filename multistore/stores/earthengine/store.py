@@ -29,6 +29,7 @@ from xcube.util.jsonschema import (
 
 from ...errors import ConfigError, FetchError, Problem, SourceOpenError
 from ...filters import parse_comparison
+from ...retry import RetryPolicy
 from . import tasks
 from .bands import band_types, ee_image, image_processing, scale_pair, select_bands
 from .catalog import CATALOG_TTL_S, CATALOG_URL, CatalogEntry, fetcher, load_catalog
@@ -42,7 +43,7 @@ from .export import (
     pipeline_progress,
     submit_steps,
 )
-from .fetch import FetchCounters, RetryPolicy, call_with_retries
+from .fetch import FetchCounters, call_with_retries
 from .grids import alignment_groups, images_of_group, pixel_grid, query_grid
 from .params import open_params_schema, store_params_schema, validate
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, RequestPlan, plan_chunks
@@ -82,6 +83,7 @@ class EarthEngineDataStore(DataStore):
         self._policy = RetryPolicy(
             max_retries=self._session.max_retries,
             backoff_s=float(store_params.get("backoff_s", 0.5)),
+            max_backoff_s=30.0,
         )
         self.counters = FetchCounters()
         self._catalog_url = store_params.get("catalog_url", CATALOG_URL)

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from ...errors import FetchError
+from ...retry import RetryPolicy
 from .export import cancel_task, task_list, task_status
-from .fetch import FetchCounters, RetryPolicy, call_with_retries
+from .fetch import FetchCounters, call_with_retries
 
 _ENDED = ("COMPLETED", "FAILED", "CANCELLED", "UNKNOWN")
 

@@ -20,9 +20,9 @@ import requests
 from odc.loader._rio import RioDriver
 from pystac_client.conformance import ConformanceClasses
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from ...errors import StoreError
+from ...retry import RetryPolicy, urllib3_retry
 
 LOG = logging.getLogger(__name__)
 
@@ -53,13 +53,7 @@ class JsonReader:
         self._storage_options = dict(storage_options or {})
         self._timeout = timeout
         self._session = requests.Session()
-        retry = Retry(
-            total=retries,
-            backoff_factor=backoff,
-            status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=("GET", "HEAD"),
-            raise_on_status=False,
-        )
+        retry = urllib3_retry(RetryPolicy(max_retries=retries, backoff_s=backoff), False)
         adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)

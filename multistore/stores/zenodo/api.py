@@ -16,7 +16,8 @@ from typing import Any
 import requests
 
 from ...errors import StoreError
-from ...preload.http import RetryPolicy, describe_retry_error, new_session
+from ...preload.http import describe_retry_error, new_session
+from ...retry import RetryPolicy
 
 DEFAULT_BASE_URL = "https://zenodo.org"
 GUEST_REQUESTS_PER_MINUTE = 60

@@ -17,9 +17,9 @@ from ...locks import Lease
 from ...preload.cache import PreloadCache
 from ...preload.download import RemoteFile, download_file, remove_partial
 from ...preload.events import Phase, PreloadEvent, ProgressCallback
-from ...preload.http import RetryPolicy
 from ...preload.manifest import PreloadRecord
 from ...preload.process import PreloadOptions, process_file
+from ...retry import RetryPolicy
 from .api import ZenodoClient, ZenodoFile
 
 log = logging.getLogger(__name__)

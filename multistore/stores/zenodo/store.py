@@ -49,10 +49,10 @@ from ...preload.cache import PreloadCache
 from ...preload.convert import is_raster, zarr_name
 from ...preload.download import DEFAULT_SPLIT_BYTES
 from ...preload.events import ProgressCallback
-from ...preload.http import RetryPolicy
 from ...preload.manifest import PreloadOutput, PreloadRecord
 from ...preload.process import PreloadOptions, file_format
 from ...rasterio_threads import share_opener_registry
+from ...retry import RetryPolicy
 from .api import (
     DEFAULT_BASE_URL,
     ZenodoClient,
