@@ -20,6 +20,10 @@ processes. Per build, from the ``--log-format json`` events and by polling the
   gap s         longest pause between two status events while writing
 
     python benchmarks/scale_benchmark.py [--tiles 1000 10000 100000] [--distributed]
+        [--only threads|distributed] [--builds "one graph" waves] [--timeout 900]
+
+A build still running after ``--timeout`` seconds is killed and reported as stalled, with
+the chunks it had stored and its peak memory.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def write_config(folder: Path, tiles: int, dask: dict) -> Path:
     return path
 
 
-def run(config: Path) -> dict[str, float]:
+def run(config: Path, timeout_s: float) -> dict[str, float]:
     out = config.parent / "out"
     shutil.rmtree(out, ignore_errors=True)
     chunks = out / "cube.zarr" / "band_1"
@@ -114,6 +118,15 @@ def run(config: Path) -> dict[str, float]:
     reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
     reader.start()
     while child.poll() is None:
+        if time.perf_counter() - start > timeout_s:  # e.g. workers paused at their memory limit
+            for kid in proc.children(recursive=True):
+                kid.kill()
+            child.kill()
+            child.wait()
+            reader.join()
+            stored = sum(1 for p in chunks.iterdir() if p.name[0].isdigit())
+            return {"stalled": stored, "wall": timeout_s, "client": client / 2**20,
+                    "workers": workers / 2**20, "first": first}  # fmt: skip
         try:
             client = max(client, proc.memory_info().rss)
             for kid in proc.children(recursive=True):
@@ -149,6 +162,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--distributed", action="store_true")
+    parser.add_argument("--only", choices=["threads", "distributed"], help="one scheduler only")
+    parser.add_argument("--builds", nargs="+", default=["one graph", "waves"])
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per build")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     schedulers = {"threads": {"scheduler": "threads"}}
@@ -163,12 +179,24 @@ def main() -> None:
     for tiles in args.tiles:
         make_source(WORK / f"src{tiles}.tif", tiles)
         for sched, dask in schedulers.items():
+            if args.only and sched != args.only:
+                continue
             for build, waves in (("one graph", ONE_GRAPH), ("waves", None)):
+                if build not in args.builds:
+                    continue
                 folder = WORK / f"{tiles}-{sched}-{build.replace(' ', '')}"
                 folder.mkdir(exist_ok=True)
                 settings = dask if waves is None else {**dask, "wave_chunks": waves}
-                r = run(write_config(folder, tiles, settings))
+                r = run(write_config(folder, tiles, settings), args.timeout)
                 n = math.isqrt(tiles) ** 2
+                if "stalled" in r:
+                    print(
+                        f"{n:>7} {sched:<11} {build:<9} stalled: {r['stalled']} chunks stored "
+                        f"after {r['wall']:.0f} s, killed; client {r['client']:.0f} MiB, "
+                        f"workers {r['workers']:.0f} MiB",
+                        flush=True,
+                    )
+                    continue
                 print(
                     f"{n:>7} {sched:<11} {build:<9} {r['plan']:>7.1f} {r['first']:>8.1f} "
                     f"{r['wall']:>7.1f} {r['client']:>10.0f} {r['workers']:>11.0f} "
