@@ -30,7 +30,7 @@ import numpy as np
 from ...errors import ConfigError, FetchError, Problem
 from ...retry import RetryPolicy
 from ..contract import open_progress
-from .fetch import FetchCounters, PixelGrid, call_with_retries
+from .fetch import EE_RETRY_POLICY, FetchCounters, PixelGrid, call_with_retries
 from .query import EE_TYPE, Recipe, Step
 from .resume import tile_key
 
@@ -119,7 +119,7 @@ def export_steps(
     the reader casts back. Starting, checking and polling go through the classified
     retries of ``call_with_retries`` (a start is idempotent: the task keeps its request id).
     """
-    policy = policy or RetryPolicy(backoff_s=0.5, max_backoff_s=30.0)
+    policy = policy or EE_RETRY_POLICY
     counters = counters or FetchCounters()
     running: dict[str, Any] = {}
     try:

@@ -32,6 +32,9 @@ from .session import pixel_client, request_slot
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Earth Engine's pixel and metadata calls: short backoffs, Retry-After honoured (see delay()).
+EE_RETRY_POLICY = RetryPolicy(backoff_s=0.5, max_backoff_s=30.0)
+
 _SIZE_ERRORS = ("Total request size", "Pixel grid dimensions")
 
 

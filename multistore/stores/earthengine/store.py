@@ -11,6 +11,7 @@ project's target grid when one is given, so no local regrid is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -29,7 +30,6 @@ from xcube.util.jsonschema import (
 
 from ...errors import ConfigError, FetchError, Problem, SourceOpenError
 from ...filters import parse_comparison
-from ...retry import RetryPolicy
 from . import tasks
 from .bands import band_types, ee_image, image_processing, scale_pair, select_bands
 from .catalog import CATALOG_TTL_S, CATALOG_URL, CatalogEntry, fetcher, load_catalog
@@ -43,7 +43,7 @@ from .export import (
     pipeline_progress,
     submit_steps,
 )
-from .fetch import FetchCounters, call_with_retries
+from .fetch import EE_RETRY_POLICY, FetchCounters, call_with_retries
 from .grids import alignment_groups, images_of_group, pixel_grid, query_grid
 from .params import open_params_schema, store_params_schema, validate
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, RequestPlan, plan_chunks
@@ -80,10 +80,10 @@ class EarthEngineDataStore(DataStore):
             deadline_s=float(store_params.get("deadline_s", 120.0)),
         )
         self._byte_limit = int(store_params.get("request_byte_limit", DEFAULT_REQUEST_BYTE_LIMIT))
-        self._policy = RetryPolicy(
+        self._policy = dataclasses.replace(
+            EE_RETRY_POLICY,
             max_retries=self._session.max_retries,
-            backoff_s=float(store_params.get("backoff_s", 0.5)),
-            max_backoff_s=30.0,
+            backoff_s=float(store_params.get("backoff_s", EE_RETRY_POLICY.backoff_s)),
         )
         self.counters = FetchCounters()
         self._catalog_url = store_params.get("catalog_url", CATALOG_URL)
