@@ -23,6 +23,7 @@ from .errors import ProcessingError, SourceOpenError
 from .gdalenv import GdalSettings, general_settings, scope_dataset
 from .grid import TargetGrid, xy_names
 from .hooks import apply_hook
+from .netcdf import engine_for_store
 from .plan import CubePlan
 from .rasterio_threads import share_opener_registry
 from .regrid import regrid_dataset
@@ -120,7 +121,7 @@ def open_source(
     ``hook_hashes``: the hook files' hashes as planned (path -> sha256).
     """
     store = stores[source.store]
-    params = open_params_for(source, store, grid, scratch)
+    params = _with_netcdf_engine(open_params_for(source, store, grid, scratch), store, source)
     gdal = gdal if gdal is not None else stores.gdal_settings(source.store)
 
     def _open() -> Any:
@@ -148,6 +149,17 @@ def open_source(
         # on the source's grid: only the checks that hold on any grid
         data = apply_hook(hook, data, expected_sha256=_planned_hash(hook, hook_hashes))
     return scope_dataset(data, gdal)
+
+
+def _with_netcdf_engine(params: dict[str, Any], store: DataStore, source: SourceConfig) -> dict:
+    """Read NetCDF files with an engine safe under dask's threads, unless the user chose one."""
+    if "engine" in params:
+        return params
+    declared = declared_open_params(store, source.data_id)
+    if "engine" not in declared and not _open_params_schema_open(store, source.data_id):
+        return params
+    engine = engine_for_store(store, source.data_id)
+    return params if engine is None else {**params, "engine": engine}
 
 
 def _planned_hash(hook: CustomProcessing | None, hashes: Mapping[str, str] | None) -> str | None:

@@ -26,7 +26,7 @@ from .config.model import Config, SourceConfig
 from .cube import open_params_for
 from .errors import MultistoreError
 from .plan import CubePlan, Plan
-from .stores.contract import file_store, source_identifier
+from .stores.contract import file_path, file_store, source_identifier
 from .stores.pool import CACHE_FOLDER, StorePool
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,7 @@ class SourceResolver:
         if files is None or files.fs is None:
             store_id = self.config.store(source.store).store_id
             return {"content": {"unresolved": f"no identity for store_id {store_id!r}"}}
-        root = str(files.root or "").rstrip("/")
-        path = f"{root}/{source.data_id}" if root else source.data_id
-        return path_identity(files.fs, path, self.hashes)
+        return path_identity(files.fs, file_path(files, source.data_id), self.hashes)
 
 
 def path_identity(fs: Any, path: str, hashes: HashCache) -> dict[str, Any]:

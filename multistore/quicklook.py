@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from .grid import xy_names
+from .netcdf import engine_for_path
 from .storage import StorageTarget, zarr_store
 
 MAX_PIXELS = 600  # longest side of each panel
@@ -38,7 +39,7 @@ def write_quicklook(target: StorageTarget, compute: Callable[[Any], Any]) -> str
         with tempfile.TemporaryDirectory(prefix="multistore-") as tmp:
             local = os.path.join(tmp, "cube.nc")
             fs.get_file(target.path, local)
-            ds = xr.open_dataset(local, engine="netcdf4").load()
+            ds = xr.open_dataset(local, engine=engine_for_path(local)).load()
     x, y = xy_names(ds)
     names = [n for n in ds.data_vars if x in ds[n].dims and y in ds[n].dims][:6]
     step = max(1, math.ceil(max(ds.sizes[x], ds.sizes[y]) / MAX_PIXELS))

@@ -20,6 +20,7 @@ from typing import Any
 import xarray as xr
 
 from .grid import xy_names
+from .stores.contract import file_path, file_store
 
 LOG = logging.getLogger(__name__)
 
@@ -109,13 +110,11 @@ def raster_layout(store: Any, data_id: str) -> tuple[int, int, int, int] | None:
     import rasterio
     from rasterio.errors import RasterioError
 
-    fs = getattr(store, "fs", None)
-    if fs is None:
+    files = file_store(store)
+    if files is None or files.fs is None:
         return None
-    root = getattr(store, "root", None)
-    path = f"{str(root).rstrip('/')}/{data_id}" if root else data_id
     try:
-        with fs.open(path, "rb") as f, rasterio.open(f) as r:
+        with files.fs.open(file_path(files, data_id), "rb") as f, rasterio.open(f) as r:
             bh, bw = r.block_shapes[0]
             return r.width, r.height, bw, bh
     except (OSError, ValueError, RasterioError) as e:

@@ -156,7 +156,7 @@ def write_netcdf(
     with tempfile.TemporaryDirectory(prefix="multistore-") as tmp:
         local = os.path.join(tmp, os.path.basename(target.output))
         try:
-            compute(ds.to_netcdf(local, engine="netcdf4", encoding=encoding, compute=False))
+            compute(ds.to_netcdf(local, engine="h5netcdf", encoding=encoding, compute=False))
             parent = target.path.rsplit("/", 1)[0]
             if parent != target.path:
                 target.fs.makedirs(parent, exist_ok=True)

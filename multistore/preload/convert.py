@@ -16,19 +16,15 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import PreloadError, UnsafeArchiveError
+from ..netcdf import engine_for_path
 from .archive import ArchiveLimits
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".geotiff", ".gtiff")
-NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
 RASTER_VARIABLE = "band_data"  # the name xarray's rasterio backend uses
 
 
 def is_raster(name: str) -> bool:
     return name.lower().endswith(RASTER_SUFFIXES)
-
-
-def is_netcdf(name: str) -> bool:
-    return name.lower().endswith(NETCDF_SUFFIXES)
 
 
 def zarr_name(name: str) -> str:
@@ -133,7 +129,7 @@ def netcdf_to_zarr(
 ) -> Path:
     """Convert a NetCDF file into Zarr, keeping its encoding (dtype, fill values, scaling)."""
     try:
-        ds = xr.open_dataset(src, chunks={}, decode_cf=False)
+        ds = xr.open_dataset(src, chunks={}, decode_cf=False, engine=engine_for_path(src))
     except Exception as e:
         raise PreloadError(f"{Path(src).name}: cannot read NetCDF: {e}") from e
     try:

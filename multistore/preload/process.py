@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..netcdf import is_netcdf
 from .archive import ArchiveLimits, archive_stem, unpack_archive
-from .convert import is_netcdf, is_raster, netcdf_to_zarr, raster_to_zarr, zarr_name
+from .convert import is_raster, netcdf_to_zarr, raster_to_zarr, zarr_name
 from .manifest import PreloadOutput
 
 # (phase, files done, files total)

@@ -220,3 +220,9 @@ def open_params_checker(store_class: type) -> OpenParamsChecker | None:
 def file_store(store: Any) -> FileStore | None:
     """A filesystem-backed store (xcube's ``file``, ``s3``, ...): its data ids are paths."""
     return store if isinstance(store, FileStore) else None
+
+
+def file_path(files: FileStore, data_id: str) -> str:
+    """The path of ``data_id`` in the store's filesystem."""
+    root = str(files.root or "").rstrip("/")
+    return f"{root}/{data_id}" if root else data_id

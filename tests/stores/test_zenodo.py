@@ -762,3 +762,19 @@ def test_two_stores_sharing_a_cache_preload_a_file_once(record, tmp_path):
     )
     ds = new_store(record, tmp_path).open_data("france/forest_mask_france.zarr")
     np.testing.assert_array_equal(ds.band_data.values, MASK)
+
+
+def test_netcdf_files_and_members_open_with_h5netcdf(zenodo, tmp_path):  # noqa: F811
+    """netCDF-C crashes under dask's threads (see multistore.netcdf): never used by default."""
+    values = np.arange(4 * 6, dtype="float32").reshape(4, 6)
+    ds = xr.Dataset(
+        {"v": (("lat", "lon"), values)}, coords={"lat": np.arange(4.0), "lon": np.arange(6.0)}
+    )
+    nc = ds.to_netcdf(engine="h5netcdf")
+    zenodo.add_record(RID, {"t.nc": bytes(nc), "z.zip": zip_bytes({"m.nc": bytes(nc)})})
+    store = new_store(zenodo, tmp_path)
+    store.preload_data("z.zip")
+    for data_id in ("t.nc", "z/m.nc"):
+        opened = store.open_data(data_id)
+        assert type(opened._close.__self__).__name__ == "H5NetCDFStore", data_id
+        np.testing.assert_array_equal(opened["v"].values, values)

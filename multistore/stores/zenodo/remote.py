@@ -10,6 +10,7 @@ from xcube.util.jsonencoder import to_json_value
 from xcube.util.jsonschema import JsonObjectSchema
 
 from ...errors import MultistoreError, StoreError
+from ...netcdf import engine_for_store
 from ...preload.cache import PreloadCache
 from ...preload.convert import RASTER_VARIABLE
 from ...preload.manifest import PreloadOutput
@@ -116,6 +117,10 @@ def open_cached(
         open_params.setdefault("mask_and_scale", False)
         band_as_variable = bool(open_params.pop("band_as_variable", False))
         tile_size = open_params.pop("tile_size", None)
+    if fmt == "netcdf" and "engine" not in open_params:
+        engine = engine_for_store(cache.store, output.data_id)
+        if engine is not None:
+            open_params["engine"] = engine
     try:
         data = cache.store.open_data(output.data_id, opener_id=opener_id, **open_params)
     except MultistoreError:
