@@ -39,6 +39,7 @@ from .lock import (
     write_lock,
 )
 from .locks import read_lock
+from .native import NativeRun, download_groups, native_grouper
 from .plan import CubePlan, Plan, build_plan
 from .scheduler import dask_runner
 from .scrub import ScrubbingFilter
@@ -110,6 +111,9 @@ class MultiSourceDataStore:
         for cube in plan.cubes:
             sources = tuple(self._scrub(f"{s.store}:{s.data_id}") for s in cube.dataset.sources)
             try:
+                if cube.dataset.format_id == "geotiff":
+                    summaries.append(self._native_summary(cube, sources))
+                    continue
                 grid = self._planned_grid(cube, grids)
                 grids[cube.identifier] = grid
                 ds = build_cube(cube, self.config, self.stores, grid)
@@ -133,6 +137,15 @@ class MultiSourceDataStore:
                     )
                 )
         return summaries
+
+    def _native_summary(self, cube: CubePlan, sources: tuple[str, ...]) -> CubeSummary:
+        source = cube.dataset.sources[0]
+        params = open_params_for(source, self.stores[source.store], None)
+        query = {k: params[k] for k in ("time_range", "filters") if k in params}
+        groups = native_grouper(cube, self.stores).alignment_groups(source.data_id, **query)
+        images = sum(len(ids) for ids in groups.values())
+        grid = f"native: {len(groups)} alignment group(s), {images} image(s), one GeoTIFF each"
+        return CubeSummary(cube.identifier, cube.output, grid, sources, {}, {}, {}, 0, 0)
 
     def _planned_grid(
         self, cube: CubePlan, grids: dict[str, TargetGrid | None]
@@ -194,6 +207,15 @@ class MultiSourceDataStore:
         if self.config.path is not None and generator.identities:
             write_lock(self.config, build_lock(self.config, plan, generator.identities))
         return report
+
+    def download_native(self, dataset: str, *, force: bool = False) -> NativeRun:
+        """Native-grid download of ``dataset`` (one source, no grid mapping): one output per
+        alignment group, ``<dataset>/<group>.zarr`` or (``format_id: geotiff``) one GeoTIFF
+        per image, and ``<dataset>/manifest.json``. Complete groups are skipped unless
+        ``force``. ``generate`` does the same for ``format_id: geotiff`` datasets."""
+        [cube] = [c for c in self.plan([dataset]).cubes if c.identifier == dataset]
+        with self._scrubbed_logs(), dask_runner(self.config.general.dask) as runner:
+            return download_groups(self.config, self.stores, cube, runner.compute, force)
 
     def _check_locked(self, plan: Plan, resolver: SourceResolver) -> None:
         path = lock_path_for(self.config)

@@ -20,13 +20,21 @@ from .errors import DatasetError, SourceOpenError, UnknownNameError, WriteError
 from .grid import TargetGrid
 from .lock import SourceResolver, content_digest, sources_digest
 from .locks import CubeLock, Lease
+from .native import download_groups
 from .plan import CubePlan, Plan
 from .preload.process import comes_from
 from .quicklook import quicklook_path, write_quicklook
 from .retry import with_retries
 from .scheduler import DaskRunner
 from .status import DatasetResult, Status, StatusBoard
-from .storage import CubeState, StorageTarget, cube_state, remove_partial_cube, remove_scratch
+from .storage import (
+    CubeState,
+    StorageTarget,
+    cube_state,
+    remove_partial_cube,
+    remove_scratch,
+    write_marker,
+)
 from .stores.contract import export_releaser, monitored_preloader, reporting_progress
 from .stores.pool import StorePool
 from .writer import write_levels, write_netcdf, write_zarr
@@ -195,6 +203,9 @@ class Generator:
                 message += self._missing_quicklook(ident, target)
                 self.board.update(ident, status=Status.SKIPPED, output=target.path, message=message)
                 return
+            if cube.dataset.format_id == "geotiff":
+                self._download_native(cube, target, identities)
+                return
             grid = cube.grid or self._borrowed_grid(cube)
             scratch = self._scratch(target)
 
@@ -241,6 +252,26 @@ class Generator:
                 log.warning("quick-look of %s failed", ident, exc_info=e)
                 message += f"; quick-look failed: {type(e).__name__}: {e}"
         self.board.update(ident, status=Status.COMPLETED, progress=None, message=message)
+
+    def _download_native(
+        self, cube: CubePlan, target: StorageTarget, identities: dict[str, dict] | None
+    ) -> None:
+        """``format_id: geotiff``: one GeoTIFF per image, per alignment group (native.py)."""
+        ident = cube.identifier
+        self.board.update(ident, status=Status.WRITING, progress=0.0, output=target.path,
+                          message="native-grid download")  # fmt: skip
+        run = download_groups(
+            self.config, self.stores, cube, self.runner.compute, self.force,
+            progress=lambda share: self.board.update(ident, progress=share),
+        )  # fmt: skip
+        if run.failed:
+            reasons = "; ".join(f"{g}: {run.groups[g].get('error')}" for g in run.failed)
+            raise WriteError(f"{len(run.failed)} of {len(run.groups)} group(s) failed: {reasons}")
+        identities = identities or self._identities(cube)
+        marker = xr.Dataset(attrs={"multistore_sources_digest": sources_digest(identities)})
+        sources = {k: content_digest(v) for k, v in identities.items()}
+        write_marker(target, cube.fingerprint, marker, sources)
+        self.board.update(ident, status=Status.COMPLETED, progress=None, message=run.summary())
 
     def _identities(self, cube: CubePlan) -> dict[str, dict]:
         identities = self.resolver.cube_identities(cube)

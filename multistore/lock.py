@@ -33,7 +33,14 @@ log = logging.getLogger(__name__)
 
 LOCK_VERSION = 1
 HASH_BLOCK = 4 * 1024 * 1024  # streamed: memory stays flat whatever the file size
-_PACKAGES = ("xcube", "numpy", "dask", "zarr", "xarray")
+# name in the lock -> distribution names (xcube is published as xcube-core on PyPI)
+_PACKAGES = {
+    "xcube": ("xcube-core", "xcube"),
+    "numpy": ("numpy",),
+    "dask": ("dask",),
+    "zarr": ("zarr",),
+    "xarray": ("xarray",),
+}
 # fsspec ``info`` keys that identify a remote object's content, by the name used in the lock
 _REMOTE_CONTENT = {
     "etag": ("ETag", "etag", "Etag"),
@@ -224,11 +231,14 @@ def _pick(info: Mapping[str, Any], keys: Mapping[str, tuple[str, ...]]) -> dict[
 
 def library_versions() -> dict[str, str]:
     versions = {"multistore": __version__}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+    for name, distributions in _PACKAGES.items():
+        versions[name] = "not installed"
+        for dist in distributions:
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     try:
         import rasterio
 

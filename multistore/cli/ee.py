@@ -147,28 +147,26 @@ def groups(config_path: Path, data_id: str, store: str | None, pairs: tuple[str,
 @click.option("--dataset", "-d", "datasets", multiple=True, required=True, help="Repeatable.")
 @click.option("--force", is_flag=True, help="Rewrite complete group cubes too.")
 def download(config_path: Path, datasets: tuple[str, ...], force: bool) -> None:
-    """Native-grid download: one cube per alignment group, <dataset>/<group>.zarr, and
+    """Native-grid download: per alignment group <dataset>/<group>.zarr (or, with
+    format_id: geotiff, one GeoTIFF per image in <dataset>/<group>/), and
     <dataset>/manifest.json (per image: id, group, bytes, status). Exit 1 if a group failed."""
     from ..errors import ConfigError
-    from ..scheduler import dask_runner
-    from ..stores.earthengine.native import download_groups
     from .common import report_config_error
 
     msds = load_api()(load_or_exit(config_path))
     failed = False
-    with dask_runner(msds.config.general.dask) as runner:
-        for ident in datasets:
-            try:
-                manifest = download_groups(msds, ident, runner.compute, force)
-            except ConfigError as e:
-                report_config_error(e)
-                raise SystemExit(EXIT_BAD_INPUT) from None
-            except Exception as e:
-                raise click.ClickException(f"{type(e).__name__}: {e}") from None
-            for name, row in manifest["groups"].items():
-                failed |= row["status"] == "failed"
-                note = f"\t{row['error']}" if row.get("error") else ""
-                click.echo(f"{ident}\t{name}\t{row['images']}\t{row['status']}{note}")
+    for ident in datasets:
+        try:
+            run = msds.download_native(ident, force=force)
+        except ConfigError as e:
+            report_config_error(e)
+            raise SystemExit(EXIT_BAD_INPUT) from None
+        except Exception as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
+        for name, row in run.groups.items():
+            failed |= row["status"] == "failed"
+            note = f"\t{row['error']}" if row.get("error") else ""
+            click.echo(f"{ident}\t{name}\t{row['images']}\t{row['status']}{note}")
     if failed:
         raise SystemExit(EXIT_FAILED)
 

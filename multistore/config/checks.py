@@ -255,6 +255,8 @@ def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[s
             _check_open_params(checker, src_path, src, store_ids)
         if isinstance(variables, list):
             check_hook(checker, (*path, "custom_processing"), ds.get("custom_processing"))
+        if ds.get("format_id") == "geotiff":
+            _check_native_download(checker, path, ds, store_ids)
         grid = ds.get("grid_mapping")
         identifier = ds.get("identifier")
         if not isinstance(grid, str) or not checker.clean((*path, "grid_mapping")):
@@ -273,6 +275,33 @@ def _check_datasets(checker: Checker, stores: list[str] | None, grid_ids: list[s
                 hint += f"; or a dataset: {', '.join(others)}"
             checker.add((*path, "grid_mapping"), f"{grid!r} is not defined ({hint})")
     _check_cycles(checker, dataset_ids, depends_on)
+
+
+def _check_native_download(
+    checker: Checker, path: Location, ds: Mapping[str, Any], store_ids: Mapping[str, str]
+) -> None:
+    """``format_id: geotiff`` writes one GeoTIFF per image of a native-grid download."""
+    fpath = (*path, "format_id")
+    what = "'geotiff' writes one GeoTIFF per image on its native grid"
+    if "variables" in ds or ds.get("grid_mapping") is not None:
+        checker.add(fpath, f"{what}: it needs one source (no variables) and no grid_mapping")
+        return
+    store_id = store_ids.get(ds.get("store")) if isinstance(ds.get("store"), str) else None
+    if store_id is None:
+        return
+    try:
+        from xcube.core.store import get_data_store_class
+
+        store_class = get_data_store_class(store_id)
+    except Exception:  # store class cannot be loaded: it will fail later with its own error
+        return
+    from ..stores.contract import alignment_grouper
+
+    if alignment_grouper(store_class) is None:
+        checker.add(
+            fpath,
+            f"{what}: store_id {store_id!r} cannot list images by native grid (earthengine can)",
+        )
 
 
 def output_path_problem(identifier: str) -> str | None:

@@ -66,7 +66,7 @@ class DatasetConfig:
     sources: tuple[SourceConfig, ...]
     multi: bool  # True when written with `variables:` in the config
     grid_mapping: str | None = None  # a grid_mappings identifier or a dataset identifier
-    format_id: Literal["zarr", "netcdf", "levels"] = "zarr"
+    format_id: Literal["zarr", "netcdf", "levels", "geotiff"] = "zarr"
     chunksize: Mapping[str, int] = field(default_factory=dict)
     xr_merge_params: Mapping[str, Any] = field(default_factory=dict)
     custom_processing: CustomProcessing | None = None  # multi datasets: applied after merge
@@ -74,6 +74,8 @@ class DatasetConfig:
 
     @property
     def file_name(self) -> str:
+        if self.format_id == "geotiff":  # a folder of alignment groups (multistore.native)
+            return self.identifier
         suffix = {"netcdf": "nc", "levels": "levels"}.get(self.format_id, "zarr")
         return f"{self.identifier}.{suffix}"
 

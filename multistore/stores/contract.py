@@ -104,6 +104,10 @@ class AlignmentGrouper(Protocol):
 
     def alignment_groups(self, data_id: str, **params: Any) -> dict[str, list[str]]: ...
 
+    def fetch_retries(self) -> int:
+        """Retries this store's fetches needed so far (the manifest reports them per group)."""
+        ...
+
 
 @runtime_checkable
 class OpenParamsChecker(Protocol):

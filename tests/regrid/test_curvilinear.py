@@ -56,7 +56,8 @@ def test_nearest_matches_kdtree_on_pixel_centres(stage_iv_like, tile_size):
     west, south = np.floor(lon.min() * 20) / 20, np.floor(lat.min() * 20) / 20
     east, north = np.ceil(lon.max() * 20) / 20, np.ceil(lat.max() * 20) / 20
     target = TargetGrid.from_bbox([west, south, east, north], "EPSG:4326", 0.05, tile_size)
-    with xr.open_dataset(path, chunks={"y": 40, "x": 50}) as ds:
+    # h5netcdf: netCDF-C is not safe under dask threads (see multistore.netcdf)
+    with xr.open_dataset(path, engine="h5netcdf", chunks={"y": 40, "x": 50}) as ds:
         got = regrid_dataset(ds, target, {"method": "nearest"})["precip"].values
 
     tx, ty = np.meshgrid(target.x_coords, target.y_coords)

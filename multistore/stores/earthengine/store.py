@@ -459,6 +459,9 @@ class EarthEngineDataStore(DataStore):
         validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
         return alignment_groups(self._images(data_id, params))
 
+    def fetch_retries(self) -> int:
+        return self.counters.retries
+
     def release_exports(self, data_id: str, **open_params: Any) -> int:
         """The cube built from ``open_data(data_id, **open_params)`` is complete: delete
         the exports it read, unless ``keep_exports``. The number of assets/files deleted."""
