@@ -1,10 +1,16 @@
-"""Chunk-level resume of an interrupted Zarr v2 write: a journal of written chunks.
+"""Chunk-level resume of an interrupted Zarr v2 write.
 
-Beside the completion marker, ``<cube>.chunks.jsonl`` gets one line per stored chunk
-(its key, size and CRC-32), appended right after the chunk's bytes are written. A
-rerun of the same build (same header: config fingerprint and source digest) keeps
-every chunk whose file still has the journalled size and CRC and computes only the
-rest. A chunk whose line is missing (in flight at the kill) is simply recomputed.
+Local storage: beside the completion marker, ``<cube>.chunks.jsonl`` gets one line
+per stored chunk (its key, size and CRC-32), appended right after the chunk's bytes
+are written. A rerun of the same build (same header: config fingerprint and source
+digest) keeps every chunk whose file still has the journalled size and CRC and
+computes only the rest. A chunk whose line is missing (in flight at the kill) is
+simply recomputed.
+
+Object stores (S3, GCS, Azure) cannot append, but a PUT is atomic: an object is
+there whole or not at all. The journal there holds only the header line, written
+before the first chunk; a rerun of the same build keeps every chunk object listed
+under the cube. All-fill chunks are not stored, so they are computed again.
 """
 
 from __future__ import annotations
@@ -45,12 +51,39 @@ class ChunkJournal:
             os.close(fd)
 
 
+def _header_line(header: dict[str, Any]) -> str:
+    return json.dumps({"journal": JOURNAL_VERSION, **header}, sort_keys=True) + "\n"
+
+
 def start_journal(path: str, root: str, header: dict[str, Any]) -> ChunkJournal:
     """A new, empty journal for a build described by ``header``."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
-        f.write(json.dumps({"journal": JOURNAL_VERSION, **header}, sort_keys=True) + "\n")
+        f.write(_header_line(header))
     return ChunkJournal(path, root)
+
+
+def start_object_journal(fs: Any, path: str, header: dict[str, Any]) -> None:
+    """The header of a build on an object store (one PUT, before the first chunk)."""
+    fs.pipe_file(path, _header_line(header).encode())
+
+
+def stored_objects(fs: Any, path: str, root: str, header: dict[str, Any]) -> frozenset[str] | None:
+    """Keys (relative to ``root``) of the chunk objects of this build on an object store.
+
+    None when there is no header or it names another build. Metadata objects
+    (``.zarray``, ``.zattrs``, ...) are left out; keeping them does no harm either.
+    """
+    try:
+        head = json.loads(fs.cat_file(path).decode().splitlines()[0])
+    except (FileNotFoundError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+    if head != {"journal": JOURNAL_VERSION, **header}:
+        return None
+    fs.invalidate_cache(root)
+    prefix = root.rstrip("/") + "/"
+    keys = (p[len(prefix) :] for p in fs.find(root) if p.startswith(prefix))
+    return frozenset(k for k in keys if not k.rpartition("/")[2].startswith("."))
 
 
 def verified_chunks(path: str, root: str, header: dict[str, Any]) -> frozenset[str] | None:

@@ -20,11 +20,13 @@ from xcube.core.store import DataStore
 
 from . import __version__
 from .errors import WriteError
-from .resume import verified_chunks
+from .resume import stored_objects, verified_chunks
 
 log = logging.getLogger(__name__)
 
 MARKER_DIR = ".multistore"
+# fsspec protocols whose writes are atomic PUTs: an object is there whole or not at all
+OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"})
 
 
 class CubeState(enum.Enum):
@@ -79,10 +81,18 @@ class StorageTarget:
         return f"{base}/{self.output}.chunks.jsonl"
 
     @property
-    def is_local(self) -> bool:
+    def protocols(self) -> frozenset[str]:
         protocol = self.fs.protocol
-        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-        return "file" in protocols or "local" in protocols
+        return frozenset((protocol,) if isinstance(protocol, str) else protocol)
+
+    @property
+    def is_local(self) -> bool:
+        return bool({"file", "local"} & self.protocols)
+
+    @property
+    def is_object_store(self) -> bool:
+        """Writes are atomic PUTs (S3, GCS, Azure, memory): partial objects never exist."""
+        return bool(OBJECT_STORE_PROTOCOLS & self.protocols)
 
 
 def zarr_store(target: StorageTarget) -> Any:
@@ -153,7 +163,11 @@ def resumable_chunks(target: StorageTarget, header: dict[str, Any]) -> frozenset
     fs = target.fs
     if fs.exists(target.marker_path) or not fs.exists(f"{target.path}/.zgroup"):
         return None
-    return verified_chunks(target.journal_path, target.path, header)
+    if target.is_local:
+        return verified_chunks(target.journal_path, target.path, header)
+    if target.is_object_store:
+        return stored_objects(fs, target.journal_path, target.path, header)
+    return None
 
 
 def write_marker(

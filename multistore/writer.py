@@ -18,7 +18,7 @@ import xarray as xr
 import zarr
 
 from .errors import WriteError
-from .resume import ChunkJournal, start_journal
+from .resume import ChunkJournal, start_journal, start_object_journal
 from .storage import StorageTarget, clear, resumable_chunks, write_marker, zarr_store
 from .zarrchunks import chunk_writes, metadata_template
 
@@ -91,18 +91,19 @@ def write_zarr(
     ``sources`` (source -> identity digest) goes into the marker, for staleness checks.
     The chunk writes of a Zarr v2 cube go to ``compute_writes`` (default ``compute``),
     which may compute them in waves (``DaskRunner.compute_in_waves``).
-    Zarr v2 on local storage keeps a chunk journal: an interrupted write of the same
-    build resumes, computing only the chunks not yet stored and verified."""
+    A Zarr v2 write on local storage or an object store resumes an interrupted write of
+    the same build, computing only the chunks not yet stored (see resume.py)."""
     store = zarr_store(target)
     ds = with_gdal_crs(ds)
     encoding = encoding_for(ds, zarr_format)
     journaled = zarr_format == 2 and target.is_local
+    resumable = zarr_format == 2 and (target.is_local or target.is_object_store)
     header = {
         "fingerprint": fingerprint,
         "sources_digest": ds.attrs.get("multistore_sources_digest"),
         "zarr_format": zarr_format,
     }
-    done = resumable_chunks(target, header) if journaled else None
+    done = resumable_chunks(target, header) if resumable else None
     try:
         if zarr_format == 2:
             journal = None
@@ -115,9 +116,12 @@ def write_zarr(
                 )  # fmt: skip
                 if journaled:
                     journal = start_journal(target.journal_path, target.path, header)
+                elif resumable:
+                    start_object_journal(target.fs, target.journal_path, header)
             else:
                 log.info("resuming %s: %d chunk(s) already stored", target.output, len(done))
-                journal = ChunkJournal(target.journal_path, target.path)
+                if journaled:
+                    journal = ChunkJournal(target.journal_path, target.path)
             writes = chunk_writes(
                 ds, encoding, target.fs, target.path, journal, done or frozenset()
             )
