@@ -97,11 +97,7 @@ class StorageTarget:
 
 def zarr_store(target: StorageTarget) -> Any:
     """A plain path for local storage (zarr's LocalStore creates folders), else an fsspec mapper."""
-    protocol = target.fs.protocol
-    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
-    if "file" in protocols or "local" in protocols:
-        return target.path
-    return target.fs.get_mapper(target.path)
+    return target.path if target.is_local else target.fs.get_mapper(target.path)
 
 
 def remove_scratch(target: StorageTarget) -> None:
