@@ -74,7 +74,7 @@ class TargetGrid:
         multiple of the resolution (never shrunk, so the bbox is covered).
         """
         west, south, east, north = (float(v) for v in bbox)
-        res_x, res_y = _pair(spatial_res, float)
+        res_x, res_y = pair(spatial_res, float)
         width = _whole_pixels((east - west) / res_x)
         height = _whole_pixels((north - south) / res_y)
         return cls(
@@ -82,7 +82,7 @@ class TargetGrid:
             transform=Affine(res_x, 0.0, west, 0.0, -res_y, north),
             width=width,
             height=height,
-            tile_size=_pair(tile_size, int),
+            tile_size=pair(tile_size, int),
         )
 
     @classmethod
@@ -115,7 +115,7 @@ class TargetGrid:
             transform=Affine(res_x, 0.0, x[0] - res_x / 2, 0.0, -res_y, y[0] + res_y / 2),
             width=int(x.size),
             height=int(y.size),
-            tile_size=_pair(tile_size, int),
+            tile_size=pair(tile_size, int),
         )
 
     # -- properties -----------------------------------------------------------------
@@ -247,7 +247,7 @@ class TargetGrid:
             transform=Affine(*d["transform"][:6]),
             width=int(d["width"]),
             height=int(d["height"]),
-            tile_size=_pair(d.get("tile_size", 1024), int),
+            tile_size=pair(d.get("tile_size", 1024), int),
         )
 
     def to_xcube(self):
@@ -326,7 +326,8 @@ def _whole_pixels(n: float) -> int:
     return max(1, int(nearest if abs(n - nearest) < _SIZE_TOLERANCE else math.ceil(n)))
 
 
-def _pair(value: Any, kind: type) -> tuple:
+def pair(value: Any, kind: type) -> tuple:
+    """``5`` -> ``(5, 5)``; ``[5, 6]`` -> ``(5, 6)``, each converted with ``kind``."""
     if isinstance(value, list | tuple):
         if len(value) != 2:
             raise ValueError(f"expected a number or a pair, got {value!r}")

@@ -39,8 +39,13 @@ def write_config(tmp_path, emu, **dataset) -> str:
             {"identifier": "gee", "store_id": "earthengine", "store_params": store_params(emu)},
         ],
         "datasets": [
-            {"identifier": "zones", "store": "gee", "data_id": "TEST/ZONES",
-             "format_id": "geotiff", **dataset}
+            {
+                "identifier": "zones",
+                "store": "gee",
+                "data_id": "TEST/ZONES",
+                "format_id": "geotiff",
+                **dataset,
+            }
         ],  # fmt: skip
         "general": {"display": "none"},
     }

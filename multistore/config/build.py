@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..grid import pair
 from .checks_general import effective_scheduler
 from .locations import render_location
 from .model import (
@@ -76,8 +77,8 @@ def _grid_mapping(gm: Mapping[str, Any]) -> GridMappingConfig:
         identifier=gm["identifier"],
         bbox=_unwrapped_bbox(gm["bbox"], crs),
         crs=f"EPSG:{crs}" if isinstance(crs, int) else crs,
-        spatial_res=_pair(gm["spatial_res"], float),
-        tile_size=_pair(gm.get("tile_size", DEFAULT_TILE_SIZE), int),
+        spatial_res=pair(gm["spatial_res"], float),
+        tile_size=pair(gm.get("tile_size", DEFAULT_TILE_SIZE), int),
     )
 
 
@@ -196,9 +197,3 @@ def _general(general: Mapping[str, Any]) -> GeneralConfig:
         quicklook=bool(general.get("quicklook", base.quicklook)),
         gdal_http_params=dict(general.get("gdal_http_params", {})),
     )
-
-
-def _pair(value: Any, kind: type) -> tuple:
-    if isinstance(value, list | tuple):
-        return kind(value[0]), kind(value[1])
-    return kind(value), kind(value)

@@ -12,6 +12,7 @@ FILE_STORE_ID = "file"
 
 
 def is_url(value: str) -> bool:
+    """A URL (``s3://b/k``, ``https://h/p``, ``file:///p``), not a local path."""
     return "://" in value
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.model import Config
+from ..config.resolve import is_url
 from ..errors import Problem
 
 #: Only these environment variables are visible to configs sent over HTTP: a config
@@ -56,10 +57,6 @@ def _under(path: Path, roots: Sequence[Path]) -> bool:
     return any(real == r or r in real.parents for r in roots)
 
 
-def _is_url(value: str) -> bool:
-    return "://" in value
-
-
 def _path_params(params: Any, where: str) -> Iterator[tuple[str, str]]:
     if isinstance(params, Mapping):
         for key, value in params.items():
@@ -68,7 +65,7 @@ def _path_params(params: Any, where: str) -> Iterator[tuple[str, str]]:
                 isinstance(key, str)
                 and isinstance(value, str)
                 and key.lower().endswith(_PATH_KEY_SUFFIXES)
-                and not _is_url(value)
+                and not is_url(value)
             ):
                 yield here, value
             else:
@@ -98,7 +95,7 @@ def config_problems(
                 )
         if store.store_id in LOCAL_STORE_IDS:
             root = store.store_params.get("root")
-            if not isinstance(root, str) or _is_url(root):
+            if not isinstance(root, str) or is_url(root):
                 problems.append(Problem(f"{where}.root", "a local store needs a local root"))
             else:
                 file_roots[store.identifier] = Path(os.path.realpath(root))

@@ -103,10 +103,16 @@ CASES = [
         "'..' segments are not allowed",
     ),
     (
-        "format-geotiff",
+        "format-tiff",
+        put((*D0, "format_id"), "tiff"),
+        "datasets[0].format_id",
+        "'tiff' is not one of",
+    ),
+    (
+        "format-geotiff-with-a-grid",
         put((*D0, "format_id"), "geotiff"),
         "datasets[0].format_id",
-        "'geotiff' is not one of",
+        "needs one source (no variables) and no grid_mapping",
     ),
     (
         "chunksize-zero",

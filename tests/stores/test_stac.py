@@ -318,3 +318,17 @@ def test_no_warnings_leak_secrets(stac_s3, caplog):
         ds = open_cube(stac_s3.url, storage_options=stac_s3.storage_options, asset_names=["B04"])
     text = caplog.text + json.dumps(ds.attrs, default=str)
     assert stac_s3.storage_options["secret"] not in text
+
+
+def test_max_retries_is_spelled_as_in_the_other_stores(tmp_path, caplog):
+    from multistore.stores.stac.store import StacDataStore
+
+    assert StacDataStore(str(tmp_path), max_retries=5)._retries == 5
+    assert StacDataStore(str(tmp_path))._retries == 3
+    with caplog.at_level("WARNING"):
+        assert StacDataStore(str(tmp_path), retries=1)._retries == 1  # the older name
+    assert "now called 'max_retries'" in caplog.text
+    with pytest.raises(ValueError, match="not both"):
+        StacDataStore(str(tmp_path), max_retries=1, retries=2)
+    schema = StacDataStore.get_data_store_params_schema().to_dict()["properties"]
+    assert schema["max_retries"]["default"] == 3 and "retries" in schema

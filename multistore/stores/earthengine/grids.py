@@ -13,7 +13,7 @@ import pyproj
 from affine import Affine
 
 from ...errors import ConfigError, Problem, SourceGridError, SourceOpenError
-from ...grid import TargetGrid
+from ...grid import TargetGrid, pair
 from .fetch import PixelGrid
 from .params import DEFAULT_TILE_SIZE
 from .query import (
@@ -57,7 +57,7 @@ def native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: Any
     if bbox is None:
         if dims is None:
             raise SourceGridError(f"earthengine: {data_id} has no native size; give a bbox")
-        return TargetGrid(wkt, Affine(a, 0.0, c, 0.0, e, f), dims[0], dims[1], _pair(tile_size))
+        return TargetGrid(wkt, Affine(a, 0.0, c, 0.0, e, f), dims[0], dims[1], pair(tile_size, int))
     to_native = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     west, south, east, north = to_native.transform_bounds(*bbox)
     col0, col1 = _floor((west - c) / a), _ceil((east - c) / a)
@@ -67,7 +67,7 @@ def native_grid(data_id: str, images: list[ImageInfo], bbox: Any, tile_size: Any
         Affine(a, 0.0, c + col0 * a, 0.0, e, f + row0 * e),
         max(1, col1 - col0),
         max(1, row1 - row0),
-        _pair(tile_size),
+        pair(tile_size, int),
     )
 
 
@@ -104,10 +104,6 @@ def _floor(v: float) -> int:
 
 def _ceil(v: float) -> int:
     return round(v) if abs(v - round(v)) < 1e-6 else math.ceil(v)
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, list | tuple) else (int(v), int(v))
 
 
 def images_of_group(data_id: str, images: list[ImageInfo], group: str) -> list[ImageInfo]:

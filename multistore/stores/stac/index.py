@@ -31,9 +31,10 @@ import pystac
 import shapely
 import stac_geoparquet.arrow as sga
 
+from ...config.resolve import is_url
 from ...errors import FilterError, StoreError
 from .crawl import FinishedNode, crawl
-from .io import JsonReader, is_url
+from .io import JsonReader
 from .query import Comparison, ItemQuery
 
 LOG = logging.getLogger(__name__)

@@ -21,17 +21,13 @@ from odc.loader._rio import RioDriver
 from pystac_client.conformance import ConformanceClasses
 from requests.adapters import HTTPAdapter
 
+from ...config.resolve import is_url
 from ...errors import StoreError
 from ...retry import RetryPolicy, urllib3_retry
 
 LOG = logging.getLogger(__name__)
 
 _HTTP_SCHEMES = ("http", "https")
-
-
-def is_url(href: str) -> bool:
-    scheme = urlparse(href).scheme
-    return len(scheme) > 1  # a one-letter "scheme" is a Windows drive
 
 
 def is_http(href: str) -> bool:

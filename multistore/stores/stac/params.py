@@ -19,6 +19,7 @@ from ...errors import DatasetError
 GROUPBY = ("solar_day", "time", "id")
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max", "med", "q1", "q3")  # fmt: skip
 ON_MISSING_ASSET = ("fail", "skip")
+DEFAULT_MAX_RETRIES = 3
 
 
 def open_params_schema() -> JsonObjectSchema:
@@ -92,7 +93,8 @@ def store_params_schema() -> JsonObjectSchema:
             ),
             max_concurrency=JsonIntegerSchema(minimum=1, default=16),
             on_missing_asset=JsonStringSchema(enum=list(ON_MISSING_ASSET), default="fail"),
-            retries=JsonIntegerSchema(minimum=0, default=3),
+            max_retries=JsonIntegerSchema(minimum=0, default=DEFAULT_MAX_RETRIES),
+            retries=JsonIntegerSchema(minimum=0, title="older name of max_retries"),
         ),
         required=["url"],
         additional_properties=False,

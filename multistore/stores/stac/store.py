@@ -31,6 +31,7 @@ from xcube.util.jsonschema import (
     JsonObjectSchema,
 )
 
+from ...config.resolve import is_url
 from ...errors import FilterError, NoItemsError, SourceOpenError, StoreError
 from ...filters import parse_filter
 from ...grid import TargetGrid
@@ -45,13 +46,22 @@ from .io import (
     conforms,
     gdal_access,
     is_json_path,
-    is_url,
 )
 from .mosaic import finish_dataset, mask_and_fuse
-from .params import open_params_schema, store_params_schema, validate
+from .params import DEFAULT_MAX_RETRIES, open_params_schema, store_params_schema, validate
 from .query import ItemQuery, bbox_to_lonlat, make_filter
 
 LOG = logging.getLogger(__name__)
+
+
+def _max_retries(max_retries: int | None, retries: int | None) -> int:
+    """``max_retries``, as the other stores spell it; ``retries`` is its older name."""
+    if max_retries is not None and retries is not None:
+        raise ValueError("stac: give max_retries (retries is its older name), not both")
+    if retries is not None:
+        LOG.warning("stac: the store param 'retries' is now called 'max_retries'")
+        return int(retries)
+    return DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries)
 
 
 class StacDataStore(DataStore):
@@ -64,16 +74,17 @@ class StacDataStore(DataStore):
         index: str | None = None,
         max_concurrency: int = 16,
         on_missing_asset: str = "fail",
-        retries: int = 3,
+        max_retries: int | None = None,
+        retries: int | None = None,
     ):
         self._url = url if is_url(url) else abspath(url)
         self._storage_options = dict(storage_options or {})
         self._index = index
         self._concurrency = int(max_concurrency)
         self._on_missing_asset = on_missing_asset
-        self._retries = int(retries)
+        self._retries = _max_retries(max_retries, retries)
         self._reader = JsonReader(
-            self._storage_options, retries=retries, pool_size=self._concurrency
+            self._storage_options, retries=self._retries, pool_size=self._concurrency
         )
         # headers of assets without raster:bands, read once per (collection, asset key)
         self._asset_headers = AssetHeaders(self._rio_env, concurrency=self._concurrency)
