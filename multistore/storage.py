@@ -154,10 +154,13 @@ def clear(target: StorageTarget) -> None:
         fs.rm(target.path, recursive=True)
 
 
-def resumable_chunks(target: StorageTarget, header: dict[str, Any]) -> frozenset[str] | None:
+def resumable_chunks(
+    target: StorageTarget, header: dict[str, Any], zarr_format: int = 2
+) -> frozenset[str] | None:
     """Chunks of an interrupted write of this very build (no marker: never a finished cube)."""
     fs = target.fs
-    if fs.exists(target.marker_path) or not fs.exists(f"{target.path}/.zgroup"):
+    group = ".zgroup" if zarr_format == 2 else "zarr.json"
+    if fs.exists(target.marker_path) or not fs.exists(f"{target.path}/{group}"):
         return None
     if target.is_local:
         return verified_chunks(target.journal_path, target.path, header)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ import zarr
 from .errors import WriteError
 from .resume import ChunkJournal, start_journal, start_object_journal
 from .storage import StorageTarget, clear, resumable_chunks, write_marker, zarr_store
-from .zarrchunks import chunk_writes, metadata_template
+from .zarrchunks import array_writes, chunk_writes, metadata_template
 
 log = logging.getLogger(__name__)
 
@@ -89,51 +90,51 @@ def write_zarr(
     """Write ``ds`` as a consolidated Zarr, then the completion marker.
 
     ``sources`` (source -> identity digest) goes into the marker, for staleness checks.
-    The chunk writes of a Zarr v2 cube go to ``compute_writes`` (default ``compute``),
+    The chunk writes go to ``compute_writes`` (default ``compute``),
     which may compute them in waves (``DaskRunner.compute_in_waves``).
-    A Zarr v2 write on local storage or an object store resumes an interrupted write of
-    the same build, computing only the chunks not yet stored (see resume.py)."""
+    A write on local storage or an object store resumes an interrupted write of the
+    same build, computing only the chunks not yet stored (see resume.py)."""
     store = zarr_store(target)
     ds = with_gdal_crs(ds)
     encoding = encoding_for(ds, zarr_format)
-    journaled = zarr_format == 2 and target.is_local
-    resumable = zarr_format == 2 and (target.is_local or target.is_object_store)
+    journaled = target.is_local
+    resumable = target.is_local or target.is_object_store
     header = {
         "fingerprint": fingerprint,
         "sources_digest": ds.attrs.get("multistore_sources_digest"),
         "zarr_format": zarr_format,
     }
-    done = resumable_chunks(target, header) if resumable else None
+    done = resumable_chunks(target, header, zarr_format) if resumable else None
     try:
+        journal = None
+        if done is None:
+            clear(target)
+            # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
+            metadata_template(ds, encoding).to_zarr(
+                store, mode="w", compute=False, consolidated=False, zarr_format=zarr_format,
+                encoding=encoding,
+            )  # fmt: skip
+            if journaled:
+                journal = start_journal(target.journal_path, target.path, header)
+            elif resumable:
+                start_object_journal(target.fs, target.journal_path, header)
+        else:
+            log.info("resuming %s: %d chunk(s) already stored", target.output, len(done))
+            if journaled:
+                journal = ChunkJournal(target.journal_path, target.path)
         if zarr_format == 2:
-            journal = None
-            if done is None:
-                clear(target)
-                # metadata and numpy variables now; dask blocks by our own tasks (see zarrchunks)
-                metadata_template(ds, encoding).to_zarr(
-                    store, mode="w", compute=False, consolidated=False, zarr_format=2,
-                    encoding=encoding,
-                )  # fmt: skip
-                if journaled:
-                    journal = start_journal(target.journal_path, target.path, header)
-                elif resumable:
-                    start_object_journal(target.fs, target.journal_path, header)
-            else:
-                log.info("resuming %s: %d chunk(s) already stored", target.output, len(done))
-                if journaled:
-                    journal = ChunkJournal(target.journal_path, target.path)
             writes = chunk_writes(
                 ds, encoding, target.fs, target.path, journal, done or frozenset()
             )
-            (compute_writes or compute)(writes)
-            zarr.consolidate_metadata(store, zarr_format=2)
         else:
-            clear(target)
-            delayed = ds.to_zarr(
-                store, mode="w", compute=False, consolidated=True, zarr_format=3,
-                encoding=encoding,
-            )  # fmt: skip
-            compute(delayed)
+            group = zarr.open_group(store, mode="r+", zarr_format=3)
+            writes = array_writes(
+                ds, encoding, group, target.path, target.fs, journal, done or frozenset()
+            )
+        (compute_writes or compute)(writes)
+        with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec (yet)
+            warnings.simplefilter("ignore", category=UserWarning)
+            zarr.consolidate_metadata(store, zarr_format=zarr_format)
     except Exception as e:
         raise WriteError(f"writing {target.output} failed: {type(e).__name__}: {e}") from e
     write_marker(target, fingerprint, ds, sources)

@@ -53,10 +53,11 @@ def slow(ds):
 WORKERS = 2
 
 
-def config(project) -> dict:
+def config(project, zarr_format: int = 2) -> dict:
     cfg = project.base_config()
     cfg["grid_mappings"][0]["tile_size"] = 16  # 16 x 11 chunks per variable
     cfg["general"]["dask"] = {"scheduler": "threads", "num_workers": WORKERS}
+    cfg["general"]["zarr_format"] = zarr_format
     cfg["datasets"].append(
         {
             "identifier": "landscape",
@@ -85,7 +86,7 @@ def chunk_files(cube: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(cube)): p.read_bytes()
         for p in cube.rglob("*")
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file() and not p.name.startswith(".") and p.name != "zarr.json"
     }
 
 
@@ -106,15 +107,21 @@ def kill_when(cmd: list[str], journal: Path, at_least: int, env: dict) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_killed_write_resumes_only_missing_chunks_and_is_byte_identical(project):
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_killed_write_resumes_only_missing_chunks_and_is_byte_identical(project, zarr_format):
     (project.root / "hooks" / "slow.py").write_text(SLOW_HOOK)
-    path = project(config(project))
+    path = project(config(project, zarr_format))
     journal = project.root / "out" / ".multistore" / "landscape.zarr.chunks.jsonl"
     cube = project.root / "out" / "landscape.zarr"
     # the reference: an uninterrupted build of the same config, then a clean slate
     assert MultiSourceDataStore(path).generate()["landscape"].status is Status.COMPLETED
     expected = chunk_files(cube)
-    metadata = {m: (cube / m).read_bytes() for m in (".zmetadata", ".zattrs", "land_cover/.zarray")}
+    metadata_files = (
+        (".zmetadata", ".zattrs", "land_cover/.zarray")
+        if zarr_format == 2
+        else ("zarr.json", "land_cover/zarr.json")
+    )
+    metadata = {m: (cube / m).read_bytes() for m in metadata_files}
     total = len(journal_entries(journal))
     assert total == 2 * 16 * 11  # every chunk journalled (stored or all-fill)
     shutil.rmtree(project.root / "out")
