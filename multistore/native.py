@@ -107,6 +107,8 @@ def download_groups(
     ident = cube.identifier
     geotiff = cube.dataset.format_id == "geotiff"
     run = NativeRun(ident, source.data_id, cube.output)
+    manifest_target = StorageTarget(storage, f"{ident}/{MANIFEST}")
+    previous = _previous_rows(manifest_target)
     for done, (name, ids) in enumerate(sorted(groups.items())):
         output = f"{ident}/{name}" if geotiff else f"{ident}/{name}.zarr"
         target = StorageTarget(storage, output)
@@ -115,6 +117,8 @@ def download_groups(
         status, error, rows = "written", None, None
         if not force and cube_state(target, fingerprint) is CubeState.COMPLETE:
             status = "skipped"
+            # what the run that wrote the group recorded (files, bytes, times)
+            rows = [previous.get((name, image_id), {}) for image_id in ids]
         else:
             try:
                 ds = store.open_data(source.data_id, **{**params, ALIGNMENT_GROUP: name})
@@ -142,8 +146,23 @@ def download_groups(
             run.images.append(row)
         if progress is not None:
             progress((done + 1) / max(1, len(groups)))
-    _write_manifest(StorageTarget(storage, f"{ident}/{MANIFEST}"), run)
+    _write_manifest(manifest_target, run)
     return run
+
+
+def _previous_rows(target: StorageTarget) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (group, image id): the file, bytes and time the last manifest recorded."""
+    try:
+        with target.fs.open(target.path) as f:
+            images = json.load(f).get("images", [])
+    except (FileNotFoundError, ValueError, AttributeError):
+        return {}
+    keep = ("file", "bytes", "time")
+    return {
+        (row["group"], row["id"]): {k: row[k] for k in keep if k in row}
+        for row in images
+        if isinstance(row, dict) and "group" in row and "id" in row
+    }
 
 
 def _check_steps(ds: xr.Dataset, ids: Sequence[str], group: str) -> None:

@@ -94,8 +94,12 @@ def test_generate_writes_one_geotiff_per_image_on_its_native_grid(tmp_path):
         msds = MultiSourceDataStore(load_config(path))
         again = msds.generate()
         assert again["zones"].status is Status.SKIPPED
-        forced = msds.download_native("zones")  # the Python API: complete groups are skipped
-        assert {row["status"] for row in forced.groups.values()} == {"skipped"}
+        rerun = msds.download_native("zones")  # the Python API: complete groups are skipped
+        assert {row["status"] for row in rerun.groups.values()} == {"skipped"}
+        kept = json.loads((out / "manifest.json").read_text())["images"]
+        assert [(r["file"], r["bytes"]) for r in kept] == [
+            (r["file"], r["bytes"]) for r in manifest["images"]
+        ]  # a skipped group keeps what the run that wrote it recorded
 
 
 def test_an_interrupted_group_is_rewritten_whole(tmp_path):
