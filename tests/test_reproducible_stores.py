@@ -207,3 +207,39 @@ def test_zenodo_preloaded_member_names_its_archive_and_manifest(zenodo, tmp_path
     assert identity["md5"] == "md5:" + hashlib.md5(archive).hexdigest()
     assert identity["member"] == "france.zip:mask.tif"  # the archive member it came from
     assert "france/mask.zarr<-france.zip:mask.tif" in identity["members"]
+
+
+def test_signed_stac_hrefs_are_locked_unsigned(tiny_catalog, tmp_path):
+    """Pre-signed hrefs (SAS tokens) change at every signing and carry credentials."""
+    root = tmp_path / "signed"
+    shutil.copytree(tiny_catalog.root, root)
+    signatures = {}
+    for n, item_path in enumerate(sorted(root.rglob("*.json"))):
+        doc = json.loads(item_path.read_text())
+        if doc.get("type") != "Feature":
+            continue
+        for asset in doc["assets"].values():
+            sig = f"s3cretSig{n}%3D"
+            signatures[sig] = asset["href"]
+            asset["href"] = (
+                f"https://account.blob.example/c/{Path(asset['href']).name}"
+                f"?st=2026-12-01T00%3A00Z&se=2026-12-02T00%3A00Z&sp=r&sv=2024-05-04&sr=b&sig={sig}"
+            )
+        item_path.write_text(json.dumps(doc))
+    url = str(root / "catalog.json")
+    store = {"identifier": "cat", "store_id": "stac", "store_params": {"url": url}}
+    dataset = {
+        "identifier": "s2",
+        "store": "cat",
+        "data_id": TINY_COLLECTION,
+        "open_params": {"asset_names": ["B04"]},
+    }
+    path = write(tmp_path, [store], dataset, crs="EPSG:4326", bbox=BBOX, spatial_res=0.0002)
+    result = CliRunner().invoke(main, ["lock", str(path)])
+    assert result.exit_code == 0, result.output
+    text = path.with_name(f"{path.stem}.lock.json").read_text()
+    assert "s3cretSig" not in text and "sig=" not in text and "se=" not in text
+    [source] = json.loads(text)["datasets"]["s2"]["sources"].values()
+    hrefs = [item["assets"]["B04"] for item in source["content"]["items"]]
+    assert hrefs and all(h.startswith("https://account.blob.example/c/") for h in hrefs)
+    assert all("?" not in h for h in hrefs), hrefs

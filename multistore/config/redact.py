@@ -75,6 +75,14 @@ URL_SECRET_PARAMS = SECRET_KEYS | {
     "x-goog-credential",
     "x-goog-signature",
 }
+# Query parameters of pre-signed URLs that change with every signing but name no content
+# (Azure SAS, AWS SigV4, GCS V4): dropped with the credentials by ``unsigned_url``.
+URL_SIGNING_PARAMS = frozenset({
+    "se", "sp", "spr", "sr", "st", "sv", "skoid", "sktid", "skt", "ske", "sks", "skv",
+    "x-amz-algorithm", "x-amz-date", "x-amz-expires", "x-amz-signedheaders",
+    "x-goog-algorithm", "x-goog-date", "x-goog-expires", "x-goog-signedheaders",
+    "expires", "key-pair-id", "policy",
+})  # fmt: skip
 # Shorter values would mask ordinary words and digits everywhere.
 MIN_SECRET_LENGTH = 4
 
@@ -98,6 +106,21 @@ def secrets_in_text(text: str) -> set[str]:
     for match in _URL_PASSWORD.finditer(text):
         found.add(match.group("password"))
     return found | {urllib.parse.unquote_plus(v) for v in found}
+
+
+def unsigned_url(url: str) -> str:
+    """``url`` without credential and signing query parameters: what a pre-signed URL
+    points at, the same for every signing (``?sv=..&se=..&sig=..`` of a SAS token)."""
+    if "?" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    drop = URL_SECRET_PARAMS | URL_SIGNING_PARAMS
+    query = [
+        (k, v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in drop
+    ]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 def secret_strings(obj: Any) -> set[str]:

@@ -31,6 +31,7 @@ from xcube.util.jsonschema import (
     JsonObjectSchema,
 )
 
+from ...config.redact import unsigned_url
 from ...config.resolve import is_url
 from ...errors import FilterError, NoItemsError, SourceOpenError, StoreError
 from ...filters import parse_filter
@@ -52,6 +53,12 @@ from .params import DEFAULT_MAX_RETRIES, open_params_schema, store_params_schema
 from .query import ItemQuery, bbox_to_lonlat, make_filter
 
 LOG = logging.getLogger(__name__)
+
+
+def _unsigned(href: str | None) -> str | None:
+    """Signed hrefs (Planetary Computer SAS tokens, S3 pre-signed URLs) change at every
+    signing and carry credentials: the lock names what they point at."""
+    return unsigned_url(href) if href else href
 
 
 def _max_retries(max_retries: int | None, retries: int | None) -> int:
@@ -409,10 +416,10 @@ class StacDataStore(DataStore):
                     "collection": item.get("collection"),
                     "datetime": props.get("datetime"),
                     "updated": props.get("updated"),
-                    "assets": {n: (assets.get(n) or {}).get("href") for n in names},
+                    "assets": {n: _unsigned((assets.get(n) or {}).get("href")) for n in names},
                 }
             )
-        return {"content": {"catalog": self._url, "items": described}}
+        return {"content": {"catalog": unsigned_url(self._url), "items": described}}
 
     def _json_items(
         self, data_id: str, query: ItemQuery, max_items: int | None
