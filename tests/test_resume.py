@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from multistore.status import Status
 SLOW_HOOK = '''
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 CALLS = str(Path(__file__).with_name("calls.log"))
@@ -90,16 +92,19 @@ def chunk_files(cube: Path) -> dict[str, bytes]:
     }
 
 
-def kill_when(cmd: list[str], journal: Path, at_least: int, env: dict) -> None:
+def kill_when(
+    cmd: list[str], done: Callable[[], int], at_least: float, env: dict, poll_s: float = 0.005
+) -> None:
+    """Run ``cmd`` and SIGKILL it once ``done()`` (chunks written so far) reaches ``at_least``."""
     child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while len(journal_entries(journal)) < at_least:
+        while done() < at_least:
             if child.poll() is not None:
                 pytest.fail(f"generate ended before the kill: {child.stderr.read().decode()}")
             if time.monotonic() > deadline:
                 pytest.fail("the write never reached the kill point")
-            time.sleep(0.005)
+            time.sleep(poll_s)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait()
@@ -133,7 +138,7 @@ def test_killed_write_resumes_only_missing_chunks_and_is_byte_identical(project,
     cmd = [sys.executable, "-m", "multistore", "generate", str(path)]
     journalled: list[str] = []
     for share in (0.25, 0.6):
-        kill_when(cmd, journal, int(share * total), env)
+        kill_when(cmd, lambda: len(journal_entries(journal)), int(share * total), env)
         entries = journal_entries(journal)
         keys = [e["k"] for e in entries]
         assert len(keys) == len(set(keys)), "a journalled chunk was computed again"
@@ -193,20 +198,9 @@ def test_killed_write_to_s3_resumes_from_the_stored_objects(project, s3_bucket, 
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     cmd = [sys.executable, "-m", "multistore", "generate", str(path)]
-    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while len(chunk_objects(s3_objects(fs, cube))) < 0.4 * stored_total:
-            if child.poll() is not None:
-                pytest.fail(f"generate ended before the kill: {child.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                pytest.fail("the write never reached the kill point")
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
-        child.stderr.close()
-    kept = len(chunk_objects(s3_objects(fs, cube)))
+    stored = lambda: len(chunk_objects(s3_objects(fs, cube)))  # noqa: E731
+    kill_when(cmd, stored, 0.4 * stored_total, env, poll_s=0.05)
+    kept = stored()
     assert 0 < kept < stored_total
     before = calls.stat().st_size
 
