@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config.model import Config
+from ..config.model import Config, DaskConfig
 from ..config.resolve import is_url
 from ..errors import Problem
 
@@ -24,6 +24,11 @@ from ..errors import Problem
 HTTP_ENV_PREFIXES = ("MULTISTORE_CONFIG_", "MULTISTORE_DEMO_")
 TOKEN_ENV = "MULTISTORE_TOKEN"
 LOCAL_STORE_IDS = frozenset({"file"})
+# general.dask keys that start processes or jobs, or send tasks elsewhere
+_DASK_PLACEMENT_KEYS = (
+    "address", "n_workers", "threads_per_worker", "cluster", "cores", "memory", "walltime",
+    "queue", "account", "job_extra_directives", "adapt",
+)  # fmt: skip
 # store_params keys (at any depth) that name a local folder or file
 _PATH_KEY_SUFFIXES = ("root", "path", "dir", "directory", "folder")
 
@@ -75,13 +80,37 @@ def _path_params(params: Any, where: str) -> Iterator[tuple[str, str]]:
             yield from _path_params(value, f"{where}[{i}]")
 
 
+def dask_problems(dask: DaskConfig, cores: int | None = None) -> list[Problem]:
+    """A config sent over HTTP runs in the server's threads: it may not send its tasks (and
+    the credentials in them) to a scheduler of its choice, start processes or batch jobs
+    (``job_extra_directives`` are lines of a job script), nor ask for more threads than cores."""
+    cores = cores or os.cpu_count() or 1
+    where = "general.dask"
+    problems = []
+    if dask.scheduler not in ("threads", "synchronous"):
+        problems.append(
+            Problem(f"{where}.scheduler", "the service runs jobs in its own threads: "
+                    "use threads or synchronous")
+        )  # fmt: skip
+    defaults = DaskConfig()
+    for key in _DASK_PLACEMENT_KEYS:
+        if getattr(dask, key) != getattr(defaults, key):
+            problems.append(
+                Problem(f"{where}.{key}", "a config sent to the service cannot choose where or "
+                        "in which processes its tasks run")
+            )  # fmt: skip
+    if dask.num_workers is not None and dask.num_workers > cores:
+        problems.append(Problem(f"{where}.num_workers", f"at most {cores} (the server's cores)"))
+    return problems
+
+
 def config_problems(
     config: Config, allow_roots: Sequence[Path], allow_hooks: bool
 ) -> list[Problem]:
     """Located reasons to refuse ``config`` from a request (empty: it may run)."""
     roots = [Path(os.path.realpath(r)) for r in allow_roots]
     shown = ", ".join(map(str, roots)) or "(none)"
-    problems: list[Problem] = []
+    problems: list[Problem] = dask_problems(config.general.dask)
     file_roots: dict[str, Path] = {}
     for i, store in enumerate(config.data_stores):
         where = f"data_stores[{i}].store_params"

@@ -141,6 +141,31 @@ def test_hooks_refused_without_allow_hooks(service):
     ]
 
 
+@pytest.mark.parametrize(
+    ("dask", "locations"),
+    [
+        ({"address": "tcp://203.0.113.9:8786"}, ["general.dask.scheduler", "general.dask.address"]),
+        ({"scheduler": "processes"}, ["general.dask.scheduler"]),
+        (
+            {"cluster": "slurm", "cores": 1, "memory": "1GB", "account": "someone-else",
+             "job_extra_directives": ["--x"]},
+            ["general.dask.scheduler", "general.dask.cluster", "general.dask.cores",
+             "general.dask.memory", "general.dask.account", "general.dask.job_extra_directives"],
+        ),
+        ({"num_workers": 4096}, ["general.dask.num_workers"]),
+    ],
+)  # fmt: skip
+def test_configs_cannot_choose_where_their_tasks_run(service, dask, locations):
+    config = yaml.safe_load(small_config())
+    config["general"]["dask"] = dask
+    with service.client() as client:
+        r = client.post("/api/jobs", json={"config": yaml.safe_dump(config)})
+        assert r.status_code == 400, r.text
+        assert sorted(p["location"] for p in r.json()["problems"]) == sorted(locations)
+        config["general"]["dask"] = {"scheduler": "threads", "num_workers": 1}
+        assert client.post("/api/jobs", json={"config": yaml.safe_dump(config)}).status_code == 201
+
+
 def test_local_paths_outside_allow_root_refused(service, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
