@@ -198,6 +198,7 @@ def test_killed_write_to_s3_resumes_from_the_stored_objects(project, s3_bucket, 
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     cmd = [sys.executable, "-m", "multistore", "generate", str(path)]
+
     def stored() -> int:  # chunk objects listed now (their bytes may change while listing)
         fs.invalidate_cache()
         return sum(not p.rpartition("/")[2].startswith(".") for p in fs.find(cube))

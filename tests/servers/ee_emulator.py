@@ -59,6 +59,7 @@ Bbox = tuple[float, float, float, float]
 # polling one export operation, listing operations, cancelling.
 FAULT_KINDS = (
     "pixels", "compute", "asset", "export", "operation", "operations", "cancel", "delete",
+    "algorithms",
 )  # fmt: skip
 DROP = "drop"  # a fault: close the connection without an answer
 
@@ -1792,8 +1793,8 @@ class _Handler(BaseHTTPRequestHandler):
             and parts[1] == "projects"
             and parts[3] == "algorithms"
         ):
-            self._count("algorithms")
-            return self._send(200, emu._algorithms.encode(), {"Content-Type": "application/json"})
+            ok = (200, emu._algorithms.encode(), {"Content-Type": "application/json"})
+            return self._serve("algorithms", lambda: ok)
         if len(parts) > 4 and parts[:2] == ["v1", "projects"] and parts[3] == "assets":
             return self._serve("asset", lambda: emu.asset("/".join(parts[4:]), parts[2]))
         if len(parts) == 5 and parts[:2] == ["v1", "projects"] and parts[3] == "operations":

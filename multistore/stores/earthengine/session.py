@@ -11,6 +11,7 @@ first request.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import StoreError
+from ...errors import FetchError, StoreError
 from .rest import PixelClient
 
 LOG = logging.getLogger(__name__)
@@ -148,19 +149,31 @@ def _initialize(params: SessionParams, reset: bool) -> None:
     import requests.utils
     from ee import _state
 
+    from .fetch import EE_RETRY_POLICY, FetchCounters, call_with_retries  # fetch imports us
+
     if reset:  # ee.Initialize keeps old credentials when given None: start clean
         ee.Reset()
     credentials = resolve_credentials(params.credentials)
     LOG.info("earthengine: initialising client for %s (project %s)", params.url, params.project)
+    # Our retries own every call (classified, counted), Initialize's algorithm listing
+    # too: the client's would multiply them, and after a reset they would be off.
+    ee.data.setMaxRetries(0)
+    policy = dataclasses.replace(EE_RETRY_POLICY, max_retries=params.max_retries)
     try:
-        ee.Initialize(credentials=credentials, url=params.url, project=params.project)
+        call_with_retries(
+            lambda: ee.Initialize(credentials=credentials, url=params.url, project=params.project),
+            policy,
+            FetchCounters(),
+            f"initialising the client for {params.url}",
+        )
+    except FetchError as e:
+        raise StoreError(str(e)) from None
     except ee.EEException as e:
         raise StoreError(
             f"earthengine: cannot initialise the client for {params.url}: {e}"
         ) from None
     except OSError as e:
         raise StoreError(f"earthengine: cannot reach {params.url}: {type(e).__name__}") from None
-    # Our fetcher owns retries (classified, counted); the client's would multiply them.
     ee.data.setMaxRetries(0)
     ee.data.setDeadline(params.deadline_s * 1000)
     # urllib3's default pool keeps 10 connections: more threads would reconnect per request.

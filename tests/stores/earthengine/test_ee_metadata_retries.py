@@ -164,3 +164,24 @@ def test_a_dataset_fails_fast_on_a_permanent_4xx(tmp_path, ee_emulator):
         "listing images of TEST/S2LIKE failed: HTTP 400: Invalid argument." in result["s2"].message
     )
     assert ee_emulator.stats.by_kind["compute"] == 1 and ee_emulator.stats.pixel_requests == 0
+
+
+def test_client_initialisation_survives_429s(ee_emulator):
+    """ee.Initialize lists the API's algorithms: one 429 there must not end the build."""
+    store = EarthEngineDataStore(**store_params(ee_emulator))
+    ee_emulator.inject(429, 503, (429, 0.02), kind="algorithms")
+    ds = store.open_data("TEST/MULTI/int16", bands=["b2"], target_grid=GRID.to_dict()).compute()
+    assert ee_emulator.pending_faults("algorithms") == 0
+    assert ee_emulator.stats.by_kind["algorithms"] == 4
+    want = _render(ee_emulator, "TEST/MULTI/int16", "b2", GRID)
+    np.testing.assert_array_equal(ds.b2.values, want.data)
+
+
+def test_client_initialisation_fails_at_once_on_a_permanent_error(ee_emulator):
+    from multistore.errors import StoreError
+
+    store = EarthEngineDataStore(**store_params(ee_emulator))
+    ee_emulator.inject(403, kind="algorithms")
+    with pytest.raises(StoreError, match="initialising the client .* HTTP 403"):
+        store.open_data("TEST/MULTI/int16", bands=["b2"], target_grid=GRID.to_dict())
+    assert ee_emulator.stats.by_kind["algorithms"] == 1
