@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config.model import Config, DatasetConfig
+from .config.order import dependency_levels, grid_dependencies
 from .config.redact import Masker
 from .errors import ConfigError, Problem, UnknownNameError
 from .grid import TargetGrid
@@ -65,7 +66,7 @@ def build_plan(config: Config, datasets: Iterable[str] | None = None) -> Plan:
                 for d in unknown
             ]
         )
-    deps = {d.identifier: _grid_dependency(config, d) for d in config.datasets}
+    deps = grid_dependencies(config)
     wanted: list[str] = []
     stack = list(selected)
     while stack:
@@ -73,7 +74,7 @@ def build_plan(config: Config, datasets: Iterable[str] | None = None) -> Plan:
         if ident not in wanted:
             wanted.append(ident)
             stack.extend(deps[ident])
-    levels = _levels({i: deps[i] for i in wanted}, order=list(known))
+    levels = dependency_levels({i: deps[i] for i in wanted}, order=list(known))
     fingerprints: dict[str, str] = {}
     cubes: list[CubePlan] = []
     for level in levels:
@@ -132,30 +133,6 @@ def fingerprint(
     }
     text = Masker(config.secret_values)(json.dumps(payload, sort_keys=True, default=str))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _grid_dependency(config: Config, ds: DatasetConfig) -> tuple[str, ...]:
-    if ds.grid_mapping and config.grid_mapping(ds.grid_mapping) is None:
-        return (ds.grid_mapping,)
-    return ()
-
-
-def _levels(deps: Mapping[str, tuple[str, ...]], order: list[str]) -> list[list[str]]:
-    remaining = dict(deps)
-    done: set[str] = set()
-    levels: list[list[str]] = []
-    while remaining:
-        ready = [i for i in order if i in remaining and set(remaining[i]) <= done]
-        if not ready:
-            cycle = " -> ".join(sorted(remaining))
-            raise ConfigError(
-                [Problem("datasets", f"grid_mapping dependencies form a cycle: {cycle}")]
-            )
-        levels.append(ready)
-        done.update(ready)
-        for i in ready:
-            del remaining[i]
-    return levels
 
 
 def _hook_paths(ds: DatasetConfig) -> list[Path]:
