@@ -16,18 +16,11 @@ import xarray as xr
 
 from .errors import ProcessingError
 from .regrid.methods import lookup
+from .regrid.source import source_nodata
 
 _KEEP_DTYPE = {"min", "max", "first", "last"}
 _AGG = {"mean", "median", "min", "max", "sum", "first", "last", "std", "var", "count"}
 _INTERP = {"nearest", "linear"}
-
-
-def fill_value_of(da: xr.DataArray) -> Any:
-    for source in (da.encoding, da.attrs):
-        for key in ("_FillValue", "missing_value", "nodata"):
-            if source.get(key) is not None:
-                return source[key]
-    return None
 
 
 def resample_in_time(ds: xr.Dataset, params: Mapping[str, Any]) -> xr.Dataset:
@@ -79,7 +72,7 @@ def _aggregate(da: xr.DataArray, kwargs: dict, method: str) -> xr.DataArray:
         raise ProcessingError(
             f"unknown temporal aggregation {method!r} (use one of {sorted(_AGG)})"
         )
-    fill = fill_value_of(da)
+    fill = source_nodata(da)
     is_int = np.issubdtype(da.dtype, np.integer)
     masked = (
         da if fill is None or (isinstance(fill, float) and np.isnan(fill)) else da.where(da != fill)

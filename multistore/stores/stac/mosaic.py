@@ -12,10 +12,7 @@ import pystac
 import xarray as xr
 
 from ...grid import TargetGrid
-
-
-def _nodata_of(da: xr.DataArray) -> Any:
-    return da.attrs.get("nodata")
+from ...regrid.source import source_nodata
 
 
 def _is_missing(da: xr.DataArray, nodata: Any) -> xr.DataArray:
@@ -43,7 +40,7 @@ def mask_and_fuse(
     times = [ds.time.values[idx[0]] for idx in order]
     fused_vars = {}
     for name, da in ds.data_vars.items():
-        nodata = _nodata_of(da)
+        nodata = source_nodata(da)
         dtype = da.dtype if nodata is not None else np.result_type(da.dtype, np.float32)
         fill = nodata if nodata is not None else np.nan
         # the mask asset itself is fused unmasked, so it still shows the classes
