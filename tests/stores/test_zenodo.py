@@ -14,7 +14,13 @@ import pytest
 import xarray as xr
 from xcube.core.store import new_data_store
 
-from multistore.errors import ChecksumError, PreloadError, StoreError, UnsafeArchiveError
+from multistore.errors import (
+    ChecksumError,
+    ConfigError,
+    PreloadError,
+    StoreError,
+    UnsafeArchiveError,
+)
 from multistore.stores.zenodo import ZenodoDataStore
 from multistore.stores.zenodo.api import resolve_record_id
 from multistore.testing.sample_zenodo import geotiff_bytes, zip_bytes
@@ -284,7 +290,7 @@ def test_record_and_key_errors(record, tmp_path):
         StoreError, match=r"has no file 'spain.zip'; available: 'france.zip', 'france2.zip'"
     ):
         store.preload_data("spain.zip")
-    with pytest.raises(StoreError, match="invalid preload params"):
+    with pytest.raises(ConfigError, match=r"preload_params: Additional properties .*'bogus'"):
         store.preload_data("france.zip", bogus=1)
 
 
@@ -599,7 +605,7 @@ def test_zipped_zarr_open_params_pass_through(zarr_record, tmp_path):
     store = new_store(zarr_record, tmp_path)
     ds = store.open_data("agb.zarr.zip", drop_variables=["agb"])
     assert "agb" not in ds
-    with pytest.raises(StoreError, match=r"'agb.zarr.zip': invalid open_params"):
+    with pytest.raises(ConfigError, match=r"open_params: Additional .*'band_as_variable'"):
         store.open_data("agb.zarr.zip", band_as_variable=False)
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from xcube.util.jsonschema import (
     JsonArraySchema,
     JsonBooleanSchema,
@@ -15,7 +12,6 @@ from xcube.util.jsonschema import (
     JsonStringSchema,
 )
 
-from ...errors import ConfigError, Problem
 from .catalog import CATALOG_TTL_S, CATALOG_URL
 from .export import (
     EXPORT_DESTINATIONS,
@@ -157,15 +153,3 @@ def open_params_schema() -> JsonObjectSchema:
         ),
         additional_properties=False,
     )
-
-
-def validate(schema: JsonObjectSchema, params: Mapping[str, Any], where: str) -> None:
-    import jsonschema
-
-    validator = jsonschema.Draft7Validator(schema.to_dict())
-    problems = [
-        Problem(".".join([where, *map(str, e.absolute_path)]), e.message)
-        for e in sorted(validator.iter_errors(dict(params)), key=str)
-    ]
-    if problems:
-        raise ConfigError(problems)

@@ -30,6 +30,7 @@ from xcube.util.jsonschema import (
 
 from ...errors import ConfigError, FetchError, Problem, SourceOpenError
 from ...filters import parse_comparison
+from ..validation import check_params
 from . import tasks
 from .bands import band_types, ee_image, image_processing, scale_pair, select_bands
 from .catalog import CATALOG_TTL_S, CATALOG_URL, CatalogEntry, fetcher, load_catalog
@@ -45,7 +46,7 @@ from .export import (
 )
 from .fetch import EE_RETRY_POLICY, FetchCounters, call_with_retries
 from .grids import alignment_groups, images_of_group, pixel_grid, query_grid
-from .params import open_params_schema, store_params_schema, validate
+from .params import open_params_schema, store_params_schema
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, RequestPlan, plan_chunks
 from .query import (
     ImageInfo,
@@ -70,7 +71,7 @@ class EarthEngineDataStore(DataStore):
     """Earth Engine ImageCollections and Images as lazy datasets, fetched in planned tiles."""
 
     def __init__(self, **store_params: Any):
-        validate(store_params_schema(), store_params, "store_params")
+        check_params(store_params_schema(), store_params, "store_params")
         self._session = SessionParams(
             project=store_params.get("project"),
             url=store_params.get("url", HIGH_VOLUME_URL).rstrip("/"),
@@ -199,7 +200,7 @@ class EarthEngineDataStore(DataStore):
         self, data_type: DataTypeLike = None, **search_params: Any
     ) -> Iterator[DatasetDescriptor]:
         """One descriptor per image of a collection query (``data_id``, ``time_range``, ``filters``)."""
-        validate(self.get_search_params_schema(), search_params, "search_params")
+        check_params(self.get_search_params_schema(), search_params, "search_params")
         params = dict(search_params)
         collection = params.pop("data_id")
         for info in self._images(collection, params):
@@ -261,7 +262,7 @@ class EarthEngineDataStore(DataStore):
 
     def search(self, data_id: str, **params: Any) -> list[tuple[str, pd.Timestamp | None]]:
         """Image ids and dates of a query (``time_range``, ``filters``), oldest first."""
-        validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
+        check_params(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
         return [(i.id, i.time) for i in self._images(data_id, params)]
 
     def source_identity(self, data_id: str, **open_params: Any) -> dict[str, Any]:
@@ -321,7 +322,7 @@ class EarthEngineDataStore(DataStore):
         return Query(data_id, True, time_range, filters)
 
     def _prepare(self, data_id: str, params: Mapping[str, Any]) -> Prepared:
-        validate(open_params_schema(), params, "open_params")
+        check_params(open_params_schema(), params, "open_params")
         is_collection = self._asset_kind(data_id)
         query = self._query(data_id, params, is_collection)
         images = list_images(query, self._policy, self.counters)
@@ -456,7 +457,7 @@ class EarthEngineDataStore(DataStore):
     def alignment_groups(self, data_id: str, **params: Any) -> dict[str, list[str]]:
         """The query's images grouped by native grid (CRS + transform): ``{group: [ids]}``.
         Open one group with ``alignment_group: <group>`` and no grid mapping."""
-        validate(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
+        check_params(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
         return alignment_groups(self._images(data_id, params))
 
     def fetch_retries(self) -> int:

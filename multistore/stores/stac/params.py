@@ -14,7 +14,7 @@ from xcube.util.jsonschema import (
     JsonStringSchema,
 )
 
-from ...errors import DatasetError
+from ..validation import check_params
 
 GROUPBY = ("solar_day", "time", "id")
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max", "med", "q1", "q3")  # fmt: skip
@@ -70,10 +70,7 @@ def open_params_schema() -> JsonObjectSchema:
 
 
 def validate(params: Mapping[str, Any]) -> None:
-    try:
-        open_params_schema().validate_instance(dict(params))
-    except Exception as e:  # jsonschema.ValidationError; message names the bad key
-        raise DatasetError(f"invalid stac open params: {getattr(e, 'message', e)}") from None
+    check_params(open_params_schema(), params, "open_params")
 
 
 def store_params_schema() -> JsonObjectSchema:

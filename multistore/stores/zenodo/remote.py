@@ -15,6 +15,7 @@ from ...preload.cache import PreloadCache
 from ...preload.convert import RASTER_VARIABLE
 from ...preload.manifest import PreloadOutput
 from ...preload.rangefile import ZIP_BLOCK_SIZE, open_range_file, range_opener
+from ..validation import check_params
 from .params import raster_params_schema
 
 OPENABLE_FORMATS = ("zarr", "geotiff", "netcdf")
@@ -37,13 +38,7 @@ def open_zarr_zip(
     copy would take)."""
     from fsspec.implementations.zip import ZipFileSystem
 
-    unknown = sorted(set(open_params) - set(schema.properties))
-    try:
-        if unknown:
-            raise ValueError(f"unknown: {', '.join(unknown)}; known: {sorted(schema.properties)}")
-        schema.validate_instance(open_params)
-    except Exception as e:
-        raise StoreError(f"{label}: invalid open_params: {e}") from e
+    check_params({**schema.to_dict(), "additionalProperties": False}, open_params, "open_params")
     params = {k: v for k, v in open_params.items() if k not in _NOT_OPEN_ZARR_PARAMS}
     remote = open_range_file(session, url, size, timeout=timeout, block_size=ZIP_BLOCK_SIZE)
     try:
@@ -68,10 +63,7 @@ def open_raster(
     """A GeoTIFF through rioxarray, with xcube's GeoTIFF open params; ``name`` is its file name."""
     import rioxarray
 
-    try:
-        raster_params_schema().validate_instance(open_params)
-    except Exception as e:
-        raise StoreError(f"{label}: invalid open_params: {e}") from e
+    check_params(raster_params_schema(), open_params, "open_params")
     x_size, y_size = open_params.get("tile_size") or (1024, 1024)
     chunks = {"x": int(x_size), "y": int(y_size)}
     band_as_variable = open_params.get("band_as_variable", True)

@@ -53,6 +53,7 @@ from ...preload.manifest import PreloadOutput, PreloadRecord
 from ...preload.process import PreloadOptions, file_format
 from ...rasterio_threads import share_opener_registry
 from ...retry import RetryPolicy
+from ..validation import check_params
 from .api import (
     DEFAULT_BASE_URL,
     ZenodoClient,
@@ -415,10 +416,7 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
         Returns this store, with ``preload_handle`` set, as xcube's API does.
         """
         preload_params["force"] = bool(preload_params.get("force", False) or force)
-        try:
-            self.get_preload_data_params_schema().validate_instance(preload_params)
-        except Exception as e:
-            raise StoreError(f"Zenodo record {self._record_id}: invalid preload params: {e}") from e
+        check_params(self.get_preload_data_params_schema(), preload_params, "preload_params")
         schema = self.get_preload_data_params_schema()
         params = {k: preload_params.get(k, s.default) for k, s in schema.properties.items()}
         split_bytes = preload_params.get("range_split_bytes", self._range_split_bytes)
