@@ -537,10 +537,11 @@ def test_interrupted_range_fails_the_preload_and_resumes_alone(record, tmp_path)
     record.clear_log()
     store = new_store(record, tmp_path, range_split_bytes=400)
     store.preload_data("france.zip")
-    assert sorted(g.range for g in downloads(record, "france.zip")) == [
-        "bytes=0-0",
-        "bytes=500-799",  # only the missing bytes of the broken range
-    ]
+    ranges = sorted(g.range for g in downloads(record, "france.zip"))
+    # the broken range resumes where it broke; a range that had not started when the first
+    # run stopped (its threads race the failure) is fetched whole, a finished one not at all
+    assert "bytes=500-799" in ranges and len(ranges) == len(set(ranges))
+    assert set(ranges) <= {"bytes=0-0", "bytes=0-399", "bytes=500-799", "bytes=800-1188"}
     np.testing.assert_array_equal(
         store.open_data("france/forest_mask_france.zarr").band_data.values, MASK
     )
