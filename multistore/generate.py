@@ -98,6 +98,8 @@ class Generator:
         self.resolver = resolver or SourceResolver(config, stores)
         # cube identifier -> the identities of the sources it was built from (or skipped as)
         self.identities: dict[str, dict[str, dict]] = {}
+        # cubes that failed in this run: the engine's state, the board only displays it
+        self.failed: set[str] = set()
         self._scrub = Masker(config.secret_values)
         # store identifier -> (failed preload job, its scrubbed reason), for cubes that need them
         self._failed_preloads: dict[str, list[tuple[PreloadConfig, str]]] = {}
@@ -184,7 +186,7 @@ class Generator:
     def _run_locked(self, cube: CubePlan) -> None:
         ident = cube.identifier
         for dep in cube.depends_on:
-            if self.board.get(dep).status is Status.FAILED:
+            if dep in self.failed:
                 self.board.update(
                     ident, status=Status.FAILED, message=f"grid source {dep!r} failed"
                 )
@@ -401,6 +403,7 @@ class Generator:
             str(error) if isinstance(error, DatasetError) else f"{type(error).__name__}: {error}"
         )
         message = self._scrub(" ".join(message.split()))
+        self.failed.add(ident)
         self.board.update(ident, status=Status.FAILED, message=message, error=error)
 
 

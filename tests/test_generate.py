@@ -256,3 +256,18 @@ def test_grid_borrowed_from_a_netcdf_cube(project):
     grid = TargetGrid.from_bbox([11.2, 47.6, 12.2, 48.3], "EPSG:4326", 0.004, 64)
     np.testing.assert_allclose(follower.lon.values, grid.x_coords)
     np.testing.assert_allclose(follower.lat.values, grid.y_coords)
+
+
+def test_a_cube_borrowing_the_grid_of_a_failed_cube_fails_with_that_reason(project):
+    config = project.base_config()
+    config["datasets"] = [
+        {"identifier": "base", "store": "local", "data_id": "missing.tif", "grid_mapping": "gm"},
+        {"identifier": "borrower", "store": "local", "data_id": data.LANDCOVER,
+         "grid_mapping": "base"},
+        {"identifier": "other", "store": "local", "data_id": data.LANDCOVER, "grid_mapping": "gm"},
+    ]  # fmt: skip
+    results = MultiSourceDataStore(project(config)).generate()
+    assert results["base"].status is Status.FAILED
+    assert results["borrower"].status is Status.FAILED
+    assert results["borrower"].message == "grid source 'base' failed"
+    assert results["other"].status is Status.COMPLETED
