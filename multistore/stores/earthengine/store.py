@@ -262,7 +262,9 @@ class EarthEngineDataStore(DataStore):
 
     def search(self, data_id: str, **params: Any) -> list[tuple[str, pd.Timestamp | None]]:
         """Image ids and dates of a query (``time_range``, ``filters``), oldest first."""
-        check_params(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
+        check_params(
+            self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params"
+        )
         return [(i.id, i.time) for i in self._images(data_id, params)]
 
     def source_identity(self, data_id: str, **open_params: Any) -> dict[str, Any]:
@@ -457,7 +459,9 @@ class EarthEngineDataStore(DataStore):
     def alignment_groups(self, data_id: str, **params: Any) -> dict[str, list[str]]:
         """The query's images grouped by native grid (CRS + transform): ``{group: [ids]}``.
         Open one group with ``alignment_group: <group>`` and no grid mapping."""
-        check_params(self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params")
+        check_params(
+            self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params"
+        )
         return alignment_groups(self._images(data_id, params))
 
     def fetch_retries(self) -> int:
