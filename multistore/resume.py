@@ -1,4 +1,4 @@
-"""Chunk-level resume of an interrupted Zarr v2 write.
+"""Chunk-level resume of an interrupted Zarr write (v2 or v3).
 
 Local storage: beside the completion marker, ``<cube>.chunks.jsonl`` gets one line
 per stored chunk (its key, size and CRC-32), appended right after the chunk's bytes
