@@ -24,6 +24,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # HDF5 finds its superblock at 0 or after a user block of 512, 1024, 2048, ... bytes
 _HDF5_OFFSETS = (0, 512, 1024, 2048)
 _CLASSIC_SIGNATURES = (b"CDF\x01", b"CDF\x02")
+_BYTE_RANGE_PROTOCOLS = {"http", "https"}
 
 
 def is_netcdf(name: str) -> bool:
@@ -60,6 +61,13 @@ def engine_for_store(store: Any, data_id: str) -> str | None:
     """
     files = file_store(store)
     if files is None or files.fs is None or not is_netcdf(data_id):
+        return None
+    protocols = (
+        {files.fs.protocol} if isinstance(files.fs.protocol, str) else set(files.fs.protocol)
+    )
+    if protocols & _BYTE_RANGE_PROTOCOLS:
+        # xcube opens these as "<url>#mode=bytes", netCDF-C's own HTTP reader; other
+        # remote files it copies to a local file first
         return None
     try:
         with files.fs.open(file_path(files, data_id), "rb") as f:

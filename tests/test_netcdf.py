@@ -94,3 +94,15 @@ def test_the_users_engine_is_kept(tmp_path):
     ds = opened(tmp_path, "s.nc", engine="netcdf4")
     assert backend(ds) == "NetCDF4DataStore"
     np.testing.assert_array_equal(ds["v"].values, expected)
+
+
+def test_http_stores_keep_xcubes_byte_range_reader(tmp_path):
+    """xcube opens NetCDF over HTTP as ``<url>#mode=bytes`` (netCDF-C), not as a file."""
+    write(tmp_path / "s.nc", "NETCDF4")
+    store = new_data_store("https", root="127.0.0.1:9/data")
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the file was read")
+
+    store.fs.open = no_read
+    assert engine_for_store(store, "s.nc") is None
