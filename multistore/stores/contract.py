@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from xcube.core.store import DataStore, DataStoreError
+from xcube.core.store import DATASET_TYPE, DataStore, DataStoreError
 
 from ..errors import MultistoreError
 
@@ -219,6 +219,22 @@ def open_params_checker(store_class: type) -> OpenParamsChecker | None:
     """The store class, if it checks open params (the class object itself is checked:
     the capability is a classmethod, asked before any store is instantiated)."""
     return store_class if isinstance(store_class, OpenParamsChecker) else None
+
+
+class DatasetsOnly:
+    """The xcube ``DataStore`` type methods of a store that serves datasets only (all of
+    multistore's); ``check_data_id`` raises for an id the store does not have."""
+
+    @classmethod
+    def get_data_types(cls) -> tuple[str, ...]:
+        return (DATASET_TYPE.alias,)
+
+    def get_data_types_for_data(self, data_id: str) -> tuple[str, ...]:
+        self.check_data_id(data_id)
+        return (DATASET_TYPE.alias,)
+
+    def check_data_id(self, data_id: str) -> None:
+        """Raise when ``data_id`` is not the store's; by default any id may be asked for."""
 
 
 def file_store(store: Any) -> FileStore | None:

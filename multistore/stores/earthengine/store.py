@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 import xarray as xr
-from xcube.core.store import DATASET_TYPE, DataStore, DataTypeLike
+from xcube.core.store import DataStore, DataTypeLike
 from xcube.core.store.descriptor import DatasetDescriptor, VariableDescriptor
 from xcube.util.jsonschema import (
     JsonObjectSchema,
@@ -30,6 +30,7 @@ from xcube.util.jsonschema import (
 
 from ...errors import ConfigError, FetchError, Problem, SourceOpenError
 from ...filters import parse_comparison
+from ..contract import DatasetsOnly
 from ..validation import check_params
 from . import tasks
 from .bands import band_types, ee_image, image_processing, scale_pair, select_bands
@@ -67,7 +68,7 @@ LOG = logging.getLogger(__name__)
 # -- the store -------------------------------------------------------------------------
 
 
-class EarthEngineDataStore(DataStore):
+class EarthEngineDataStore(DatasetsOnly, DataStore):
     """Earth Engine ImageCollections and Images as lazy datasets, fetched in planned tiles."""
 
     def __init__(self, **store_params: Any):
@@ -104,13 +105,6 @@ class EarthEngineDataStore(DataStore):
     @classmethod
     def get_data_store_params_schema(cls) -> JsonObjectSchema:
         return store_params_schema()
-
-    @classmethod
-    def get_data_types(cls) -> tuple[str, ...]:
-        return (DATASET_TYPE.alias,)
-
-    def get_data_types_for_data(self, data_id: str) -> tuple[str, ...]:
-        return (DATASET_TYPE.alias,)
 
     def get_data_ids(
         self, data_type: DataTypeLike = None, include_attrs: Any = False

@@ -25,7 +25,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box as geo_box
 from pystac_client.conformance import ConformanceClasses
-from xcube.core.store import DATASET_TYPE, DataStore, DataTypeLike
+from xcube.core.store import DataStore, DataTypeLike
 from xcube.core.store.descriptor import DatasetDescriptor, VariableDescriptor
 from xcube.util.jsonschema import (
     JsonObjectSchema,
@@ -36,6 +36,7 @@ from ...config.resolve import is_url
 from ...errors import FilterError, NoItemsError, SourceOpenError, StoreError
 from ...filters import parse_filter
 from ...grid import TargetGrid
+from ..contract import DatasetsOnly
 from .bands import AssetHeaders
 from .crawl import absolutize_item, crawl
 from .index import query_index
@@ -71,7 +72,7 @@ def _max_retries(max_retries: int | None, retries: int | None) -> int:
     return DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries)
 
 
-class StacDataStore(DataStore):
+class StacDataStore(DatasetsOnly, DataStore):
     """STAC catalogs and APIs mosaicked into cubes (odc-stac)."""
 
     def __init__(
@@ -109,13 +110,8 @@ class StacDataStore(DataStore):
     def get_data_store_params_schema(cls) -> JsonObjectSchema:
         return store_params_schema()
 
-    @classmethod
-    def get_data_types(cls) -> tuple[str, ...]:
-        return (DATASET_TYPE.alias,)
-
-    def get_data_types_for_data(self, data_id: str) -> tuple[str, ...]:
+    def check_data_id(self, data_id: str) -> None:
         self._require_collection(data_id)
-        return (DATASET_TYPE.alias,)
 
     def get_data_opener_ids(
         self, data_id: str = None, data_type: DataTypeLike = None

@@ -53,6 +53,7 @@ from ...preload.manifest import PreloadOutput, PreloadRecord
 from ...preload.process import PreloadOptions, file_format
 from ...rasterio_threads import share_opener_registry
 from ...retry import RetryPolicy
+from ..contract import DatasetsOnly
 from ..validation import check_params
 from .api import (
     DEFAULT_BASE_URL,
@@ -74,7 +75,7 @@ DEFAULT_CACHE_ROOT = Path("~/.cache/multistore/zenodo")
 _ZARR_ZIP_SUFFIX = ".zarr.zip"
 
 
-class ZenodoDataStore(DefaultSearchMixin, DataStore):
+class ZenodoDataStore(DatasetsOnly, DefaultSearchMixin, DataStore):
     """Files of one Zenodo record; ``preload_data`` downloads, verifies, unpacks, converts."""
 
     #: ``preload_data`` takes ``progress`` and ``force`` (``contract.MonitoredPreloader``)
@@ -159,13 +160,8 @@ class ZenodoDataStore(DefaultSearchMixin, DataStore):
     def get_data_store_params_schema(cls) -> JsonObjectSchema:
         return store_params_schema()
 
-    @classmethod
-    def get_data_types(cls) -> tuple[str, ...]:
-        return (DATASET_TYPE.alias,)
-
-    def get_data_types_for_data(self, data_id: str) -> tuple[str, ...]:
+    def check_data_id(self, data_id: str) -> None:
         self._require(data_id)
-        return (DATASET_TYPE.alias,)
 
     # -- the record --------------------------------------------------------------
 
