@@ -256,6 +256,10 @@ class JobStore:
         return [_result(r["job"], r) for r in rows]
 
 
+# outputs that get a quick-look (quicklook.py draws Zarr and NetCDF cubes)
+_QUICKLOOK_SUFFIXES = frozenset({".zarr", ".nc"})
+
+
 def _job_summary(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -286,7 +290,8 @@ def _result(job: str, r: sqlite3.Row) -> dict[str, Any]:
     name = r["name"]
     if name and r["status"] in ("completed", "skipped"):
         out["cube"] = f"/cubes/{job}/{name}"
-        out["quicklook"] = f"/cubes/{job}/{PurePosixPath(name).stem}.png"
+        if PurePosixPath(name).suffix in _QUICKLOOK_SUFFIXES:  # not native-grid folders
+            out["quicklook"] = f"/cubes/{job}/{PurePosixPath(name).stem}.png"
     return out
 
 
