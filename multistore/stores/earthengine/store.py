@@ -23,10 +23,7 @@ import pandas as pd
 import xarray as xr
 from xcube.core.store import DataStore, DataTypeLike
 from xcube.core.store.descriptor import DatasetDescriptor, VariableDescriptor
-from xcube.util.jsonschema import (
-    JsonObjectSchema,
-    JsonStringSchema,
-)
+from xcube.util.jsonschema import JsonObjectSchema, JsonStringSchema
 
 from ...errors import ConfigError, FetchError, Problem, SourceOpenError
 from ...filters import parse_comparison
@@ -49,23 +46,10 @@ from .fetch import EE_RETRY_POLICY, FetchCounters, call_with_retries
 from .grids import alignment_groups, images_of_group, pixel_grid, query_grid
 from .params import open_params_schema, store_params_schema
 from .planner import DEFAULT_REQUEST_BYTE_LIMIT, RequestPlan, plan_chunks
-from .query import (
-    ImageInfo,
-    Query,
-    Recipe,
-    image_info,
-    list_images,
-    time_steps,
-)
+from .query import ImageInfo, Query, Recipe, image_info, list_images, time_steps
 from .session import DEFAULT_CONCURRENCY, HIGH_VOLUME_URL, SessionParams, ensure_initialized
 
 LOG = logging.getLogger(__name__)
-
-
-# -- parameters ------------------------------------------------------------------------
-
-
-# -- the store -------------------------------------------------------------------------
 
 
 class EarthEngineDataStore(DatasetsOnly, DataStore):
@@ -256,10 +240,7 @@ class EarthEngineDataStore(DatasetsOnly, DataStore):
 
     def search(self, data_id: str, **params: Any) -> list[tuple[str, pd.Timestamp | None]]:
         """Image ids and dates of a query (``time_range``, ``filters``), oldest first."""
-        check_params(
-            self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params"
-        )
-        return [(i.id, i.time) for i in self._images(data_id, params)]
+        return [(i.id, i.time) for i in self._searched(data_id, params)]
 
     def source_identity(self, data_id: str, **open_params: Any) -> dict[str, Any]:
         """Image ids with ``system:version`` and the resolved bands (for lockfiles)."""
@@ -297,6 +278,12 @@ class EarthEngineDataStore(DatasetsOnly, DataStore):
                 f"earthengine: {data_id!r} is a {kind}, not an Image or ImageCollection"
             )
         return kind == "IMAGE_COLLECTION"
+
+    def _searched(self, data_id: str, params: Mapping[str, Any]) -> list[ImageInfo]:
+        check_params(
+            self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params"
+        )
+        return self._images(data_id, params)
 
     def _images(self, data_id: str, params: Mapping[str, Any]) -> list[ImageInfo]:
         query = self._query(data_id, params, self._asset_kind(data_id))
@@ -453,10 +440,7 @@ class EarthEngineDataStore(DatasetsOnly, DataStore):
     def alignment_groups(self, data_id: str, **params: Any) -> dict[str, list[str]]:
         """The query's images grouped by native grid (CRS + transform): ``{group: [ids]}``.
         Open one group with ``alignment_group: <group>`` and no grid mapping."""
-        check_params(
-            self.get_search_params_schema(), {"data_id": data_id, **params}, "search_params"
-        )
-        return alignment_groups(self._images(data_id, params))
+        return alignment_groups(self._searched(data_id, params))
 
     def fetch_retries(self) -> int:
         return self.counters.retries

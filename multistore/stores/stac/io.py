@@ -21,6 +21,7 @@ from odc.loader._rio import RioDriver
 from pystac_client.conformance import ConformanceClasses
 from requests.adapters import HTTPAdapter
 
+from ...config.redact import unsigned_url
 from ...config.resolve import is_url
 from ...errors import StoreError
 from ...retry import RetryPolicy, urllib3_retry
@@ -178,3 +179,9 @@ def abspath(path: str) -> str:
 
 def conforms(uris: Sequence[str], cls: ConformanceClasses) -> bool:
     return any(isinstance(u, str) and cls.pattern.fullmatch(u) for u in uris)
+
+
+def unsigned_href(href: str | None) -> str | None:
+    """Signed hrefs (Planetary Computer SAS tokens, S3 pre-signed URLs) change at every
+    signing and carry credentials: a lock names what they point at."""
+    return unsigned_url(href) if href else href

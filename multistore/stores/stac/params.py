@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,8 @@ from xcube.util.jsonschema import (
 )
 
 from ..validation import check_params
+
+LOG = logging.getLogger(__name__)
 
 GROUPBY = ("solar_day", "time", "id")
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode", "min", "max", "med", "q1", "q3")  # fmt: skip
@@ -96,3 +99,13 @@ def store_params_schema() -> JsonObjectSchema:
         required=["url"],
         additional_properties=False,
     )
+
+
+def resolve_max_retries(max_retries: int | None, retries: int | None) -> int:
+    """``max_retries``, as the other stores spell it; ``retries`` is its older name."""
+    if max_retries is not None and retries is not None:
+        raise ValueError("stac: give max_retries (retries is its older name), not both")
+    if retries is not None:
+        LOG.warning("stac: the store param 'retries' is now called 'max_retries'")
+        return int(retries)
+    return DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries)

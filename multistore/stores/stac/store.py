@@ -48,28 +48,13 @@ from .io import (
     conforms,
     gdal_access,
     is_json_path,
+    unsigned_href,
 )
 from .mosaic import finish_dataset, mask_and_fuse
-from .params import DEFAULT_MAX_RETRIES, open_params_schema, store_params_schema, validate
+from .params import open_params_schema, resolve_max_retries, store_params_schema, validate
 from .query import ItemQuery, bbox_to_lonlat, make_filter
 
 LOG = logging.getLogger(__name__)
-
-
-def _unsigned(href: str | None) -> str | None:
-    """Signed hrefs (Planetary Computer SAS tokens, S3 pre-signed URLs) change at every
-    signing and carry credentials: the lock names what they point at."""
-    return unsigned_url(href) if href else href
-
-
-def _max_retries(max_retries: int | None, retries: int | None) -> int:
-    """``max_retries``, as the other stores spell it; ``retries`` is its older name."""
-    if max_retries is not None and retries is not None:
-        raise ValueError("stac: give max_retries (retries is its older name), not both")
-    if retries is not None:
-        LOG.warning("stac: the store param 'retries' is now called 'max_retries'")
-        return int(retries)
-    return DEFAULT_MAX_RETRIES if max_retries is None else int(max_retries)
 
 
 class StacDataStore(DatasetsOnly, DataStore):
@@ -90,7 +75,7 @@ class StacDataStore(DatasetsOnly, DataStore):
         self._index = index
         self._concurrency = int(max_concurrency)
         self._on_missing_asset = on_missing_asset
-        self._retries = _max_retries(max_retries, retries)
+        self._retries = resolve_max_retries(max_retries, retries)
         self._reader = JsonReader(
             self._storage_options, retries=self._retries, pool_size=self._concurrency
         )
@@ -412,7 +397,7 @@ class StacDataStore(DatasetsOnly, DataStore):
                     "collection": item.get("collection"),
                     "datetime": props.get("datetime"),
                     "updated": props.get("updated"),
-                    "assets": {n: _unsigned((assets.get(n) or {}).get("href")) for n in names},
+                    "assets": {n: unsigned_href((assets.get(n) or {}).get("href")) for n in names},
                 }
             )
         return {"content": {"catalog": unsigned_url(self._url), "items": described}}

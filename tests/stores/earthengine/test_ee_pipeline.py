@@ -72,7 +72,9 @@ def test_plan_generate_and_resume_fetch_only_missing_tiles(tmp_path, ee_emulator
     ee_emulator.reset_stats()
     second = MultiSourceDataStore(path).generate()
     assert second["s2"].status is Status.COMPLETED, second["s2"].message
-    assert ee_emulator.stats.pixel_requests <= 105 - 40  # only the missing tiles
+    # only the missing tiles, give or take the (at most num_workers) fetches that were in
+    # flight when the 404 ended the first run: their threads may still be caching them
+    assert ee_emulator.stats.pixel_requests <= 105 - 40 + 4
     assert not (tmp_path / "out" / ".multistore" / "scratch").joinpath("s2.zarr").exists()
 
     cube = xr.open_zarr(tmp_path / "out" / "s2.zarr", mask_and_scale=False)
