@@ -23,7 +23,7 @@ from typing import Any
 
 from . import __version__
 from .config.model import Config, SourceConfig
-from .config.redact import MIN_SECRET_LENGTH, secret_strings
+from .config.redact import Masker
 from .cube import open_params_for
 from .errors import MultistoreError
 from .plan import CubePlan, Plan
@@ -317,11 +317,8 @@ def resolve_lock(config: Config, stores: StorePool, plan: Plan) -> dict[str, Any
 def lock_text(lock: Mapping[str, Any], secrets: Iterable[str] = ()) -> str:
     """Stable, diff-friendly JSON (sorted keys, one field a line); secrets masked."""
     text = json.dumps(lock, sort_keys=True, indent=1, default=str) + "\n"
-    # credentials of the config, and any left in URLs a store reported (?token=, ?sig=)
-    found = {s for s in secret_strings(lock) if len(s) >= MIN_SECRET_LENGTH}
-    for secret in sorted({*filter(None, secrets), *found}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    # the config's credentials in every form, and secret-named query values (?token=, ?sig=)
+    return Masker(secrets)(text)
 
 
 def write_lock(config: Config, lock: Mapping[str, Any], merge: bool = True) -> Path:
