@@ -39,7 +39,7 @@ from .lock import (
     write_lock,
 )
 from .locks import read_lock
-from .native import NativeRun, download_groups, native_grouper
+from .native import NativeRun, download_groups, native_groups
 from .plan import CubePlan, Plan, build_plan
 from .scheduler import dask_runner
 from .scrub import ScrubbingFilter
@@ -139,10 +139,7 @@ class MultiSourceDataStore:
         return summaries
 
     def _native_summary(self, cube: CubePlan, sources: tuple[str, ...]) -> CubeSummary:
-        source = cube.dataset.sources[0]
-        params = open_params_for(source, self.stores[source.store], None)
-        query = {k: params[k] for k in ("time_range", "filters") if k in params}
-        groups = native_grouper(cube, self.stores).alignment_groups(source.data_id, **query)
+        _, groups = native_groups(cube, self.stores)
         images = sum(len(ids) for ids in groups.values())
         grid = f"native: {len(groups)} alignment group(s), {images} image(s), one GeoTIFF each"
         return CubeSummary(cube.identifier, cube.output, grid, sources, {}, {}, {}, 0, 0)

@@ -73,19 +73,26 @@ class NativeRun:
         return f"{len(self.groups)} group(s) ({states}), {len(self.images)} image(s)"
 
 
-def native_grouper(cube: CubePlan, stores: StorePool) -> AlignmentGrouper:
-    """The store that groups the images of ``cube``, or a located ConfigError."""
+def native_groups(
+    cube: CubePlan, stores: StorePool
+) -> tuple[AlignmentGrouper, dict[str, list[str]]]:
+    """The store that groups the images of ``cube``, and its groups for the cube's query
+    (``time_range``, ``filters``); a located ConfigError when there can be none."""
     where = cube.dataset.location or cube.identifier
     if cube.dataset.multi or cube.grid is not None or cube.grid_from is not None:
         raise ConfigError(
             [Problem(where, "native-grid downloads need one source and no grid_mapping")]
         )
-    grouper = alignment_grouper(stores[cube.dataset.sources[0].store])
+    source = cube.dataset.sources[0]
+    store = stores[source.store]
+    grouper = alignment_grouper(store)
     if grouper is None:
         raise ConfigError(
             [Problem(f"{where}.store", "its store cannot group images by native grid")]
         )
-    return grouper
+    params = open_params_for(source, store, None)
+    query = {k: params[k] for k in ("time_range", "filters") if k in params}
+    return grouper, grouper.alignment_groups(source.data_id, **query)
 
 
 def download_groups(
@@ -97,12 +104,10 @@ def download_groups(
     progress: Callable[[float], None] | None = None,
 ) -> NativeRun:
     """Write every alignment group of ``cube``'s source and the manifest."""
-    grouper = native_grouper(cube, stores)
+    grouper, groups = native_groups(cube, stores)
     source = cube.dataset.sources[0]
     store = stores[source.store]
     params = open_params_for(source, store, None)
-    query = {k: params[k] for k in ("time_range", "filters") if k in params}
-    groups = grouper.alignment_groups(source.data_id, **query)
     storage = stores.storage
     ident = cube.identifier
     geotiff = cube.dataset.format_id == "geotiff"
