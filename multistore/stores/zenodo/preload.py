@@ -6,7 +6,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +63,8 @@ class RecordPreloader:
         started.wait()
         emit = functools.partial(self._emit, handle, progress, key)
         try:
-            self._steps(handle, files[key], force, options, emit, transfer)
+            with self._file_lock(key, emit):
+                self._steps(handle, files[key], force, options, emit, transfer)
         except BaseException as e:
             failures[key] = e
             emit("failed", message=str(e))
@@ -69,16 +72,10 @@ class RecordPreloader:
             raise
         handle.notify(PreloadState(key, status=PreloadStatus.completed))
 
-    def _steps(
-        self,
-        handle: PreloadHandle,
-        file: ZenodoFile,
-        force: bool,
-        options: PreloadOptions,
-        emit: functools.partial,
-        transfer: TransferSettings,
-    ) -> None:
-        lock = self.cache.lock(f"{self.source}/{file.key}")
+    @contextmanager
+    def _file_lock(self, key: str, emit: functools.partial) -> Iterator[None]:
+        """Held while one file is preloaded: another run preloading it waits, saying so."""
+        lock = self.cache.lock(f"{self.source}/{key}")
 
         def waiting(holder: Lease | None, path: str) -> None:
             who = holder.describe() if holder else "another run"
@@ -86,11 +83,11 @@ class RecordPreloader:
 
         lock.acquire(on_wait=waiting)
         try:
-            self._locked(handle, file, force, options, emit, transfer)
+            yield
         finally:
             lock.release()
 
-    def _locked(
+    def _steps(
         self,
         handle: PreloadHandle,
         file: ZenodoFile,
