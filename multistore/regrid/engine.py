@@ -48,7 +48,7 @@ from .methods import (
     resolve_methods,
 )
 from .reader import SourceGraph
-from .source import SourceGrid, detect_source_grid, spatial_variables
+from .source import SourceGrid, detect_source_grid, kind_dtype, spatial_variables
 from .specs import out_attrs, var_spec, with_encoding
 
 LOG = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def _warp_variables(
     if not np.isfinite(scale).any() or not _overlaps(fp, grid, target):
         raise NoOverlapError(_no_overlap_message(grid, target))
     coarser = fp.is_coarser(target)
-    methods = resolve_methods({n: ds[n].dtype for n in names}, p, coarser)
+    methods = resolve_methods({n: kind_dtype(ds[n]) for n in names}, p, coarser)
     windows_by_method: dict[str, list[list[plan.SourceWindow | None]]] = {}
     # Variables warped together: same method, same dtype/nodata handling, same spatial chunks
     # (e.g. the bands of a GeoTIFF opened with band_as_variable: true).

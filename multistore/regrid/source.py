@@ -220,6 +220,22 @@ def spatial_variables(ds: xr.Dataset, grid: SourceGrid) -> tuple[list[str], list
     return both, neither, partial
 
 
+def kind_dtype(da: xr.DataArray) -> np.dtype:
+    """The dtype that says what the values are: the stored integer type of a variable that
+    xarray decoded to float only to mask its fill value (NetCDF and Zarr sources opened
+    with the defaults), else the in-memory dtype. Classes stay classes (nearest/mode)."""
+    stored = da.encoding.get("dtype")
+    scaled = {"scale_factor", "add_offset"} & (da.encoding.keys() | da.attrs.keys())
+    if (
+        stored is not None
+        and np.issubdtype(da.dtype, np.floating)
+        and (np.issubdtype(np.dtype(stored), np.integer) or np.dtype(stored) == np.bool_)
+        and not scaled
+    ):
+        return np.dtype(stored)
+    return np.dtype(da.dtype)
+
+
 def source_nodata(da: xr.DataArray) -> float | int | None:
     """The nodata value as it appears in ``da``'s in-memory values.
 

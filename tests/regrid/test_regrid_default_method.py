@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyproj
 import pytest
+import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -117,3 +118,37 @@ def test_pure_scale(res, coarser):
     got = regrid_dataset(ds, target)["v"].values
     ref = gdal_reference(data, transform, LAEA, target, method, None, 255)
     assert np.mean(got == ref) >= 0.95
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_integer_classes_decoded_to_float_keep_nearest(tmp_path, fmt):
+    """xarray decodes an int16 NetCDF/Zarr variable with a _FillValue to float32 (to mask it):
+    the default must still treat its values as classes, as GDAL reads them (raw int16)."""
+    ds, data, transform = laea_source(480)
+    classes = data.astype("int16") + 1
+    classes[100:140, 200:260] = -32768
+    stored = ds.copy(data={"v": classes}).compute()
+    stored["v"].encoding = {"_FillValue": -32768, "dtype": "int16"}
+    if fmt == "netcdf":
+        stored.to_netcdf(tmp_path / "s.nc", engine="h5netcdf")
+        opened = xr.open_dataset(tmp_path / "s.nc", engine="h5netcdf", chunks={"x": 128, "y": 128})
+    else:
+        stored.to_zarr(tmp_path / "s.zarr", zarr_format=2)
+        opened = xr.open_zarr(tmp_path / "s.zarr")
+    assert opened["v"].dtype == np.float32  # decoded: the masked fill is NaN
+    target = geographic_target(0.00025, 0.1, 100)  # finer: nearest for classes
+    got = regrid_dataset(opened, target)["v"].values
+    nearest = gdal_reference(classes, transform, LAEA, target, "nearest", -32768, -32768)
+    valid = nearest != -32768
+    assert np.mean(got[valid] == nearest[valid]) >= 0.95  # bilinear matched about 10 %
+    assert np.mean(np.isnan(got) == ~valid) >= 0.99  # the hole, up to GDAL's 0.125 px edges
+
+
+def test_scaled_integers_stay_continuous():
+    from multistore.regrid.source import kind_dtype
+
+    var = xr.DataArray(np.zeros((2, 2), "float32"))
+    var.encoding = {"dtype": "int16", "_FillValue": -1, "scale_factor": 0.01}
+    assert kind_dtype(var) == np.float32  # a scaled quantity, not classes
+    var.encoding = {"dtype": "int16", "_FillValue": -1}
+    assert kind_dtype(var) == np.int16
