@@ -143,7 +143,8 @@ def test_killed_write_resumes_only_missing_chunks_and_is_byte_identical(project,
         keys = [e["k"] for e in entries]
         assert len(keys) == len(set(keys)), "a journalled chunk was computed again"
         # the chunks computed before the kill but not journalled: at most the in-flight ones
-        stored = set(chunk_files(cube))
+        # (the lat/lon coordinates are written with the metadata, before any task runs)
+        stored = {k for k in chunk_files(cube) if k.startswith(("land_cover/", "elevation/"))}
         unjournalled = stored - {e["k"] for e in entries if not e.get("empty")}
         assert len(unjournalled) <= WORKERS, unjournalled
         assert keys[: len(journalled)] == journalled  # appended to, never restarted
