@@ -315,7 +315,7 @@ class LeaseLock:
                 )
                 self.fs.pipe_file(self.path, renewed.to_bytes())
                 self._lease = renewed
-            except OSError as e:  # keep trying: the lease is still valid for a while
+            except Exception as e:  # keep trying: the lease is still valid for a while
                 log.warning("%s: renewing the lock failed: %s", self.name, e)
 
 

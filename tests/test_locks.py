@@ -104,12 +104,14 @@ def s3_target(s3_bucket, s3_storage_options):
 
 
 def test_s3_lease_is_exclusive_renewed_and_released(s3_target):
-    first = CubeLock(s3_target(), ttl_s=2.0)
-    second = CubeLock(s3_target(), ttl_s=2.0, poll_s=0.05)
+    # The TTL leaves room for an S3 request retried after a reset connection (a renewal
+    # every TTL/3, so two renewals may be late before the lease expires).
+    first = CubeLock(s3_target(), ttl_s=4.5)
+    second = CubeLock(s3_target(), ttl_s=4.5, poll_s=0.05)
     first.acquire()
     expires = read_lock(s3_target()).expires
     with pytest.raises(CubeLockError, match="being written by process"):
-        second.acquire(wait_s=3.0)  # longer than the TTL: renewal keeps the lease live
+        second.acquire(wait_s=5.5)  # longer than the TTL: renewal keeps the lease live
     assert read_lock(s3_target()).expires > expires
     first.release()
     assert read_lock(s3_target()) is None
