@@ -81,8 +81,8 @@ def test_lease_of_a_killed_process_is_taken_over_at_once(tmp_path):
         lease = json.loads(Path(lock_path(local_target(tmp_path))).read_text())
         assert lease["pid"] == holder.pid  # the lease file survived the kill
         start = time.monotonic()
-        waiting.acquire(wait_s=5)
-        assert time.monotonic() - start < 3  # not the 120 s expiry: the flock died with it
+        waiting.acquire(wait_s=30)
+        assert time.monotonic() - start < 20  # not the 120 s expiry: the flock died with it
         assert_held_by_us(local_target(tmp_path))
         waiting.release()
     finally:

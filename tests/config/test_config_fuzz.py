@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 SEED = 20261202
 N_STRUCTURED = 900
 N_TEXTUAL = 300
-CASE_LIMIT_S = 2.0  # per mutant, on a loaded 2-core machine (typically ~10 ms)
+CASE_LIMIT_S = 2.0  # CPU seconds per mutant (typically ~10 ms, the slowest ~0.5 s)
 ENV = {
     "HOME": "/home/fuzz",
     "MULTISTORE_DEMO_S3_KEY": "fuzz-key",
@@ -233,7 +233,7 @@ def _mutants() -> Iterator[tuple[str, str]]:
 def _check_one(path: Path) -> str | None:
     """None if ``load_config`` behaved; otherwise what went wrong."""
     signal.setitimer(signal.ITIMER_REAL, 10 * CASE_LIMIT_S)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a loaded machine's waits do not count
     try:
         load_config(path, env=ENV)
     except ConfigError as e:
@@ -245,8 +245,8 @@ def _check_one(path: Path) -> str | None:
         return f"{type(e).__name__}: {e}"[:300]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    seconds = time.perf_counter() - start
-    return f"took {seconds:.2f} s" if seconds > CASE_LIMIT_S else None
+    seconds = time.process_time() - start
+    return f"took {seconds:.2f} s of CPU" if seconds > CASE_LIMIT_S else None
 
 
 def test_fuzzed_configs_end_in_config_or_config_error(project: Path) -> None:

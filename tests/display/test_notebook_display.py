@@ -17,12 +17,14 @@ class SlowHandle:
         self._slow_call = slow_call
         self._calls = 0
         self._count_lock = threading.Lock()
+        self.slow_started = threading.Event()
 
     def update(self, obj) -> None:
         with self._count_lock:
             self._calls += 1
             slow = self._calls == self._slow_call
         if slow:
+            self.slow_started.set()
             time.sleep(0.4)
         self.received.append(obj.data)
 
@@ -38,7 +40,7 @@ def test_updates_from_parallel_cubes_arrive_in_snapshot_order():
         target=board.update, args=("a",), kwargs={"status": Status.COMPLETED, "message": "A-done"}
     )
     older.start()
-    time.sleep(0.1)  # the older snapshot is being sent (slowly) ...
+    assert handle.slow_started.wait(30)  # the older snapshot is being sent (slowly) ...
     board.update("b", status=Status.FAILED, message="B-failed")  # ... when a newer one is made
     older.join()
 

@@ -112,8 +112,9 @@ def _get(session, url: str) -> int:
 
 def test_request_pacing_holds_across_worker_processes():
     # Zenodo's pacing (requests per window) through the session Zenodo uses, with a 1 s
-    # window instead of 60 s; the server tolerates 5 per 0.9 s (clock and network slack).
-    server = _PacedServer(limit=5, window_s=0.9)
+    # window instead of 60 s; the server tolerates 5 per 0.7 s (a request sent on time may
+    # arrive late behind a busy process). Without pacing all 16 arrive within milliseconds.
+    server = _PacedServer(limit=5, window_s=0.7)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/file"
     policy = RetryPolicy(max_retries=0, backoff_s=0.01)
@@ -127,4 +128,4 @@ def test_request_pacing_holds_across_worker_processes():
     assert codes == [200] * 16
     assert server.rejected == 0
     arrivals = sorted(server.arrivals)
-    assert all(b - a >= 0.9 for a, b in zip(arrivals, arrivals[5:], strict=False))
+    assert all(b - a >= 0.7 for a, b in zip(arrivals, arrivals[5:], strict=False))

@@ -74,7 +74,8 @@ def kill_a_busy_worker(cluster: LocalCluster, emu: Emulator, killed: list[int]) 
 
 def test_run_survives_a_killed_worker_with_an_identical_cube(tmp_path, ee_offline):
     with (
-        Emulator(latency_s=0.1) as emu,
+        # slow enough tiles that the killer thread finds a busy worker even on a loaded box
+        Emulator(latency_s=0.3) as emu,
         LocalCluster(
             n_workers=2,
             threads_per_worker=2,

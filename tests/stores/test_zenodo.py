@@ -744,19 +744,29 @@ def test_two_stores_sharing_a_cache_preload_a_file_once(record, tmp_path):
     record.file(RID, "france.zip").faults.body_delay_s = 0.05
     events: dict[str, list] = {"a": [], "b": []}
     errors: list[BaseException] = []
+    a_downloading, b_waiting = threading.Event(), threading.Event()
+
+    def progress(name: str, e) -> None:
+        events[name].append(e)
+        if name == "a" and e.phase == "download":
+            a_downloading.set()
+        elif name == "a" and e.phase in ("unpack", "convert", "done"):
+            b_waiting.wait(60)  # hold the preload until the second run waits for it
+        elif name == "b" and e.phase == "waiting":
+            b_waiting.set()
 
     def run(name: str) -> None:
         try:
             new_store(record, tmp_path).preload_data(
-                "france.zip", progress=lambda e: events[name].append(e)
+                "france.zip", progress=lambda e: progress(name, e)
             )
         except BaseException as e:  # reported below
             errors.append(e)
+            a_downloading.set()
 
     first = threading.Thread(target=run, args=("a",))
     first.start()
-    while not any(e.phase == "download" for e in events["a"]):
-        time.sleep(0.01)
+    assert a_downloading.wait(60)
     second = threading.Thread(target=run, args=("b",))
     second.start()
     first.join()

@@ -85,11 +85,14 @@ def test_real_error_messages(ee_offline):
 
 
 def test_concurrency_cap_answers_429(ee_offline):
-    with Emulator(latency_s=0.3, max_concurrency=2) as emu:
+    # the latency keeps requests at the server long enough for all five to overlap
+    with Emulator(latency_s=2.0, max_concurrency=2) as emu:
         _init(emu)
         errors: list[str] = []
+        start = threading.Barrier(5)
 
         def fetch() -> None:
+            start.wait(30)
             try:
                 ee.data.getPixels(
                     {"assetId": "TEST/LANDCOVER", "fileFormat": "NUMPY_NDARRAY", "grid": PIXEL_GRID}
