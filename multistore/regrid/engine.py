@@ -10,6 +10,7 @@ explains the choices and their measurements.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from collections.abc import Mapping
@@ -270,8 +271,12 @@ def _tile_tasks(
     With ``lattice_from`` (nearest), tiles whose coordinates interpolate
     exactly enough carry their lattice so the task can gather by index.
     """
-    row_bounds = np.cumsum((0,) + src.chunks[-2])
-    col_bounds = np.cumsum((0,) + src.chunks[-1])
+    # plain ints and lists: this loop runs once per tile (10^5 tiles on big grids)
+    row_bounds = list(itertools.accumulate(src.chunks[-2], initial=0))
+    col_bounds = list(itertools.accumulate(src.chunks[-1], initial=0))
+    tile_rows, tile_cols = target.chunks
+    row_offsets = list(itertools.accumulate(tile_rows, initial=0))
+    col_offsets = list(itertools.accumulate(tile_cols, initial=0))
     period = grid.period
     dst_crs_wkt = CRS.from_wkt(target.crs_wkt).to_wkt()
     base_src_wkt = CRS.from_wkt(grid.crs.to_wkt()).to_wkt()
@@ -285,23 +290,21 @@ def _tile_tasks(
             runs = plan.column_runs(w, grid.width, period)
             pieces = []
             for r_chunk in _overlapping(row_bounds, w.r0, w.r1):
-                rs = max(w.r0, int(row_bounds[r_chunk]))
-                re = min(w.r1, int(row_bounds[r_chunk + 1]))
+                r_start = row_bounds[r_chunk]
+                rs = max(w.r0, r_start)
+                re = min(w.r1, row_bounds[r_chunk + 1])
                 for win_c, src_c, n in runs:
                     for c_chunk in _overlapping(col_bounds, src_c, src_c + n):
-                        cs = max(src_c, int(col_bounds[c_chunk]))
-                        ce = min(src_c + n, int(col_bounds[c_chunk + 1]))
+                        c_start = col_bounds[c_chunk]
+                        cs = max(src_c, c_start)
+                        ce = min(src_c + n, col_bounds[c_chunk + 1])
                         pieces.append(
                             Piece(
                                 row_chunk=r_chunk,
                                 col_chunk=c_chunk,
                                 src=(
-                                    slice(
-                                        rs - int(row_bounds[r_chunk]), re - int(row_bounds[r_chunk])
-                                    ),
-                                    slice(
-                                        cs - int(col_bounds[c_chunk]), ce - int(col_bounds[c_chunk])
-                                    ),
+                                    slice(rs - r_start, re - r_start),
+                                    slice(cs - c_start, ce - c_start),
                                 ),
                                 dst=(
                                     slice(rs - w.r0, re - w.r0),
@@ -310,7 +313,7 @@ def _tile_tasks(
                             )
                         )
             covered = sum(n for _, _, n in runs)
-            window_box = _tile_transform(target, ti, tj)
+            window_box = _translated(target.transform, col_offsets[tj], row_offsets[ti])
             geoloc = None
             src_transform = None
             window_shape = w.shape
@@ -324,7 +327,7 @@ def _tile_tasks(
                 gaps = True
                 src_wkt = base_src_wkt
             else:
-                src_transform = plan.window_transform(grid, w)
+                src_transform = _translated(grid.transform, w.c0, w.r0)
                 src_wkt = (
                     _wrapped_wkt(base_src_wkt, w.center_lon)
                     if w.center_lon is not None
@@ -334,7 +337,7 @@ def _tile_tasks(
             # the lattice is in coordinates wrapped around the tile, not around 0 deg
             if lattice_from is not None and _lattice_ok(lattice_from, ti, tj) and not w.whole_globe:
                 lat = lattice_from.lattice[ti, tj]
-                lattice = np.stack([lat[0] - w.c0, lat[1] - w.r0])
+                lattice = lat - np.array([w.c0, w.r0], dtype=lat.dtype)[:, None, None]
             tiles[ti, tj] = TileTask(
                 window_shape=window_shape,
                 pieces=tuple(pieces),
@@ -344,7 +347,7 @@ def _tile_tasks(
                 geoloc=geoloc,
                 dst_crs_wkt=dst_crs_wkt,
                 dst_transform=window_box,
-                dst_shape=(target.chunks[0][ti], target.chunks[1][tj]),
+                dst_shape=(tile_rows[ti], tile_cols[tj]),
                 lattice=lattice,
             )
     return tiles
@@ -391,15 +394,18 @@ def _plane_locator(src: da.Array):
     return locate
 
 
-def _overlapping(bounds: np.ndarray, start: int, stop: int) -> range:
-    first = int(np.searchsorted(bounds, start, side="right") - 1)
-    last = int(np.searchsorted(bounds, stop, side="left") - 1)
+def _overlapping(bounds: list[int], start: int, stop: int) -> range:
+    """The chunks (between ``bounds``) that pixels ``start:stop`` fall in."""
+    first = bisect.bisect_right(bounds, start) - 1
+    last = bisect.bisect_left(bounds, stop) - 1
     return range(max(first, 0), min(last, len(bounds) - 2) + 1)
 
 
-def _tile_transform(target: TargetGrid, ti: int, tj: int) -> Affine:
-    rows, cols = target.chunks
-    return target.transform @ Affine.translation(sum(cols[:tj]), sum(rows[:ti]))
+def _translated(t: Affine, x: float, y: float) -> Affine:
+    """``t @ Affine.translation(x, y)``, the same arithmetic, without two Affine products
+    per tile (a tenth of the plan's time on grids of 10^5 tiles)."""
+    a, b, c, d, e, f = t[:6]
+    return Affine(a, b, a * x + b * y + c, d, e, d * x + e * y + f)
 
 
 def _wrapped_wkt(wkt: str, center_lon: float) -> str:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyproj
-from affine import Affine
 
 from ..grid import TargetGrid
 from .source import SourceGrid
@@ -230,19 +229,24 @@ def windows(
     # One pixel more than the kernel needs covers footprint curvature between lattice points.
     margin = np.ceil(radius * factor) + (1 if radius > 0 else 0)
     period = grid.period
+    # Python floats: this loop runs once per tile, and NumPy scalars cost more per access.
+    row_min, row_max = fp.row_min.tolist(), fp.row_max.tolist()
+    col_min, col_max = fp.col_min.tolist(), fp.col_max.tolist()
+    margins = margin.tolist()
+    centers = None if fp.center_lon is None else fp.center_lon.tolist()
     out: list[list[SourceWindow | None]] = []
     for i in range(fp.row_min.shape[0]):
         line: list[SourceWindow | None] = []
         for j in range(fp.row_min.shape[1]):
-            rmin, rmax = fp.row_min[i, j], fp.row_max[i, j]
-            if not (np.isfinite(rmin) and np.isfinite(rmax)):
+            rmin, rmax = row_min[i][j], row_max[i][j]
+            if not (math.isfinite(rmin) and math.isfinite(rmax)):
                 line.append(None)
                 continue
-            mg = int(margin[i, j])
+            mg = int(margins[i][j])
             r0 = max(0, math.floor(rmin) - mg)
             r1 = min(grid.height, math.ceil(rmax) + mg)
-            c0 = math.floor(fp.col_min[i, j]) - mg
-            c1 = math.ceil(fp.col_max[i, j]) + mg
+            c0 = math.floor(col_min[i][j]) - mg
+            c1 = math.ceil(col_max[i][j]) + mg
             if period is None or grid.is_curvilinear:
                 c0, c1 = max(0, c0), min(grid.width, c1)
             elif not _touches_periodic(c0, c1, grid.width, period):
@@ -250,7 +254,7 @@ def windows(
             if r1 <= r0 or c1 <= c0:
                 line.append(None)
                 continue
-            center = None if fp.center_lon is None else float(fp.center_lon[i, j])
+            center = None if centers is None else centers[i][j]
             if period is not None and c1 - c0 >= period // 2:
                 # Around a pole a tile sees every longitude: hand GDAL the whole globe as
                 # -180..180, whose pole handling then applies, instead of a wrapped window.
@@ -260,10 +264,6 @@ def windows(
             line.append(SourceWindow(r0, r1, c0, c1, center))
         out.append(line)
     return out
-
-
-def window_transform(grid: SourceGrid, w: SourceWindow) -> Affine:
-    return grid.transform @ Affine.translation(w.c0, w.r0)
 
 
 def column_runs(w: SourceWindow, width: int, period: int | None) -> list[tuple[int, int, int]]:

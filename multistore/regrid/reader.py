@@ -263,12 +263,16 @@ class SourceGraph:
 
     def reader(self, keys: Iterable[Hashable], cache: ChunkCache | None = None) -> WindowReader:
         keys = tuple(keys)
+        steps, needs = self._steps(keys)
+        return WindowReader(steps, keys, needs, cache)
+
+    def _steps(self, keys: tuple[Hashable, ...]) -> tuple[tuple, tuple[frozenset, ...]]:
+        """The ordered sub-graph behind ``keys`` and each key's closure."""
         nodes: set[Hashable] = set()
         for key in keys:
             nodes |= self.closure(key)
         graph = convert_legacy_graph({k: self._dsk[k] for k in nodes})
-        needs = tuple(self.closure(k) for k in keys)
-        return WindowReader(_in_order(graph), keys, needs, cache)
+        return _in_order(graph), tuple(self.closure(k) for k in keys)
 
     def readers(self, tasks: Iterable[Iterable[Hashable]]) -> list[WindowReader]:
         """One reader per task, sharing one ``ChunkCache`` for the chunks several tasks read."""
@@ -278,4 +282,12 @@ class SourceGraph:
             for key in keys:
                 uses[key] = uses.get(key, 0) + 1
         cache = ChunkCache({k: n for k, n in uses.items() if n > 1})
-        return [self.reader(keys, cache) for keys in tasks]
+        # Neighbouring small tiles often read the same chunks: their sub-graph is cut once.
+        cut: dict[tuple, tuple[tuple, tuple[frozenset, ...]]] = {}
+        readers = []
+        for keys in tasks:
+            if keys not in cut:
+                cut[keys] = self._steps(keys)
+            steps, needs = cut[keys]
+            readers.append(WindowReader(steps, keys, needs, cache))
+        return readers
