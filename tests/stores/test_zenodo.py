@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import tarfile
-import time
 import zipfile
 
 import numpy as np
