@@ -178,9 +178,9 @@ def _warp_batch(
     """
     spec = members[0].spec
     tiles = _tile_tasks(members[0].src, grid, target, windows, lattice_from)
-    window_token = [[_window_token(w) for w in line] for line in windows]
+    window_bounds = _window_bounds(windows)
     out_names = [
-        f"regrid-{m.var.name}-" + tokenize(m.src.name, target.to_dict(), m.spec, window_token)
+        f"regrid-{m.var.name}-" + tokenize(m.src.name, target.to_dict(), m.spec, window_bounds)
         for m in members
     ]
     group_name = "warp-" + tokenize(*out_names)
@@ -418,8 +418,22 @@ def _wrapped_wkt(wkt: str, center_lon: float) -> str:
     return f"{wkt[:-1]},{ext}]"
 
 
-def _window_token(w: plan.SourceWindow | None) -> tuple | None:
-    return None if w is None else (w.r0, w.r1, w.c0, w.c1, w.center_lon)
+def _window_bounds(windows: list[list[plan.SourceWindow | None]]) -> np.ndarray:
+    """The windows as one array (NaN: no window or no centre), tokenized as bytes:
+    a nested list of 10^5 tuples takes dask's tokenizer half a second."""
+    nan = float("nan")
+    return np.array(
+        [
+            [
+                (nan,) * 5
+                if w is None
+                else (w.r0, w.r1, w.c0, w.c1, nan if w.center_lon is None else w.center_lon)
+                for w in line
+            ]
+            for line in windows
+        ],
+        dtype=np.float64,
+    ).reshape(len(windows), -1)
 
 
 def _overlaps(fp: plan.Footprints, grid: SourceGrid, target: TargetGrid) -> bool:
