@@ -21,6 +21,7 @@ processes. Per build, from the ``--log-format json`` events and by polling the
 
     python benchmarks/scale_benchmark.py [--tiles 1000 10000 100000] [--distributed]
         [--only threads|distributed] [--builds "one graph" waves] [--timeout 900]
+        [--baseline DIR]
 
 A build still running after ``--timeout`` seconds is killed and reported as stalled, with
 the chunks it had stored and its peak memory.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -102,7 +104,8 @@ def write_config(folder: Path, tiles: int, dask: dict) -> Path:
     return path
 
 
-def run(config: Path, timeout_s: float) -> dict[str, float]:
+def run(config: Path, timeout_s: float, baseline: str | None = None) -> dict[str, float]:
+    """One build; ``baseline``: a folder put first on PYTHONPATH (code before a change)."""
     out = config.parent / "out"
     shutil.rmtree(out, ignore_errors=True)
     chunks = out / "cube.zarr" / "band_1"
@@ -110,6 +113,7 @@ def run(config: Path, timeout_s: float) -> dict[str, float]:
     child = subprocess.Popen(
         [sys.executable, "-m", "multistore", "generate", str(config), "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": baseline} if baseline else None,
     )  # fmt: skip
     proc = psutil.Process(child.pid)
     client = workers = 0
@@ -165,6 +169,12 @@ def main() -> None:
     parser.add_argument("--only", choices=["threads", "distributed"], help="one scheduler only")
     parser.add_argument("--builds", nargs="+", default=["one graph", "waves"])
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per build")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run each build with the package in DIR (e.g. a git worktree of an older "
+        "commit) first on PYTHONPATH, right after the current code's",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     schedulers = {"threads": {"scheduler": "threads"}}
@@ -187,22 +197,29 @@ def main() -> None:
                 folder = WORK / f"{tiles}-{sched}-{build.replace(' ', '')}"
                 folder.mkdir(exist_ok=True)
                 settings = dask if waves is None else {**dask, "wave_chunks": waves}
-                r = run(write_config(folder, tiles, settings), args.timeout)
+                config = write_config(folder, tiles, settings)
                 n = math.isqrt(tiles) ** 2
-                if "stalled" in r:
-                    print(
-                        f"{n:>7} {sched:<11} {build:<9} stalled: {r['stalled']} chunks stored "
-                        f"after {r['wall']:.0f} s, killed; client {r['client']:.0f} MiB, "
-                        f"workers {r['workers']:.0f} MiB",
-                        flush=True,
-                    )
-                    continue
-                print(
-                    f"{n:>7} {sched:<11} {build:<9} {r['plan']:>7.1f} {r['first']:>8.1f} "
-                    f"{r['wall']:>7.1f} {r['client']:>10.0f} {r['workers']:>11.0f} "
-                    f"{r['gap']:>6.1f}",
-                    flush=True,
-                )
+                for code in ("", "baseline") if args.baseline else ("",):
+                    r = run(config, args.timeout, args.baseline if code else None)
+                    label = f"{build}{' (base)' if code else ''}"
+                    _print_row(n, sched, label, r)
+
+
+def _print_row(n: int, sched: str, build: str, r: dict[str, float]) -> None:
+    if "stalled" in r:
+        print(
+            f"{n:>7} {sched:<11} {build:<9} stalled: {r['stalled']} chunks stored "
+            f"after {r['wall']:.0f} s, killed; client {r['client']:.0f} MiB, "
+            f"workers {r['workers']:.0f} MiB",
+            flush=True,
+        )
+        return
+    print(
+        f"{n:>7} {sched:<11} {build:<9} {r['plan']:>7.1f} {r['first']:>8.1f} "
+        f"{r['wall']:>7.1f} {r['client']:>10.0f} {r['workers']:>11.0f} "
+        f"{r['gap']:>6.1f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
