@@ -118,7 +118,7 @@ def _warp_variables(
 ) -> dict[str, xr.DataArray]:
     fp = plan.footprints(grid, target)
     scale = fp.scale(target)
-    if not np.isfinite(scale).any() or not _overlaps(fp, grid, target):
+    if not np.isfinite(scale).any() or not plan.overlaps(fp, grid):
         raise NoOverlapError(_no_overlap_message(grid, target))
     coarser = fp.is_coarser(target)
     methods = resolve_methods({n: kind_dtype(ds[n]) for n in names}, p, coarser)
@@ -177,8 +177,13 @@ def _warp_batch(
     variables cost what one 16-band variable costs.
     """
     spec = members[0].spec
-    tiles = _tile_tasks(members[0].src, grid, target, windows, lattice_from)
     window_bounds = _window_bounds(windows)
+    lattices = None
+    if lattice_from is not None and lattice_from.lattice is not None:
+        # each tile's lattice relative to its window's corner (col, row), for all tiles at once
+        corner = np.nan_to_num(window_bounds.reshape(len(windows), -1, 5)[..., [2, 0]])
+        lattices = lattice_from.lattice - corner[..., None, None]
+    tiles = _tile_tasks(members[0].src, grid, target, windows, lattices, lattice_from)
     out_names = [
         f"regrid-{m.var.name}-" + tokenize(m.src.name, target.to_dict(), m.spec, window_bounds)
         for m in members
@@ -264,13 +269,20 @@ def _tile_tasks(
     grid: SourceGrid,
     target: TargetGrid,
     windows: list[list[plan.SourceWindow | None]],
+    lattices: np.ndarray | None = None,
     lattice_from: plan.Footprints | None = None,
 ) -> dict[tuple[int, int], TileTask | None]:
     """Per output tile: its source window, how to assemble it from chunks, and geometry.
 
-    With ``lattice_from`` (nearest), tiles whose coordinates interpolate
-    exactly enough carry their lattice so the task can gather by index.
+    With ``lattices`` (nearest: each tile's lattice in its window's pixels), tiles
+    whose coordinates interpolate exactly enough (``lattice_from.lattice_ok``)
+    carry their lattice so the task can gather by index.
     """
+    lattice_ok = (
+        lattice_from.lattice_ok.tolist()
+        if lattices is not None and lattice_from is not None and lattice_from.lattice_ok is not None
+        else None
+    )
     # plain ints and lists: this loop runs once per tile (10^5 tiles on big grids)
     row_bounds = list(itertools.accumulate(src.chunks[-2], initial=0))
     col_bounds = list(itertools.accumulate(src.chunks[-1], initial=0))
@@ -335,9 +347,8 @@ def _tile_tasks(
                 )
             lattice = None
             # the lattice is in coordinates wrapped around the tile, not around 0 deg
-            if lattice_from is not None and _lattice_ok(lattice_from, ti, tj) and not w.whole_globe:
-                lat = lattice_from.lattice[ti, tj]
-                lattice = lat - np.array([w.c0, w.r0], dtype=lat.dtype)[:, None, None]
+            if lattice_ok is not None and lattice_ok[ti][tj] and not w.whole_globe:
+                lattice = lattices[ti, tj]
             tiles[ti, tj] = TileTask(
                 window_shape=window_shape,
                 pieces=tuple(pieces),
@@ -351,10 +362,6 @@ def _tile_tasks(
                 lattice=lattice,
             )
     return tiles
-
-
-def _lattice_ok(fp: plan.Footprints, ti: int, tj: int) -> bool:
-    return fp.lattice_ok is not None and bool(fp.lattice_ok[ti, tj])
 
 
 def _tile_shape(target: TargetGrid, ti: int, tj: int) -> tuple[int, int]:
@@ -434,12 +441,6 @@ def _window_bounds(windows: list[list[plan.SourceWindow | None]]) -> np.ndarray:
         ],
         dtype=np.float64,
     ).reshape(len(windows), -1)
-
-
-def _overlaps(fp: plan.Footprints, grid: SourceGrid, target: TargetGrid) -> bool:
-    """Whether any tile's footprint (without margin) meets the source pixels."""
-    exact = plan.windows(fp, grid, target, radius=0, scale_margin=False)
-    return any(w is not None for line in exact for w in line)
 
 
 def _no_overlap_message(grid: SourceGrid, target: TargetGrid) -> str:

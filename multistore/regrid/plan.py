@@ -18,10 +18,13 @@ import pyproj
 from ..grid import TargetGrid
 from .source import SourceGrid
 
-# Lattice points per tile edge used to trace tile footprints in the source CRS.
+# Lattice cells per tile edge used to trace tile footprints in the source CRS, fewer on
+# grids of very many tiles so the lattice stays within _LATTICE_POINTS points (10^5 tiles
+# at 8 x 8 cells would be 6.4 million points, transformed twice).
 _SUBDIVISIONS_FEW_TILES = 16
 _SUBDIVISIONS_MANY_TILES = 8
 _MANY_TILES = 2000
+_LATTICE_POINTS = 2**20
 
 # Largest error (source pixels) accepted from interpolating coordinates: GDAL's default.
 APPROX_ERROR = 0.125
@@ -108,11 +111,7 @@ def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
     if grid.is_curvilinear:
         return _curvilinear_footprints(grid, target)
     rows, cols = target.chunks
-    m = (
-        _SUBDIVISIONS_FEW_TILES
-        if len(rows) * len(cols) <= _MANY_TILES
-        else _SUBDIVISIONS_MANY_TILES
-    )
+    m = _subdivisions(rows, cols)
     px = _lattice(cols, m)  # target pixel positions along x, (ntx*m + 1,)
     py = _lattice(rows, m)
     t = target.transform
@@ -228,19 +227,31 @@ def windows(
     factor = np.maximum(scale, 1.0) if scale_margin else np.ones_like(scale)
     # One pixel more than the kernel needs covers footprint curvature between lattice points.
     margin = np.ceil(radius * factor) + (1 if radius > 0 else 0)
+    ntx = fp.row_min.shape[1]
+    tiles = _tile_windows(fp, grid, margin.tolist())
+    return [[next(tiles) for _ in range(ntx)] for _ in range(fp.row_min.shape[0])]
+
+
+def overlaps(fp: Footprints, grid: SourceGrid) -> bool:
+    """Whether any tile's footprint (without margin) meets the source pixels."""
+    margins = np.zeros(fp.row_min.shape).tolist()
+    return any(w is not None for w in _tile_windows(fp, grid, margins))
+
+
+def _tile_windows(
+    fp: Footprints, grid: SourceGrid, margins: list[list[float]]
+) -> Iterator[SourceWindow | None]:
+    """Each tile's window, row by row, with ``margins`` source pixels around its footprint."""
     period = grid.period
     # Python floats: this loop runs once per tile, and NumPy scalars cost more per access.
     row_min, row_max = fp.row_min.tolist(), fp.row_max.tolist()
     col_min, col_max = fp.col_min.tolist(), fp.col_max.tolist()
-    margins = margin.tolist()
     centers = None if fp.center_lon is None else fp.center_lon.tolist()
-    out: list[list[SourceWindow | None]] = []
     for i in range(fp.row_min.shape[0]):
-        line: list[SourceWindow | None] = []
         for j in range(fp.row_min.shape[1]):
             rmin, rmax = row_min[i][j], row_max[i][j]
             if not (math.isfinite(rmin) and math.isfinite(rmax)):
-                line.append(None)
+                yield None
                 continue
             mg = int(margins[i][j])
             r0 = max(0, math.floor(rmin) - mg)
@@ -252,18 +263,16 @@ def windows(
             elif not _touches_periodic(c0, c1, grid.width, period):
                 c1 = c0
             if r1 <= r0 or c1 <= c0:
-                line.append(None)
+                yield None
                 continue
             center = None if centers is None else centers[i][j]
             if period is not None and c1 - c0 >= period // 2:
                 # Around a pole a tile sees every longitude: hand GDAL the whole globe as
                 # -180..180, whose pole handling then applies, instead of a wrapped window.
                 c0 = round((-180.0 - grid.transform.c) / grid.transform.a)
-                line.append(SourceWindow(r0, r1, c0, c0 + period, None, whole_globe=True))
+                yield SourceWindow(r0, r1, c0, c0 + period, None, whole_globe=True)
                 continue
-            line.append(SourceWindow(r0, r1, c0, c1, center))
-        out.append(line)
-    return out
+            yield SourceWindow(r0, r1, c0, c1, center)
 
 
 def column_runs(w: SourceWindow, width: int, period: int | None) -> list[tuple[int, int, int]]:
@@ -289,6 +298,16 @@ def column_runs(w: SourceWindow, width: int, period: int | None) -> list[tuple[i
 
 
 # -- internals -----------------------------------------------------------------------
+
+
+def _subdivisions(rows: tuple[int, ...], cols: tuple[int, ...]) -> int:
+    most = (
+        _SUBDIVISIONS_FEW_TILES
+        if len(rows) * len(cols) <= _MANY_TILES
+        else _SUBDIVISIONS_MANY_TILES
+    )
+    # at least 2, so a lattice point sits at each tile's centre
+    return max(2, min(most, math.isqrt(_LATTICE_POINTS // (len(rows) * len(cols)))))
 
 
 def _lattice(sizes: tuple[int, ...], m: int) -> np.ndarray:

@@ -165,6 +165,28 @@ def test_categorical_stack_from_xcube_geotiff(uint8_geotiff, method, res):
     assert (var.values[:, 0, :] == 255).all()
 
 
+def test_grids_of_many_tiles_trace_a_coarser_lattice_with_the_same_values(
+    uint8_geotiff, monkeypatch
+):
+    """Continental grids keep the lattice within a point budget (2 x 2 cells per tile here)."""
+    from multistore.regrid import plan
+
+    path, data, transform = uint8_geotiff
+    ds = open_geotiff(path, band_as_variable=False)
+    bounds = (4_200_000, 2_900_000 - 240 * 30, 4_200_000 + 320 * 30, 2_900_000)
+    target = target_around(LAEA, bounds, "EPSG:4326", 0.0003, 16, pad=0.005)
+    ntiles = len(target.chunks[0]) * len(target.chunks[1])
+    monkeypatch.setattr(plan, "_LATTICE_POINTS", 9 * ntiles)
+    arr = regrid_dataset(ds, target, {"method": "nearest"})["data"].data
+    graph = arr.__dask_graph__()
+    warp = next(name for name in graph.layers if name.startswith("warp-"))
+    lattices = [t[1].lattice for t in dict(graph.layers[warp]).values()]
+    assert {lat.shape for lat in lattices if lat is not None} == {(2, 4, 4)}
+    assert sum(lat is not None for lat in lattices) > 0.9 * len(lattices)
+    ref = gdal_reference(data, transform, LAEA, target, "nearest", 255, 255)
+    assert_matches_gdal(arr.compute(), ref, 255, "nearest", 5)
+
+
 @pytest.mark.parametrize("crs_wkt,unit", [(LCC_KM, 1000.0), (STEREA, 1.0)])
 def test_int16_dem_custom_wkt_to_utm(crs_wkt, unit):
     rng = np.random.default_rng(2)
