@@ -21,7 +21,7 @@ processes. Per build, from the ``--log-format json`` events and by polling the
 
     python benchmarks/scale_benchmark.py [--tiles 1000 10000 100000] [--distributed]
         [--only threads|distributed] [--builds "one graph" waves] [--timeout 900]
-        [--baseline DIR]
+        [--baseline DIR [DIR ...]]
 
 A build still running after ``--timeout`` seconds is killed and reported as stalled, with
 the chunks it had stored and its peak memory.
@@ -42,7 +42,8 @@ from pathlib import Path
 
 import psutil
 
-WORK = Path(__file__).resolve().parent / "_work" / "scale"
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / "_work" / "scale"
 TILE = 32
 RES = 0.00025
 WEST, NORTH = 5.6, 49.95  # inside the source below
@@ -104,8 +105,12 @@ def write_config(folder: Path, tiles: int, dask: dict) -> Path:
     return path
 
 
-def run(config: Path, timeout_s: float, baseline: str | None = None) -> dict[str, float]:
-    """One build; ``baseline``: a folder put first on PYTHONPATH (code before a change)."""
+def run(config: Path, timeout_s: float, code: Path = ROOT) -> dict[str, float]:
+    """One build of the package in ``code`` (a checkout's root, e.g. a worktree of an older commit).
+
+    The child runs in the config's folder: ``python -m`` puts its working directory first on
+    sys.path, ahead of PYTHONPATH, so run from a checkout it would import that checkout's code.
+    """
     out = config.parent / "out"
     shutil.rmtree(out, ignore_errors=True)
     chunks = out / "cube.zarr" / "band_1"
@@ -113,7 +118,7 @@ def run(config: Path, timeout_s: float, baseline: str | None = None) -> dict[str
     child = subprocess.Popen(
         [sys.executable, "-m", "multistore", "generate", str(config), "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONPATH": baseline} if baseline else None,
+        env={**os.environ, "PYTHONPATH": str(code)}, cwd=config.parent,
     )  # fmt: skip
     proc = psutil.Process(child.pid)
     client = workers = 0
@@ -172,8 +177,11 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         metavar="DIR",
-        help="also run each build with the package in DIR (e.g. a git worktree of an older "
-        "commit) first on PYTHONPATH, right after the current code's",
+        nargs="+",
+        default=[],
+        type=Path,
+        help="also run each build with the package in each DIR (e.g. git worktrees of older "
+        "commits), right after the current code's",
     )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -199,9 +207,9 @@ def main() -> None:
                 settings = dask if waves is None else {**dask, "wave_chunks": waves}
                 config = write_config(folder, tiles, settings)
                 n = math.isqrt(tiles) ** 2
-                for code in ("", "baseline") if args.baseline else ("",):
-                    r = run(config, args.timeout, args.baseline if code else None)
-                    label = f"{build}{' (base)' if code else ''}"
+                for code in (ROOT, *args.baseline):
+                    r = run(config, args.timeout, code.resolve())
+                    label = build if code == ROOT else f"{build} ({code.name})"
                     _print_row(n, sched, label, r)
 
 
