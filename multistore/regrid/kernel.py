@@ -10,6 +10,7 @@ release the GIL, so thread workers run in parallel.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -40,10 +41,12 @@ class TileTask:
     pieces: tuple[Piece, ...]
     gaps: bool  # some window columns are not covered by the source (masked)
     src_crs_wkt: str
-    src_transform: Affine | None  # affine sources
+    # Transforms as their six coefficients (a, b, c, d, e, f), an Affine or a plain tuple:
+    # the plan makes two per tile, and an Affine costs more to build than the rest of a tile.
+    src_transform: Sequence[float] | None  # affine sources
     geoloc: np.ndarray | None  # curvilinear sources: (2, h, w) lon/lat of the window
     dst_crs_wkt: str
-    dst_transform: Affine
+    dst_transform: Sequence[float]
     dst_shape: tuple[int, int]
     # Nearest only: source pixel coords (col, row) relative to the window at the tile's
     # lattice of pixel edges, shape (2, m+1, m+1), when interpolating them is exact enough.
@@ -100,14 +103,14 @@ def warp_group(tile: TileTask, spec: VarSpec, group: PlaneGroup, *blocks: np.nda
     if tile.geoloc is not None:
         kwargs["src_geoloc_array"] = tile.geoloc
     else:
-        kwargs["src_transform"] = tile.src_transform
+        kwargs["src_transform"] = _affine(tile.src_transform)
     reproject(
         window,
         dst,
         src_crs=_crs(tile.src_crs_wkt),
         src_nodata=spec.work_nodata,
         dst_crs=_crs(tile.dst_crs_wkt),
-        dst_transform=tile.dst_transform,
+        dst_transform=_affine(tile.dst_transform),
         dst_nodata=spec.work_fill,
         resampling=spec.resampling,
         num_threads=1,
@@ -241,14 +244,14 @@ def window_aggregate(window: np.ndarray, tile: TileTask, spec: VarSpec) -> np.nd
         xs, ys = tile.geoloc[0].ravel(), tile.geoloc[1].ravel()
     else:
         cols, rows = np.meshgrid(np.arange(ww) + 0.5, np.arange(wh) + 0.5)
-        xs, ys = tile.src_transform * (cols.ravel(), rows.ravel())
+        xs, ys = _affine(tile.src_transform) * (cols.ravel(), rows.ravel())
     if tile.src_crs_wkt != tile.dst_crs_wkt:
         from rasterio.warp import transform
 
         xs, ys = (np.asarray(a) for a in transform(
             _crs(tile.src_crs_wkt), _crs(tile.dst_crs_wkt), xs, ys
         ))  # fmt: skip
-    tc, tr = ~tile.dst_transform * (np.asarray(xs), np.asarray(ys))
+    tc, tr = ~_affine(tile.dst_transform) * (np.asarray(xs), np.asarray(ys))
     with np.errstate(invalid="ignore"):
         inside = (tc >= 0) & (tc < w) & (tr >= 0) & (tr < h)
     if isinstance(window, np.ma.MaskedArray) and window.mask is not np.ma.nomask:
@@ -336,6 +339,10 @@ def _to_out_dtype(dst: np.ndarray, spec: VarSpec) -> np.ndarray:
     if not np.issubdtype(dst.dtype, np.floating):
         out[dst == spec.work_fill] = spec.out_fill
     return out
+
+
+def _affine(coefficients: Sequence[float]) -> Affine:
+    return coefficients if isinstance(coefficients, Affine) else Affine(*coefficients[:6])
 
 
 @lru_cache(maxsize=64)
