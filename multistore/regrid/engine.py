@@ -10,7 +10,6 @@ explains the choices and their measurements.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 from collections.abc import Mapping
@@ -21,25 +20,16 @@ import dask.array as da
 import numpy as np
 import pyproj
 import xarray as xr
-from affine import Affine
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
-from rasterio.crs import CRS
 
 from ..errors import NoOverlapError, RegridError
 from ..grid import TargetGrid
 from . import plan
 from .kernel import (
-    Piece,
-    PlaneGroup,
-    TileTask,
     VarSpec,
     convert_block,
-    fill_block,
     needs_conversion,
-    take_plane,
-    warp_group,
-    warp_group_reading,
 )
 from .methods import (
     AGGREGATING_METHODS,
@@ -48,9 +38,9 @@ from .methods import (
     parse_params,
     resolve_methods,
 )
-from .reader import SourceGraph
 from .source import SourceGrid, detect_source_grid, kind_dtype, spatial_variables
 from .specs import out_attrs, var_spec, with_encoding
+from .tiles import TileGraph
 
 LOG = logging.getLogger(__name__)
 
@@ -122,7 +112,7 @@ def _warp_variables(
         raise NoOverlapError(_no_overlap_message(grid, target))
     coarser = fp.is_coarser(target)
     methods = resolve_methods({n: kind_dtype(ds[n]) for n in names}, p, coarser)
-    windows_by_method: dict[str, list[list[plan.SourceWindow | None]]] = {}
+    windows_by_method: dict[str, plan.Windows] = {}
     # Variables warped together: same method, same dtype/nodata handling, same spatial chunks
     # (e.g. the bands of a GeoTIFF opened with band_as_variable: true).
     batches: dict[tuple, list[_Member]] = {}
@@ -167,23 +157,23 @@ def _warp_batch(
     members: list[_Member],
     grid: SourceGrid,
     target: TargetGrid,
-    windows: list[list[plan.SourceWindow | None]],
+    windows: plan.Windows,
     lattice_from: plan.Footprints | None,
 ) -> dict[str, xr.DataArray]:
     """Warp variables that share a method and spatial chunks in the same tasks.
 
     Their planes are stacked into the plane groups of one warp task per tile,
     so coordinates are computed once per tile for all of them: 16 band
-    variables cost what one 16-band variable costs.
+    variables cost what one 16-band variable costs. The tasks are planned
+    band by band when dask asks for them (``tiles.py``).
     """
     spec = members[0].spec
-    window_bounds = _window_bounds(windows)
+    window_bounds = windows.bounds()
     lattices = None
     if lattice_from is not None and lattice_from.lattice is not None:
         # each tile's lattice relative to its window's corner (col, row), for all tiles at once
-        corner = np.nan_to_num(window_bounds.reshape(len(windows), -1, 5)[..., [2, 0]])
+        corner = np.nan_to_num(window_bounds.reshape(*windows.shape, 5)[..., [2, 0]])
         lattices = lattice_from.lattice - corner[..., None, None]
-    tiles = _tile_tasks(members[0].src, grid, target, windows, lattices, lattice_from)
     out_names = [
         f"regrid-{m.var.name}-" + tokenize(m.src.name, target.to_dict(), m.spec, window_bounds)
         for m in members
@@ -194,63 +184,30 @@ def _warp_batch(
         for vi, m in enumerate(members)
         for plane in itertools.product(*(range(n) for n in m.src.shape[:-2]))
     ]
-    per_group = min(_planes_per_group(m.src, target, m.spec, tiles) for m in members)
+    src = members[0].src
+    pieces = plan.max_pieces(
+        windows, np.cumsum((0,) + src.chunks[-2]), np.cumsum((0,) + src.chunks[-1]), grid
+    )
+    per_group = min(_planes_per_group(m.src, target, m.spec, pieces) for m in members)
     groups = [planes[i : i + per_group] for i in range(0, len(planes), per_group)]
-    locators = [_plane_locator(m.src) for m in members]
-    warp_inputs: dict[tuple, tuple[TileTask, PlaneGroup, tuple]] = {}
-    out_dsks: list[dict[tuple, Any]] = [{} for _ in members]
-    for (ti, tj), tile in tiles.items():
-        if tile is None:
-            for vi, plane in planes:
-                shape = (1,) * len(plane) + _tile_shape(target, ti, tj)
-                out_dsks[vi][(out_names[vi], *plane, ti, tj)] = (fill_block, shape, spec)
-            continue
-        for gi, group in enumerate(groups):
-            inputs: dict[tuple, int] = {}
-            refs = []
-            for vi, plane in group:
-                chunk_idx, local = locators[vi](plane)
-                src_name = members[vi].src.name
-                positions = tuple(
-                    inputs.setdefault(
-                        (src_name, *chunk_idx, pc.row_chunk, pc.col_chunk), len(inputs)
-                    )
-                    for pc in tile.pieces
-                )
-                refs.append((local, positions))
-            group_key = (group_name, gi, ti, tj)
-            warp_inputs[group_key] = (tile, PlaneGroup(tuple(refs)), tuple(inputs))
-            for k, (vi, plane) in enumerate(group):
-                out_dsks[vi][(out_names[vi], *plane, ti, tj)] = (
-                    take_plane,
-                    group_key,
-                    k,
-                    len(plane),
-                )
-    source = SourceGraph(*(m.src for m in members))
-    if source.can_inline(keys for _, _, keys in warp_inputs.values()):
-        readers = source.readers(keys for _, _, keys in warp_inputs.values())
-        warp_dsk = {
-            key: (warp_group_reading, tile, spec, group, reader)
-            for (key, (tile, group, _)), reader in zip(warp_inputs.items(), readers, strict=True)
-        }
-        warp_graph = HighLevelGraph.from_collections(group_name, warp_dsk, dependencies=[])
-    else:
-        LOG.debug(
-            "variables %s: source graph shares work between chunks; tasks share chunks",
-            [str(m.var.name) for m in members],
-        )
-        warp_dsk = {
-            key: (warp_group, tile, spec, group, *keys)
-            for key, (tile, group, keys) in warp_inputs.items()
-        }
-        warp_graph = HighLevelGraph.from_collections(
-            group_name, warp_dsk, dependencies=[m.src for m in members]
-        )
+    tiles = TileGraph(
+        [m.src for m in members],
+        grid,
+        target,
+        windows,
+        spec,
+        groups,
+        (group_name, out_names),
+        lattices,
+        None if lattice_from is None else lattice_from.lattice_ok,
+    )
+    warp_graph = HighLevelGraph.from_collections(
+        group_name, tiles.warp_layer(), dependencies=[m.src for m in members]
+    )
     out = {}
-    for m, out_name, out_dsk in zip(members, out_names, out_dsks, strict=True):
+    for vi, (m, out_name) in enumerate(zip(members, out_names, strict=True)):
         graph = HighLevelGraph(
-            {**warp_graph.layers, out_name: out_dsk},
+            {**warp_graph.layers, out_name: tiles.out_layer(vi)},
             {**warp_graph.dependencies, out_name: {group_name}},
         )
         extra_shape = m.src.shape[:-2]
@@ -264,183 +221,21 @@ def _warp_batch(
     return out
 
 
-def _tile_tasks(
-    src: da.Array,
-    grid: SourceGrid,
-    target: TargetGrid,
-    windows: list[list[plan.SourceWindow | None]],
-    lattices: np.ndarray | None = None,
-    lattice_from: plan.Footprints | None = None,
-) -> dict[tuple[int, int], TileTask | None]:
-    """Per output tile: its source window, how to assemble it from chunks, and geometry.
-
-    With ``lattices`` (nearest: each tile's lattice in its window's pixels), tiles
-    whose coordinates interpolate exactly enough (``lattice_from.lattice_ok``)
-    carry their lattice so the task can gather by index.
-    """
-    lattice_ok = (
-        lattice_from.lattice_ok.tolist()
-        if lattices is not None and lattice_from is not None and lattice_from.lattice_ok is not None
-        else None
-    )
-    # plain ints and lists: this loop runs once per tile (10^5 tiles on big grids)
-    row_bounds = list(itertools.accumulate(src.chunks[-2], initial=0))
-    col_bounds = list(itertools.accumulate(src.chunks[-1], initial=0))
-    tile_rows, tile_cols = target.chunks
-    row_offsets = list(itertools.accumulate(tile_rows, initial=0))
-    col_offsets = list(itertools.accumulate(tile_cols, initial=0))
-    period = grid.period
-    dst_crs_wkt = CRS.from_wkt(target.crs_wkt).to_wkt()
-    base_src_wkt = CRS.from_wkt(grid.crs.to_wkt()).to_wkt()
-    corners = grid.corner_geoloc if grid.is_curvilinear else None
-    tiles: dict[tuple[int, int], TileTask | None] = {}
-    for ti, line in enumerate(windows):
-        for tj, w in enumerate(line):
-            if w is None:
-                tiles[ti, tj] = None
-                continue
-            runs = plan.column_runs(w, grid.width, period)
-            pieces = []
-            for r_chunk in _overlapping(row_bounds, w.r0, w.r1):
-                r_start = row_bounds[r_chunk]
-                rs = max(w.r0, r_start)
-                re = min(w.r1, row_bounds[r_chunk + 1])
-                for win_c, src_c, n in runs:
-                    for c_chunk in _overlapping(col_bounds, src_c, src_c + n):
-                        c_start = col_bounds[c_chunk]
-                        cs = max(src_c, c_start)
-                        ce = min(src_c + n, col_bounds[c_chunk + 1])
-                        pieces.append(
-                            Piece(
-                                row_chunk=r_chunk,
-                                col_chunk=c_chunk,
-                                src=(
-                                    slice(rs - r_start, re - r_start),
-                                    slice(cs - c_start, ce - c_start),
-                                ),
-                                dst=(
-                                    slice(rs - w.r0, re - w.r0),
-                                    slice(win_c + cs - src_c, win_c + ce - src_c),
-                                ),
-                            )
-                        )
-            covered = sum(n for _, _, n in runs)
-            window_box = _translated(target.transform, col_offsets[tj], row_offsets[ti])
-            geoloc = None
-            src_transform = None
-            window_shape = w.shape
-            gaps = covered < (w.c1 - w.c0)
-            if corners is not None:
-                # GDAL reads geolocation arrays as pixel corners: hand it the window's corners,
-                # one more than pixels each way, and pad the window with one masked row and
-                # column so both have the same shape (see SourceGrid.corner_geoloc).
-                geoloc = corners[:, w.r0 : w.r1 + 1, w.c0 : w.c1 + 1]
-                window_shape = (w.r1 - w.r0 + 1, w.c1 - w.c0 + 1)
-                gaps = True
-                src_wkt = base_src_wkt
-            else:
-                src_transform = _translated(grid.transform, w.c0, w.r0)
-                src_wkt = (
-                    _wrapped_wkt(base_src_wkt, w.center_lon)
-                    if w.center_lon is not None
-                    else base_src_wkt
-                )
-            lattice = None
-            # the lattice is in coordinates wrapped around the tile, not around 0 deg
-            if lattice_ok is not None and lattice_ok[ti][tj] and not w.whole_globe:
-                lattice = lattices[ti, tj]
-            tiles[ti, tj] = TileTask(
-                window_shape=window_shape,
-                pieces=tuple(pieces),
-                gaps=gaps,
-                src_crs_wkt=src_wkt,
-                src_transform=src_transform,
-                geoloc=geoloc,
-                dst_crs_wkt=dst_crs_wkt,
-                dst_transform=window_box,
-                dst_shape=(tile_rows[ti], tile_cols[tj]),
-                lattice=lattice,
-            )
-    return tiles
-
-
-def _tile_shape(target: TargetGrid, ti: int, tj: int) -> tuple[int, int]:
-    return target.chunks[0][ti], target.chunks[1][tj]
-
-
-def _planes_per_group(
-    src: da.Array, target: TargetGrid, spec: VarSpec, tiles: Mapping[tuple[int, int], Any]
-) -> int:
-    """How many planes one task warps: as many as fit the memory budgets.
+def _planes_per_group(src: da.Array, target: TargetGrid, spec: VarSpec, pieces: int) -> int:
+    """How many planes one task warps: as many as fit the memory budgets, for tiles whose
+    windows are cut into at most ``pieces`` source chunks.
 
     GDAL transforms coordinates once per call for all planes, so grouping
     cuts the cost per plane several times; the budgets keep task memory flat.
     """
     item = max(spec.work_dtype.itemsize, spec.out_dtype.itemsize)
     out_plane = target.tile_size[0] * target.tile_size[1] * item
-    pieces = max((len(t.pieces) for t in tiles.values() if t is not None), default=1)
     block = max(src.chunks[-2]) * max(src.chunks[-1]) * src.dtype.itemsize
     # planes held per source block (a block spanning several planes serves them all)
     planes_per_block = max(1, int(np.prod([max(c) for c in src.chunks[:-2]], dtype=int)))
     in_plane = pieces * block / planes_per_block
     n = min(_GROUP_OUT_BYTES // max(out_plane, 1), _GROUP_IN_BYTES // max(int(in_plane), 1))
     return max(1, int(n))
-
-
-def _plane_locator(src: da.Array):
-    """plane index -> (chunk index along non-spatial dims, index inside that chunk)."""
-    bounds = [np.cumsum((0,) + c) for c in src.chunks[:-2]]
-
-    def locate(plane: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        chunk = tuple(
-            int(np.searchsorted(b, i, side="right") - 1) for b, i in zip(bounds, plane, strict=True)
-        )
-        local = tuple(i - int(b[c]) for b, i, c in zip(bounds, plane, chunk, strict=True))
-        return chunk, local
-
-    return locate
-
-
-def _overlapping(bounds: list[int], start: int, stop: int) -> range:
-    """The chunks (between ``bounds``) that pixels ``start:stop`` fall in."""
-    first = bisect.bisect_right(bounds, start) - 1
-    last = bisect.bisect_left(bounds, stop) - 1
-    return range(max(first, 0), min(last, len(bounds) - 2) + 1)
-
-
-def _translated(t: Affine, x: float, y: float) -> tuple[float, ...]:
-    """The coefficients of ``t @ Affine.translation(x, y)``, the same arithmetic, without
-    building Affine objects per tile (a sixth of the plan's time on grids of 10^5 tiles)."""
-    a, b, c, d, e, f = t[:6]
-    return (a, b, a * x + b * y + c, d, e, d * x + e * y + f)
-
-
-def _wrapped_wkt(wkt: str, center_lon: float) -> str:
-    """A geographic CRS whose longitudes GDAL wraps into [center-180, center+180]."""
-    ext = f'EXTENSION["CENTER_LONG",{center_lon:.12g}]'
-    marker = ',AUTHORITY["'
-    last_authority = wkt.rfind(marker)
-    if last_authority != -1 and wkt.endswith("]]") and wkt.count("[", last_authority) == 1:
-        return f"{wkt[:last_authority]},{ext}{wkt[last_authority:]}"
-    return f"{wkt[:-1]},{ext}]"
-
-
-def _window_bounds(windows: list[list[plan.SourceWindow | None]]) -> np.ndarray:
-    """The windows as one array (NaN: no window or no centre), tokenized as bytes:
-    a nested list of 10^5 tuples takes dask's tokenizer half a second."""
-    nan = float("nan")
-    return np.array(
-        [
-            [
-                (nan,) * 5
-                if w is None
-                else (w.r0, w.r1, w.c0, w.c1, nan if w.center_lon is None else w.center_lon)
-                for w in line
-            ]
-            for line in windows
-        ],
-        dtype=np.float64,
-    ).reshape(len(windows), -1)
 
 
 def _no_overlap_message(grid: SourceGrid, target: TargetGrid) -> str:

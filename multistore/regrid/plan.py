@@ -214,9 +214,63 @@ def _lattice_is_linear(
     return err.max(axis=(2, 3)) <= APPROX_ERROR
 
 
+@dataclass(frozen=True)
+class Windows:
+    """Every tile's source window as arrays of shape (tile rows, tile cols).
+
+    Computed for all tiles at once; ``band`` makes ``SourceWindow`` objects only for
+    the tile rows being planned, so a grid of 10^5 tiles never holds 10^5 of them.
+    """
+
+    r0: np.ndarray
+    r1: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    center_lon: np.ndarray  # NaN: no longitude to wrap around
+    whole_globe: np.ndarray
+    valid: np.ndarray  # False: the tile sees no source pixel
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.valid.shape
+
+    def band(self, i0: int, i1: int) -> list[list[SourceWindow | None]]:
+        """The windows of tile rows ``i0:i1`` (plain ints: they are used once per tile)."""
+        rows = slice(i0, i1)
+        r0, r1 = self.r0[rows].tolist(), self.r1[rows].tolist()
+        c0, c1 = self.c0[rows].tolist(), self.c1[rows].tolist()
+        centers, whole = self.center_lon[rows].tolist(), self.whole_globe[rows].tolist()
+        valid = self.valid[rows].tolist()
+        return [
+            [
+                SourceWindow(
+                    r0[i][j],
+                    r1[i][j],
+                    c0[i][j],
+                    c1[i][j],
+                    None if math.isnan(centers[i][j]) else centers[i][j],
+                    whole[i][j],
+                )
+                if valid[i][j]
+                else None
+                for j in range(len(valid[i]))
+            ]
+            for i in range(len(valid))
+        ]
+
+    def bounds(self) -> np.ndarray:
+        """(r0, r1, c0, c1, centre) per tile, NaN where there is no window: shape
+        (tile rows, tile cols * 5), tokenized as bytes."""
+        stacked = np.stack([self.r0, self.r1, self.c0, self.c1, self.center_lon], axis=-1).astype(
+            "float64"
+        )
+        stacked[~self.valid] = np.nan
+        return stacked.reshape(self.shape[0], -1)
+
+
 def windows(
     fp: Footprints, grid: SourceGrid, target: TargetGrid, radius: int, scale_margin: bool
-) -> list[list[SourceWindow | None]]:
+) -> Windows:
     """Source windows per tile with a margin of ``radius`` kernel pixels.
 
     With ``scale_margin`` (resampling kernels that widen when the target is
@@ -227,52 +281,81 @@ def windows(
     factor = np.maximum(scale, 1.0) if scale_margin else np.ones_like(scale)
     # One pixel more than the kernel needs covers footprint curvature between lattice points.
     margin = np.ceil(radius * factor) + (1 if radius > 0 else 0)
-    ntx = fp.row_min.shape[1]
-    tiles = _tile_windows(fp, grid, margin.tolist())
-    return [[next(tiles) for _ in range(ntx)] for _ in range(fp.row_min.shape[0])]
+    return _tile_windows(fp, grid, margin)
 
 
 def overlaps(fp: Footprints, grid: SourceGrid) -> bool:
     """Whether any tile's footprint (without margin) meets the source pixels."""
-    margins = np.zeros(fp.row_min.shape).tolist()
-    return any(w is not None for w in _tile_windows(fp, grid, margins))
+    return bool(_tile_windows(fp, grid, np.zeros(fp.row_min.shape)).valid.any())
 
 
-def _tile_windows(
-    fp: Footprints, grid: SourceGrid, margins: list[list[float]]
-) -> Iterator[SourceWindow | None]:
-    """Each tile's window, row by row, with ``margins`` source pixels around its footprint."""
+def _tile_windows(fp: Footprints, grid: SourceGrid, margins: np.ndarray) -> Windows:
+    """Each tile's window with ``margins`` source pixels around its footprint, for all tiles
+    at once (a loop over tiles took half a second on grids of 10^5 tiles)."""
     period = grid.period
-    # Python floats: this loop runs once per tile, and NumPy scalars cost more per access.
-    row_min, row_max = fp.row_min.tolist(), fp.row_max.tolist()
-    col_min, col_max = fp.col_min.tolist(), fp.col_max.tolist()
-    centers = None if fp.center_lon is None else fp.center_lon.tolist()
-    for i in range(fp.row_min.shape[0]):
-        for j in range(fp.row_min.shape[1]):
-            rmin, rmax = row_min[i][j], row_max[i][j]
-            if not (math.isfinite(rmin) and math.isfinite(rmax)):
-                yield None
-                continue
-            mg = int(margins[i][j])
-            r0 = max(0, math.floor(rmin) - mg)
-            r1 = min(grid.height, math.ceil(rmax) + mg)
-            c0 = math.floor(col_min[i][j]) - mg
-            c1 = math.ceil(col_max[i][j]) + mg
-            if period is None or grid.is_curvilinear:
-                c0, c1 = max(0, c0), min(grid.width, c1)
-            elif not _touches_periodic(c0, c1, grid.width, period):
-                c1 = c0
-            if r1 <= r0 or c1 <= c0:
-                yield None
-                continue
-            center = None if centers is None else centers[i][j]
-            if period is not None and c1 - c0 >= period // 2:
-                # Around a pole a tile sees every longitude: hand GDAL the whole globe as
-                # -180..180, whose pole handling then applies, instead of a wrapped window.
-                c0 = round((-180.0 - grid.transform.c) / grid.transform.a)
-                yield SourceWindow(r0, r1, c0, c0 + period, None, whole_globe=True)
-                continue
-            yield SourceWindow(r0, r1, c0, c1, center)
+    ok = (
+        np.isfinite(fp.row_min)
+        & np.isfinite(fp.row_max)
+        & np.isfinite(fp.col_min)
+        & np.isfinite(fp.col_max)
+    )
+
+    def whole(a: np.ndarray, rounding) -> np.ndarray:
+        return np.where(ok, rounding(np.where(ok, a, 0.0)), 0).astype(np.int64)
+
+    mg = np.where(ok, margins, 0).astype(np.int64)
+    r0 = np.maximum(0, whole(fp.row_min, np.floor) - mg)
+    r1 = np.minimum(grid.height, whole(fp.row_max, np.ceil) + mg)
+    c0 = whole(fp.col_min, np.floor) - mg
+    c1 = whole(fp.col_max, np.ceil) + mg
+    if period is None or grid.is_curvilinear:
+        c0, c1 = np.maximum(0, c0), np.minimum(grid.width, c1)
+    else:
+        s0 = np.mod(c0, period)
+        touches = (c1 - c0 >= period) | (s0 < grid.width) | (s0 + (c1 - c0) > period)
+        c1 = np.where(touches, c1, c0)
+    valid = ok & (r1 > r0) & (c1 > c0)
+    center = np.full(valid.shape, np.nan) if fp.center_lon is None else fp.center_lon.copy()
+    globe = np.zeros(valid.shape, dtype=bool)
+    if period is not None:
+        # Around a pole a tile sees every longitude: hand GDAL the whole globe as
+        # -180..180, whose pole handling then applies, instead of a wrapped window.
+        globe = valid & (c1 - c0 >= period // 2)
+        west = round((-180.0 - grid.transform.c) / grid.transform.a)
+        c0 = np.where(globe, west, c0)
+        c1 = np.where(globe, west + period, c1)
+        center[globe] = np.nan
+    return Windows(r0, r1, c0, c1, center, globe, valid)
+
+
+def max_pieces(w: Windows, row_bounds: np.ndarray, col_bounds: np.ndarray, grid: SourceGrid) -> int:
+    """The most source chunks (pieces, see ``column_runs``) any one tile's window is cut into."""
+    if not w.valid.any():
+        return 1
+    r0, r1 = w.r0[w.valid], w.r1[w.valid]
+    c0, c1 = w.c0[w.valid], w.c1[w.valid]
+    rows = _chunks_overlapped(row_bounds, r0, r1)
+    period = grid.period
+    if period is None:
+        return int((rows * _chunks_overlapped(col_bounds, c0, c1)).max())
+    # one run per period the window spans: the part of that period the source covers
+    first = np.floor_divide(c0, period)
+    spans = np.floor_divide(c1 - 1, period) - first + 1
+    cols = np.zeros_like(rows)
+    for k in range(int(spans.max())):
+        base = (first + k) * period
+        s = np.maximum(c0, base) - base
+        e = np.minimum(np.minimum(c1, base + period) - base, grid.width)
+        has = (k < spans) & (s < e)
+        cols += np.where(has, _chunks_overlapped(col_bounds, s, np.maximum(e, s + 1)), 0)
+    return int(max(1, (rows * cols).max()))
+
+
+def _chunks_overlapped(bounds: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """How many chunks (between ``bounds``) pixels ``start:stop`` fall in, per element."""
+    first = np.maximum(np.searchsorted(bounds, start, side="right") - 1, 0)
+    last = np.minimum(np.searchsorted(bounds, stop, side="left") - 1, len(bounds) - 2)
+    return np.maximum(last - first + 1, 0)
 
 
 def column_runs(w: SourceWindow, width: int, period: int | None) -> list[tuple[int, int, int]]:
