@@ -2,8 +2,9 @@
 
 The result is lazy, one dask block per output tile per plane. Behind them,
 one warp task per tile and group of planes reads only the source chunks that
-overlap the tile's source window (planned once, see ``plan.py``; read inside
-the task, see ``reader.py``) and warps them (``kernel.py``). Peak memory
+overlap the tile's source window (footprints for the whole grid in ``plan.py``,
+tasks band by band as dask asks for them in ``tiles.py``; read inside the task,
+see ``reader.py``) and warps them (``kernel.py``). Peak memory
 therefore follows chunk size x workers, not cube size. docs/performance.md
 explains the choices and their measurements.
 """
