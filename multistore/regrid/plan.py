@@ -300,14 +300,14 @@ def _tile_windows(fp: Footprints, grid: SourceGrid, margins: np.ndarray) -> Wind
         & np.isfinite(fp.col_max)
     )
 
-    def whole(a: np.ndarray, rounding) -> np.ndarray:
+    def pixel(a: np.ndarray, rounding) -> np.ndarray:
         return np.where(ok, rounding(np.where(ok, a, 0.0)), 0).astype(np.int64)
 
     mg = np.where(ok, margins, 0).astype(np.int64)
-    r0 = np.maximum(0, whole(fp.row_min, np.floor) - mg)
-    r1 = np.minimum(grid.height, whole(fp.row_max, np.ceil) + mg)
-    c0 = whole(fp.col_min, np.floor) - mg
-    c1 = whole(fp.col_max, np.ceil) + mg
+    r0 = np.maximum(0, pixel(fp.row_min, np.floor) - mg)
+    r1 = np.minimum(grid.height, pixel(fp.row_max, np.ceil) + mg)
+    c0 = pixel(fp.col_min, np.floor) - mg
+    c1 = pixel(fp.col_max, np.ceil) + mg
     if period is None or grid.is_curvilinear:
         c0, c1 = np.maximum(0, c0), np.minimum(grid.width, c1)
     else:

@@ -153,9 +153,8 @@ class TileGraph:
             if band is None:
                 band = self._plan_band(b)
                 self._bands[b] = band
-                while len(self._bands) * self._rows_per_band * len(self._tile_cols) > max(
-                    _KEPT_TILES, self._rows_per_band * len(self._tile_cols)
-                ):
+                band_tiles = self._rows_per_band * len(self._tile_cols)
+                while len(self._bands) > max(1, _KEPT_TILES // band_tiles):
                     self._bands.popitem(last=False)
             else:
                 self._bands.move_to_end(b)
