@@ -13,7 +13,7 @@ from .ee import ee
 from .generate import generate
 from .lock import lock
 from .plan import plan
-from .process import keep_freed_memory
+from .process import defer_unused_imports, keep_freed_memory
 from .schema import schema
 from .search import search
 from .serve import serve
@@ -39,14 +39,16 @@ else:
 
 
 def run() -> None:
-    """The ``multistore`` console command: ``main`` with process-wide memory settings.
+    """The ``multistore`` console command: ``main`` with process-wide settings.
 
-    Freed memory stays in the process (see ``process.py``), and at the end
+    Freed memory stays in the process and two unused imports of xcube's are
+    deferred (see ``process.py``), and at the end
     everything still alive is frozen for the GC, since the process exit frees it
     anyway: that spares the interpreter's teardown collections (0.5 s after a build,
     docs/performance.md).
     """
     keep_freed_memory()
+    defer_unused_imports()
     try:
         main()
     finally:

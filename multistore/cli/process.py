@@ -1,19 +1,24 @@
-"""Process-wide memory settings of the ``multistore`` command (never of the library).
+"""Process-wide settings of the ``multistore`` command (never of the library).
 
-A build allocates and frees tens of megabytes per tile in every worker thread
+Memory: a build allocates and frees tens of megabytes per tile in every worker thread
 (source windows, gathered planes). glibc returns such blocks to the kernel
 (``munmap``, heap trimming) and the next tile faults the same pages in again,
 zeroed: about 10 µs per 4 KiB page on a virtual machine. Keeping freed memory
 inside the process removes most of those faults (docs/performance.md); peak
 memory is unchanged because the next tile reuses the same blocks.
+
+Start-up: ``import xcube.core.store`` pulls in two modules that a command never
+uses, about 1 s of its start (docs/performance.md); see :func:`defer_unused_imports`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import logging
 import sys
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +57,57 @@ def keep_freed_memory() -> bool:
     if not ok:
         log.debug("mallopt refused a setting; glibc defaults stay partly in place")
     return ok
+
+
+def defer_unused_imports() -> list[str]:
+    """Keeps ``scipy.stats`` and IPython out of the command's start-up; returns what it deferred.
+
+    - xcube imports ``scipy.stats`` at the top of its subsampling module for one
+      function (``mode``). It becomes a lazy module (``importlib.util.LazyLoader``):
+      it is executed on its first attribute access, by xcube or anyone else.
+    - xcube registers notebook formatters at import time, importing IPython to ask
+      whether a shell is running. In a process that has not imported IPython no
+      shell is running, and the registration does nothing; it is skipped there.
+      IPython itself stays importable.
+
+    Call it before anything imports xcube; what is already imported is left alone.
+    """
+    deferred = []
+    if "scipy.stats" not in sys.modules and _lazy_module("scipy.stats"):
+        deferred.append("scipy.stats")
+    if "xcube.util.jsonschema" not in sys.modules and _register_formatters_in_shells_only():
+        deferred.append("IPython")
+    return deferred
+
+
+def _lazy_module(name: str) -> bool:
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:
+        return False
+    if spec is None or spec.loader is None:
+        return False
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)
+    return True
+
+
+def _register_formatters_in_shells_only() -> bool:
+    try:
+        from xcube.util import ipython
+    except ImportError:
+        return False
+    register = getattr(ipython, "register_json_formatter", None)
+    if register is None:
+        return False
+
+    def register_in_shell(cls: type, *args: Any, **kwargs: Any) -> None:
+        if "IPython" in sys.modules:
+            register(cls, *args, **kwargs)
+
+    ipython.register_json_formatter = register_in_shell
+    return True

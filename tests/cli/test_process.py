@@ -19,3 +19,40 @@ def test_library_import_leaves_the_process_alone():
     code = "import gc, multistore.api; print(gc.isenabled(), gc.get_freeze_count() == 0)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_the_command_defers_what_xcube_imports_but_never_uses():
+    """scipy.stats loads on first use, IPython is not imported, and both still work."""
+    code = """
+import sys
+from multistore.cli.process import defer_unused_imports
+print(defer_unused_imports())
+import xcube.core.store, xcube.core.subsampling
+print("scipy.stats._stats_py" in sys.modules, "IPython" in sys.modules)
+import numpy as np
+from scipy import stats
+print(int(stats.mode(np.array([3, 1, 3])).mode), "scipy.stats._stats_py" in sys.modules)
+import IPython
+print(IPython.get_ipython())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "['scipy.stats', 'IPython']",
+        "False False",
+        "3 True",
+        "None",
+    ]
+
+
+def test_formatters_are_still_registered_where_ipython_runs():
+    code = """
+import sys, IPython
+from multistore.cli.process import defer_unused_imports
+calls = []
+IPython.get_ipython = lambda: calls.append("asked")  # no shell here; count the questions
+defer_unused_imports()
+import xcube.util.jsonschema
+print(bool(calls))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True"]

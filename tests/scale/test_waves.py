@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
+from types import FunctionType
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -13,7 +16,8 @@ import yaml
 from affine import Affine
 
 from multistore import MultiSourceDataStore
-from multistore.scheduler import row_band_waves
+from multistore.config.model import DaskConfig
+from multistore.scheduler import dask_runner, row_band_waves
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,6 +45,46 @@ def test_small_collections_and_non_arrays_stay_in_one_wave():
     assert len(row_band_waves([big], max_chunks=40)) == 10
     delayed = big.to_delayed().ravel().tolist()
     assert row_band_waves([big, *delayed], max_chunks=40) == [[big, *delayed]]
+
+
+def test_the_first_waves_are_smaller_and_double_up_to_the_most():
+    plane = da.arange(160 * 16).reshape(160, 16).rechunk(4)  # 40 x 4 blocks
+    waves = row_band_waves([plane], max_chunks=32, first_chunks=4)
+    assert [int(np.prod(w[0].numblocks)) for w in waves] == [4, 8, 16, 32, 32, 32, 32, 4]
+    assert [waves.blocks(i) for i in range(len(waves))] == [4, 8, 16, 32, 32, 32, 32, 4]
+    rows = np.concatenate([w[0].compute() for w in waves], axis=0)
+    np.testing.assert_array_equal(rows, plane.compute())
+    # a first wave smaller than one block row is one block row
+    assert [w[0].numblocks[0] for w in row_band_waves([plane], 32, first_chunks=1)][:2] == [1, 2]
+
+
+def _order_closures() -> int:
+    return sum(
+        1
+        for o in gc.get_objects()
+        if isinstance(o, FunctionType) and o.__qualname__.startswith("order.<locals>")
+    )
+
+
+def test_the_garbage_dask_leaves_behind_each_wave_is_collected():
+    """dask.order leaves its state as reference cycles on every compute call; Python's
+    own full collections come too rarely for a long build of many waves."""
+    blocks = da.ones((400, 40), chunks=4).map_blocks(lambda b: b + 1)  # 100 x 10 blocks
+    waves = row_band_waves([blocks], max_chunks=100)
+    gc.collect()
+    gc.disable()
+    try:
+        for wave in waves:  # what the waves leave without collecting
+            dask.compute(*wave, scheduler="synchronous")
+        left_uncollected = _order_closures()
+        gc.collect()
+        with dask_runner(DaskConfig(num_workers=2, wave_chunks=100)) as runner:
+            runner.compute_in_waves([blocks])
+        left = _order_closures()
+    finally:
+        gc.enable()
+    assert len(waves) == 10 and left_uncollected >= 10
+    assert left <= 2 * left_uncollected / len(waves)  # at most the last two waves'
 
 
 def source(path: Path) -> None:
@@ -106,7 +150,7 @@ def test_a_cube_built_in_waves_is_byte_identical_and_its_progress_moves(
     tmp_path, capsys, scheduler
 ):
     whole, _ = build(tmp_path, "whole", {"dask": {"scheduler": "threads"}}, capsys)
-    # 17 x 21 tiles, 2 variables: waves of 2 block rows (84 chunks) -> 9 waves
+    # 17 x 21 tiles, 2 variables: waves of 1, then 2 block rows (84 chunks) -> 9 waves
     waved, progress = build(tmp_path, "waves", {"dask": {**scheduler, "wave_chunks": 100}}, capsys)
     assert len(whole) > 500  # two variables' chunks (the rest is nodata, not stored)
     assert waved.keys() == whole.keys()
