@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import importlib.util
 import logging
 import sys
+import threading
+import types
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -63,8 +66,8 @@ def defer_unused_imports() -> list[str]:
     """Keeps ``scipy.stats`` and IPython out of the command's start-up; returns what it deferred.
 
     - xcube imports ``scipy.stats`` at the top of its subsampling module for one
-      function (``mode``). It becomes a lazy module (``importlib.util.LazyLoader``):
-      it is executed on its first attribute access, by xcube or anyone else.
+      function (``mode``). It is imported on its first attribute access instead, by
+      xcube or anyone else (:class:`_DeferredModule`).
     - xcube registers notebook formatters at import time, importing IPython to ask
       whether a shell is running. In a process that has not imported IPython no
       shell is running, and the registration does nothing; it is skipped there.
@@ -82,18 +85,41 @@ def defer_unused_imports() -> list[str]:
 
 def _lazy_module(name: str) -> bool:
     try:
-        spec = importlib.util.find_spec(name)
+        found = importlib.util.find_spec(name) is not None
     except ImportError:
         return False
-    if spec is None or spec.loader is None:
-        return False
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    parent, _, child = name.rpartition(".")
-    setattr(sys.modules[parent], child, module)
-    return True
+    if found:
+        sys.modules[name] = _DeferredModule(name)
+        parent, _, child = name.rpartition(".")
+        setattr(sys.modules[parent], child, sys.modules[name])
+    return found
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in for a module until an attribute is asked for, then imports it, once.
+
+    Not ``importlib.util.LazyLoader``: on Python 3.11 a second thread that asks
+    while the first one executes the module sees it empty, and xcube's ``mode`` runs
+    in dask's worker threads. The real module replaces this one in ``sys.modules``;
+    whoever holds this one has the attributes forwarded.
+    """
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self._lock = threading.RLock()
+        self._module: types.ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        with self._lock:  # reentrant: the import itself may ask this stand-in again
+            if self._module is None:
+                parent, _, child = self.__name__.rpartition(".")
+                if sys.modules.get(self.__name__) is self:
+                    del sys.modules[self.__name__]
+                if getattr(sys.modules[parent], child, None) is self:
+                    delattr(sys.modules[parent], child)
+                self._module = importlib.import_module(self.__name__)
+                setattr(sys.modules[parent], child, self._module)
+        return getattr(self._module, attr)
 
 
 def _register_formatters_in_shells_only() -> bool:

@@ -56,3 +56,25 @@ print(bool(calls))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True"]
+
+
+def test_the_deferred_module_is_imported_once_whichever_threads_ask_first():
+    """xcube's mode runs in dask's worker threads: all of them get the real function."""
+    code = """
+import sys, threading
+from multistore.cli.process import defer_unused_imports
+defer_unused_imports()
+import numpy as np
+from xcube.core import subsampling
+results, barrier = [], threading.Barrier(8)
+def use():
+    barrier.wait()
+    results.append(int(subsampling.stats.mode(np.array([2, 5, 5])).mode))
+threads = [threading.Thread(target=use) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(results, sys.modules["scipy.stats"].mode is subsampling.stats.mode)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("]")[0] == "[" + ", ".join(["5"] * 8)
+    assert out.stdout.strip().endswith("True")
