@@ -6,6 +6,9 @@ graph dominates. Each size is built side by side in one run
 
   one graph   general.dask.wave_chunks huge: the whole cube in one compute call
   waves       the default: bands of tile rows of up to 4096 chunks
+  resume      the default, resuming a build killed (SIGKILL) 2 s after its first
+              chunk (for 10^4 tiles and more): every code resumes from a copy of
+              the same interrupted cube; "first s" is then the first chunk added
 
 under the threads scheduler and (``--distributed``) a LocalCluster of 2 worker
 processes. Per build, from the ``--log-format json`` events and by polling the
@@ -105,15 +108,49 @@ def write_config(folder: Path, tiles: int, dask: dict) -> Path:
     return path
 
 
-def run(config: Path, timeout_s: float, code: Path = ROOT) -> dict[str, float]:
-    """One build of the package in ``code`` (a checkout's root, e.g. a worktree of an older commit).
+def interrupted(config: Path, after_s: float = 2.0) -> Path:
+    """A copy of the output of a build killed ``after_s`` seconds after its first chunk."""
+    out = config.parent / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    chunks = out / "cube.zarr" / "band_1"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "multistore", "generate", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent,
+    )  # fmt: skip
+    while not _first_chunk(chunks, 0):
+        if child.poll() is not None:
+            raise SystemExit(f"{config}: the build ended before it could be interrupted")
+        time.sleep(0.02)
+    time.sleep(after_s)
+    if child.poll() is not None:
+        raise SystemExit(f"{config}: the build ended before it could be interrupted")
+    child.kill()
+    child.wait()
+    snapshot = config.parent / "interrupted"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    shutil.copytree(out, snapshot)
+    return snapshot
+
+
+def _stored(chunks: Path) -> int:
+    return sum(1 for p in chunks.iterdir() if p.name[0].isdigit()) if chunks.is_dir() else 0
+
+
+def run(
+    config: Path, timeout_s: float, code: Path = ROOT, resume_from: Path | None = None
+) -> dict[str, float]:
+    """One build of the package in ``code`` (a checkout's root, e.g. a worktree of an older commit),
+    from scratch or resuming the interrupted output copied from ``resume_from``.
 
     The child runs in the config's folder: ``python -m`` puts its working directory first on
     sys.path, ahead of PYTHONPATH, so run from a checkout it would import that checkout's code.
     """
     out = config.parent / "out"
     shutil.rmtree(out, ignore_errors=True)
+    if resume_from is not None:
+        shutil.copytree(resume_from, out)
     chunks = out / "cube.zarr" / "band_1"
+    before = _stored(chunks)
     start = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "multistore", "generate", str(config), "--log-format", "json"],
@@ -133,8 +170,7 @@ def run(config: Path, timeout_s: float, code: Path = ROOT) -> dict[str, float]:
             child.kill()
             child.wait()
             reader.join()
-            stored = sum(1 for p in chunks.iterdir() if p.name[0].isdigit())
-            return {"stalled": stored, "wall": timeout_s, "client": client / 2**20,
+            return {"stalled": _stored(chunks) - before, "wall": timeout_s, "client": client / 2**20,
                     "workers": workers / 2**20, "first": first}  # fmt: skip
         try:
             client = max(client, proc.memory_info().rss)
@@ -142,11 +178,7 @@ def run(config: Path, timeout_s: float, code: Path = ROOT) -> dict[str, float]:
                 workers = max(workers, kid.memory_info().rss)
         except psutil.Error:
             pass
-        if (
-            math.isnan(first)
-            and chunks.is_dir()
-            and any(p.name[0].isdigit() for p in chunks.iterdir())
-        ):
+        if math.isnan(first) and _first_chunk(chunks, before):
             first = time.perf_counter() - start
         time.sleep(0.02)
     wall = time.perf_counter() - start
@@ -167,12 +199,22 @@ def run(config: Path, timeout_s: float, code: Path = ROOT) -> dict[str, float]:
     }
 
 
+def _first_chunk(chunks: Path, before: int) -> bool:
+    if not chunks.is_dir():
+        return False
+    if before == 0:
+        return any(p.name[0].isdigit() for p in chunks.iterdir())
+    return _stored(chunks) > before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--distributed", action="store_true")
     parser.add_argument("--only", choices=["threads", "distributed"], help="one scheduler only")
-    parser.add_argument("--builds", nargs="+", default=["one graph", "waves"])
+    parser.add_argument(
+        "--builds", nargs="+", default=["one graph", "waves"], help="and/or: resume"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per build")
     parser.add_argument(
         "--baseline",
@@ -199,16 +241,17 @@ def main() -> None:
         for sched, dask in schedulers.items():
             if args.only and sched != args.only:
                 continue
-            for build, waves in (("one graph", ONE_GRAPH), ("waves", None)):
+            for build, waves in (("one graph", ONE_GRAPH), ("waves", None), ("resume", None)):
                 if build not in args.builds:
                     continue
                 folder = WORK / f"{tiles}-{sched}-{build.replace(' ', '')}"
                 folder.mkdir(exist_ok=True)
                 settings = dask if waves is None else {**dask, "wave_chunks": waves}
                 config = write_config(folder, tiles, settings)
+                snapshot = interrupted(config) if build == "resume" else None
                 n = math.isqrt(tiles) ** 2
                 for code in (ROOT, *args.baseline):
-                    r = run(config, args.timeout, code.resolve())
+                    r = run(config, args.timeout, code.resolve(), snapshot)
                     label = build if code == ROOT else f"{build} ({code.name})"
                     _print_row(n, sched, label, r)
 

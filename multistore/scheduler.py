@@ -23,6 +23,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
+from dask.highlevelgraph import HighLevelGraph
 
 from .config.model import DaskConfig
 
@@ -299,7 +300,7 @@ class RowBands(Sequence[list[Any]]):
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
         r0, r1 = self._rows(i)
-        wave = [a.blocks[..., r0:r1, :] for a in self.banded]
+        wave = [_culled(a.blocks[..., r0:r1, :], _external_keys(a)) for a in self.banded]
         return wave + list(self.rest) if i in (0, -len(self)) else wave
 
     def blocks(self, i: int) -> int:
@@ -311,6 +312,41 @@ class RowBands(Sequence[list[Any]]):
     def _rows(self, i: int) -> tuple[int, int]:
         i = range(len(self))[i]  # negative indices, and IndexError past the end
         return self.starts[i], (self.starts[i + 1] if i + 1 < len(self) else self.rows)
+
+
+def _external_keys(a: da.Array) -> set:
+    """Every output key of ``a``'s layers, with which dask finds the dependencies of
+    old-style tasks (a wave's own ``blocks`` layer is one); cached on the graph, which
+    all waves of ``a`` share."""
+    return a.dask.get_all_external_keys()
+
+
+def _culled(a: da.Array, external: set) -> da.Array:
+    """``a`` with only the tasks its blocks need, each layer culled or dropped.
+
+    ``HighLevelGraph.cull`` keeps every layer below the point where the requested keys
+    stop depending on anything, uncut: a wave of chunks that all need no source (tiles
+    outside it, or chunks a resumed write skips) kept the whole cube's warp layers, and
+    materialising them planned every tile at once. Culled here, dask's own cull
+    finds nothing left to keep, and the keys of the whole graph are listed once per
+    cube instead of once per wave.
+    """
+    graph = a.dask
+    wanted = set(dask.core.flatten(a.__dask_keys__()))
+    layers: dict[str, Any] = {}
+    for name in reversed(graph._toposort_layers()):
+        if not wanted:
+            break
+        layer, deps = graph.layers[name].cull(wanted, external)
+        if not deps:
+            continue
+        for key, needs in deps.items():
+            wanted |= needs
+            wanted.discard(key)
+        layers[name] = layer
+    kept = set(layers)
+    dependencies = {name: graph.dependencies[name] & kept for name in layers}
+    return da.Array(HighLevelGraph(layers, dependencies), a.name, a.chunks, meta=a._meta)
 
 
 def _watch_cluster_progress(client: Any, future: Any, report: Progress) -> Any:

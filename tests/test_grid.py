@@ -41,3 +41,17 @@ def test_geographic_names_and_xcube_grid_mapping():
 def test_rejects_nonsense():
     with pytest.raises(ValueError):
         TargetGrid.from_bbox([0, 0, 1, 1], "EPSG:4326", [0.1, 0.1, 0.1])
+
+
+def test_crs_transformer_is_reused_per_crs_pair():
+    import pyproj
+
+    from multistore.grid import crs_transformer
+
+    laea = pyproj.CRS.from_epsg(3035)
+    first = crs_transformer(pyproj.CRS.from_epsg(4326), laea)
+    # an equal CRS built another way finds the same transformer
+    assert crs_transformer(pyproj.CRS("EPSG:4326"), pyproj.CRS.from_wkt(laea.to_wkt())) is first
+    assert crs_transformer(laea, pyproj.CRS.from_epsg(4326)) is not first
+    fresh = pyproj.Transformer.from_crs(4326, 3035, always_xy=True)
+    assert first.transform(10.0, 52.0) == fresh.transform(10.0, 52.0)

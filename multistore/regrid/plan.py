@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyproj
 
-from ..grid import TargetGrid
+from ..grid import TargetGrid, crs_transformer
 from .source import SourceGrid
 
 # Lattice cells per tile edge used to trace tile footprints in the source CRS, fewer on
@@ -116,7 +116,7 @@ def footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
     py = _lattice(rows, m)
     t = target.transform
     xx, yy = np.meshgrid(t.c + px * t.a, t.f + py * t.e)
-    transformer = pyproj.Transformer.from_crs(target.crs, grid.crs, always_xy=True)
+    transformer = crs_transformer(target.crs, grid.crs)
     sx, sy = transformer.transform(xx, yy, errcheck=False)
     sx = np.where(np.isfinite(sx) & np.isfinite(sy), sx, np.nan)
     sy = np.where(np.isfinite(sx), sy, np.nan)
@@ -423,7 +423,7 @@ def _touches_periodic(c0: int, c1: int, width: int, period: int) -> bool:
 
 def _curvilinear_footprints(grid: SourceGrid, target: TargetGrid) -> Footprints:
     """Which source pixels fall into each tile (source cells spread over every tile they touch)."""
-    transformer = pyproj.Transformer.from_crs(grid.crs, target.crs, always_xy=True)
+    transformer = crs_transformer(grid.crs, target.crs)
     x, y = transformer.transform(grid.lon, grid.lat, errcheck=False)
     inv = ~target.transform
     col = inv.a * x + inv.b * y + inv.c

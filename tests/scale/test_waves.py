@@ -38,6 +38,31 @@ def test_waves_are_bands_of_block_rows_of_every_array_together():
     np.testing.assert_array_equal(waves[0][2].compute(), np.arange(7))
 
 
+def test_a_wave_that_needs_no_source_takes_none_of_the_layers_below():
+    """Tiles outside the source and chunks a resume skips need nothing below them. dask's
+    own cull keeps every lower layer whole then, and materialising those planned the
+    whole cube; each wave is culled layer by layer instead."""
+    from multistore.zarrchunks import _skip_stored
+
+    source = da.ones((80, 60), chunks=4).map_blocks(lambda b: b * 2)  # 20 x 15 blocks
+    stored = {(r, c) for r in range(4) for c in range(15)}
+    out = _skip_stored(source.map_blocks(lambda b: b[:1, :1] > 0, chunks=(1, 1)), stored)
+    waves = row_band_waves([out], max_chunks=60)
+    first, second = waves[0][0], waves[1][0]
+    assert first.numblocks == (4, 15) and second.numblocks == (4, 15)
+
+    def optimized(wave: da.Array) -> dict:  # the graph dask computes
+        return dict(wave.__dask_optimize__(wave.__dask_graph__(), wave.__dask_keys__()))
+
+    # all of the first wave is stored: its 60 constants and their 60 aliases at most
+    assert len(optimized(first)) <= 2 * 60
+    assert first.compute().all()
+    # the second needs 60 of the 300 source blocks, and no more
+    assert all(len(layer) == 60 for layer in second.dask.layers.values())
+    assert len(optimized(second)) <= 4 * 60
+    assert second.compute().all()
+
+
 def test_small_collections_and_non_arrays_stay_in_one_wave():
     small = da.zeros((8, 8), chunks=4)
     assert len(row_band_waves([small], max_chunks=4)) == 1
