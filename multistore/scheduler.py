@@ -258,7 +258,7 @@ def row_band_waves(
     in the same wave instead of being computed again in another. Each wave is a
     slice of the same lazy graph, sliced when it is looked up: computing it
     materialises only its own tasks.
-    Anything that is not an array (e.g. resumed chunk lists) keeps everything in one wave.
+    Anything that is not an array keeps everything in one wave.
     With ``first_chunks``, the first wave has about that many blocks and each next
     one twice as many, up to ``max_chunks``: preparing a wave's graph takes time in
     proportion to its size, and nothing is stored before the first wave runs.
@@ -300,7 +300,10 @@ class RowBands(Sequence[list[Any]]):
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
         r0, r1 = self._rows(i)
-        wave = [_culled(a.blocks[..., r0:r1, :], _external_keys(a)) for a in self.banded]
+        # the keys of the whole graph, listed once per cube (cached on the graph all waves share)
+        wave = [
+            _culled(a.blocks[..., r0:r1, :], a.dask.get_all_external_keys()) for a in self.banded
+        ]
         return wave + list(self.rest) if i in (0, -len(self)) else wave
 
     def blocks(self, i: int) -> int:
@@ -314,22 +317,16 @@ class RowBands(Sequence[list[Any]]):
         return self.starts[i], (self.starts[i + 1] if i + 1 < len(self) else self.rows)
 
 
-def _external_keys(a: da.Array) -> set:
-    """Every output key of ``a``'s layers, with which dask finds the dependencies of
-    old-style tasks (a wave's own ``blocks`` layer is one); cached on the graph, which
-    all waves of ``a`` share."""
-    return a.dask.get_all_external_keys()
-
-
 def _culled(a: da.Array, external: set) -> da.Array:
-    """``a`` with only the tasks its blocks need, each layer culled or dropped.
+    """``a`` with only the tasks its blocks need, each layer culled or dropped
+    (``external``: every output key of the graph, with which old-style tasks' dependencies
+    are found).
 
     ``HighLevelGraph.cull`` keeps every layer below the point where the requested keys
     stop depending on anything, uncut: a wave of chunks that all need no source (tiles
     outside it, or chunks a resumed write skips) kept the whole cube's warp layers, and
     materialising them planned every tile at once. Culled here, dask's own cull
-    finds nothing left to keep, and the keys of the whole graph are listed once per
-    cube instead of once per wave.
+    finds nothing left to keep.
     """
     graph = a.dask
     wanted = set(dask.core.flatten(a.__dask_keys__()))
