@@ -31,6 +31,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from installed import compile_package
+
 WORK = Path(__file__).resolve().parent / "_work" / "project"
 INPUTS = WORK / "inputs"
 RES = 0.00025
@@ -269,7 +271,9 @@ def main() -> None:
         "--baseline", help="also time each warm round on this checkout's code (interleaved)"
     )
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    root = Path(__file__).resolve().parents[1]
+    compile_package(root, *([args.baseline] if args.baseline else []))
+    sys.path.insert(0, str(root))
     from multistore.demo.servers import local_s3, s3_filesystem
     from multistore.testing.zenodo_emulator import ZenodoEmulator
 

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import psutil
+from installed import compile_package
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "_work" / "scale"
@@ -226,6 +227,7 @@ def main() -> None:
         "commits), right after the current code's",
     )
     args = parser.parse_args()
+    compile_package(ROOT, *args.baseline)
     WORK.mkdir(parents=True, exist_ok=True)
     schedulers = {"threads": {"scheduler": "threads"}}
     if args.distributed:

@@ -27,6 +27,9 @@ fi
 
 echo "[install] installing multistore[$extras]"
 "$PY" -m pip install -q -e ".[$extras]"
+# pip compiles the bytecode of what it installs, but not of an editable package: do it here,
+# or every run recompiles multistore where PYTHONDONTWRITEBYTECODE is set
+"$PY" -m compileall -q multistore >/dev/null
 
 if [ "$extras" = dev ] && ! command -v chromium >/dev/null 2>&1; then
     # the service's browser test drives Debian's Chromium through Playwright

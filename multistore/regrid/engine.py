@@ -170,11 +170,7 @@ def _warp_batch(
     """
     spec = members[0].spec
     window_bounds = windows.bounds()
-    lattices = None
-    if lattice_from is not None and lattice_from.lattice is not None:
-        # each tile's lattice relative to its window's corner (col, row), for all tiles at once
-        corner = np.nan_to_num(window_bounds.reshape(*windows.shape, 5)[..., [2, 0]])
-        lattices = lattice_from.lattice - corner[..., None, None]
+    lattices = None if lattice_from is None else lattice_from.lattice
     out_names = [
         f"regrid-{m.var.name}-" + tokenize(m.src.name, target.to_dict(), m.spec, window_bounds)
         for m in members

@@ -255,7 +255,8 @@ class TileGraph:
         lattice = None
         # the lattice is in coordinates wrapped around the tile, not around 0 deg
         if self._lattice_ok is not None and self._lattice_ok[ti][tj] and not w.whole_globe:
-            lattice = self._lattices[ti, tj]
+            # relative to the window's corner; made per tile, not held for all tiles
+            lattice = self._lattices[ti, tj] - np.array((w.c0, w.r0), float)[:, None, None]
         return TileTask(
             window_shape=window_shape,
             pieces=tuple(pieces),
