@@ -14,8 +14,9 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,53 @@ class _TaskProgress(Callback):
             if share - self._last >= 0.01 or share == 1.0:
                 self._last = share
                 self._report(share)
+
+
+class ComputeStopped(RuntimeError):
+    """A compute call was stopped because work it belongs to failed."""
+
+
+class _Tasks:
+    """The tasks one compute call hands to the shared thread pool (dask's ``pool=``).
+
+    dask's threaded scheduler raises on the first failed task while the tasks
+    already running go on in the pool: they could store chunks into a cube that
+    is being removed. A failed call stops submitting and waits for those (a few
+    tasks, one per thread at most); a stopped call fails at its next submission.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor):
+        self._pool = pool
+        self._max_workers = pool._max_workers  # dask sizes its batches by it
+        self._running: set[Future] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        with self._lock:
+            if self._stopped:
+                raise ComputeStopped("stopped: other work of this run failed")
+            future = self._pool.submit(fn, *args, **kwargs)
+            self._running.add(future)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: Future) -> None:
+        with self._lock:
+            self._running.discard(future)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+    def wait(self) -> None:
+        with self._lock:
+            running = list(self._running)
+        futures_wait(running)
+
+
+def _progress_callbacks(progress: Progress | None) -> dict[str, Any]:
+    return {} if progress is None else {"callbacks": [_TaskProgress(progress)._callback]}
 
 
 class DaskRunner:
@@ -117,6 +165,8 @@ class DaskRunner:
 
     def compute(self, obj: Any, progress: Progress | None = None) -> Any:
         c = self.config
+        if c.scheduler == "threads":
+            return self._compute_threads(obj, progress, self._tasks())
         if self._client is not None:
             future = self._client.compute(obj)
             if progress is None:
@@ -126,14 +176,27 @@ class DaskRunner:
             # The scheduler's last count may reach the client after the result does.
             feed.finish()
             return result
-        kwargs: dict[str, Any] = {}
-        if progress is not None:
-            kwargs["callbacks"] = [_TaskProgress(progress)._callback]
-        if c.scheduler == "threads":
-            return dask.compute(obj, scheduler="threads", pool=self._pool, **kwargs)[0]
+        kwargs = _progress_callbacks(progress)
         if c.scheduler == "processes":
             return dask.compute(obj, scheduler="processes", num_workers=c.num_workers, **kwargs)[0]
         return dask.compute(obj, scheduler="synchronous", **kwargs)[0]
+
+    def _tasks(self) -> _Tasks:
+        if self._pool is None:
+            raise RuntimeError("DaskRunner.start() must be called before computing")
+        return _Tasks(self._pool)
+
+    def _compute_threads(self, obj: Any, progress: Progress | None, tasks: _Tasks) -> Any:
+        """``compute`` on the shared pool: returns or raises only once none of its tasks
+        runs any more."""
+        try:
+            return dask.compute(
+                obj, scheduler="threads", pool=tasks, **_progress_callbacks(progress)
+            )[0]
+        except BaseException:
+            tasks.stop()
+            tasks.wait()
+            raise
 
     def compute_in_waves(self, arrays: Sequence[Any], progress: Progress | None = None) -> None:
         """Compute ``arrays`` for their side effects (stored chunks) in bands of block rows.
@@ -160,8 +223,16 @@ class DaskRunner:
             with ThreadPoolExecutor(2, thread_name_prefix="multistore-wave") as submitter:
 
                 def submit(i: int, wave: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
-                    future = submitter.submit(self.compute, wave, shares.reporter(i))
-                    return future.result, future.cancel
+                    tasks = self._tasks()
+
+                    def cancel() -> None:
+                        future.cancel()
+                        tasks.stop()
+
+                    future = submitter.submit(
+                        self._compute_threads, wave, shares.reporter(i), tasks
+                    )
+                    return future.result, cancel
 
                 _two_in_flight(waves, submit)
         else:
@@ -189,20 +260,26 @@ def _two_in_flight(
     submit: Callable[[int, Any], tuple[Callable[[], Any], Callable[[], Any]]],
 ) -> None:
     """Keep two waves running, so workers do not idle at a wave's tail while the next
-    wave's graph is built; a failed wave cancels the one behind it. The garbage of
-    each finished wave is collected (:func:`_long_lived_frozen`)."""
+    wave's graph is built; a failed wave cancels the one behind it and waits for it to
+    end, so nothing of the run is still storing chunks when the failure is reported.
+    The garbage of each finished wave is collected (:func:`_long_lived_frozen`)."""
     pending: deque[tuple[Callable[[], Any], Callable[[], Any]]] = deque()
     try:
         for i, wave in enumerate(waves):
             pending.append(submit(i, wave))
             if len(pending) > 1:
-                pending.popleft()[0]()
+                pending[0][0]()  # stays pending until it returns, so Ctrl-C stops it too
+                pending.popleft()
                 gc.collect()
         while pending:
-            pending.popleft()[0]()
+            pending[0][0]()
+            pending.popleft()
     finally:
         for _, cancel in pending:
             cancel()
+        for wait, _ in pending:
+            with suppress(BaseException):  # the first failure is the one reported
+                wait()
 
 
 @contextmanager

@@ -110,10 +110,12 @@ def remove_partial_cube(target: StorageTarget) -> None:
     fs = target.fs
     if fs.exists(target.marker_path):
         return  # complete: not ours to remove
-    if fs.exists(target.path):
-        fs.rm(target.path, recursive=True)
+    # The journal first: if removing the cube fails half-way, the next run rebuilds it
+    # instead of resuming a cube whose metadata may be gone.
     if fs.exists(target.journal_path):
         fs.rm(target.journal_path)
+    if fs.exists(target.path):
+        fs.rm(target.path, recursive=True)
 
 
 def read_marker(target: StorageTarget) -> dict[str, Any] | None:
