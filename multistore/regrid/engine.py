@@ -170,7 +170,6 @@ def _warp_batch(
     """
     spec = members[0].spec
     window_bounds = windows.bounds()
-    lattices = None if lattice_from is None else lattice_from.lattice
     out_names = [
         f"regrid-{m.var.name}-" + tokenize(m.src.name, target.to_dict(), m.spec, window_bounds)
         for m in members
@@ -195,7 +194,7 @@ def _warp_batch(
         spec,
         groups,
         (group_name, out_names),
-        lattices,
+        None if lattice_from is None else lattice_from.lattice,
         None if lattice_from is None else lattice_from.lattice_ok,
     )
     warp_graph = HighLevelGraph.from_collections(

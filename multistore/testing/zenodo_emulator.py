@@ -21,16 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from .http import QuietHTTPServer
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _COPY_CHUNK = 1 << 16
@@ -101,16 +102,6 @@ class LoggedRequest:
     authorized: bool  # an Authorization header was present (its value is never kept)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client that drops a keep-alive connection is not an emulator error
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
 class ZenodoEmulator:
     """``with ZenodoEmulator() as z: z.add_record("1", {"a.tif": b"..."}); z.base_url``."""
 
@@ -121,7 +112,7 @@ class ZenodoEmulator:
         self._active_bodies = 0
         self._max_active_bodies = 0
         self.faults = Faults()
-        self._server = _Server((host, port), _handler_class(self))
+        self._server = QuietHTTPServer((host, port), _handler_class(self))
         self._thread: threading.Thread | None = None
 
     # -- setup ------------------------------------------------------------------

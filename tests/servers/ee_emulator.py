@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 import threading
 import time
 import urllib.parse
@@ -44,6 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyproj
+
+from multistore.testing.http import QuietHTTPServer
 
 DEFAULT_BYTE_LIMIT = 50331648
 DEFAULT_MAX_DIMENSION = 32768
@@ -1720,16 +1721,9 @@ def _error(status: int, message: str) -> tuple[int, bytes, dict[str, str]]:
     )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietHTTPServer):
     request_queue_size = 256
     emulator: Emulator
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # clients (gcsfs) may drop a connection mid-reply; that is theirs to handle, not noise
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
